@@ -1,0 +1,264 @@
+"""The CIFAR-10 AlexNet of the original study and the training engine both tracker scripts drive.
+
+The engine knows no tracker: it reports through the `Tracker` interface (tracking.py) at fixed
+points — start, dataset, step and epoch metrics, checkpoints, evaluation, summary, finish.
+"""
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import data
+
+# The study's recipe, exactly; `default` keeps its hyperparameters and adds what makes it train
+# reliably and further: its first Adam steps blow the loss up from ~6 to ~43 without warmup.
+RECIPES = {
+    "study": dict(optimizer="adam", lr=1e-3, batch_size=256, epochs=25, seed=1234,
+                  val_fraction=0.1, warmup_epochs=0.0, schedule="constant", label_smoothing=0.0),
+    "default": dict(optimizer="adam", lr=1e-3, batch_size=256, epochs=25, seed=1234,
+                    val_fraction=0.1, warmup_epochs=1.0, schedule="cosine", label_smoothing=0.1),
+}
+
+
+class AlexNet(nn.Module):
+    """AlexNet for 32x32 inputs as in the study: 5 convs, 3 linear layers, 23,272,266 parameters."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 3, stride=2, padding=1), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 192, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Linear(256 * 2 * 2, 4096), nn.ReLU(inplace=True),
+            nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight, gain=nn.init.calculate_gain("relu"))
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass
+class Checkpoint:
+    """A saved model version, as the trackers log it."""
+    path: str
+    epoch: int
+    val_acc: float
+    is_best: bool
+    final: bool = False
+    test_acc: float = None
+
+
+@dataclass
+class Evaluation:
+    """Test-set results of the best checkpoint."""
+    classes: list
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    confusion: np.ndarray  # counts, rows = true class, columns = predicted
+    per_class_acc: list
+    mistakes: list = field(default_factory=list)  # dicts: image (HWC uint8), true, predicted, probability
+
+
+def save_checkpoint(path, model, **meta):
+    """Write atomically (temp file, then rename) so an interrupt never leaves half a file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save({"model": model.state_dict(), **meta}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, model=None):
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if model is not None:
+        model.load_state_dict(ckpt["model"])
+    return ckpt
+
+
+def lr_factor(step, total_steps, warmup_steps, schedule):
+    """Learning-rate multiplier at optimizer step `step` (0-based): linear warmup, then the schedule."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+def environment(device):
+    import torchvision
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        (platform.processor() or platform.machine())
+    return {"device": device.type, "device_name": name, "cpu_count": os.cpu_count(),
+            "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
+            "python_version": platform.python_version()}
+
+
+class Engine:
+    """Trains AlexNet on a `data.Dataset` and reports to a tracker; `run()` returns the history."""
+
+    def __init__(self, config, dataset, tracker, device, run_dir):
+        self.cfg = config
+        self.device = device
+        self.data = dataset.to(device)  # the whole dataset is small enough to live on the device
+        self.tracker = tracker
+        self.run_dir = run_dir
+        torch.manual_seed(config["seed"])  # the initial weights
+        self.model = AlexNet(len(dataset.classes)).to(device, memory_format=torch.channels_last)
+        config["model_params"] = count_params(self.model)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=config["lr"])
+        self.steps_per_epoch = math.ceil(len(dataset.train) / config["batch_size"])
+        self.total_steps = self.steps_per_epoch * config["epochs"]
+        self.warmup_steps = round(config["warmup_epochs"] * self.steps_per_epoch)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(
+            s, self.total_steps, self.warmup_steps, config["schedule"]))
+        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
+                             enabled=device.type == "cuda")
+        self.step = 0
+        self.history = []
+
+    def run(self):
+        cfg = self.cfg
+        self.tracker.start(cfg, self.model)
+        self.tracker.log_dataset(self.data.describe(), self.data.files)
+        best = None
+        epochs = tqdm(range(1, cfg["epochs"] + 1), desc="epochs", unit="epoch", disable=None)
+        for epoch in epochs:
+            t0 = time.perf_counter()
+            train_loss, train_acc = self.train_one_epoch(epoch)
+            epoch_time = time.perf_counter() - t0
+            val_loss, val_acc = self.evaluate(self.data.val)[:2]
+            metrics = {"epoch": epoch, "train/loss": train_loss, "train/acc": train_acc,
+                       "val/loss": val_loss, "val/acc": val_acc,
+                       "lr": self.opt.param_groups[0]["lr"], "epoch_time_s": epoch_time,
+                       "throughput_img_s": len(self.data.train) / epoch_time}
+            self.history.append(metrics)
+            self.tracker.log_epoch(metrics, epoch)
+            epochs.write(f"epoch {epoch}/{cfg['epochs']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
+                         f"  val loss {val_loss:.4f} acc {val_acc:.4f}  lr {metrics['lr']:.2e}"
+                         f"  {epoch_time:.1f}s {metrics['throughput_img_s']:.0f} img/s")
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch}")
+            if best is None or val_acc > best["val_acc"]:
+                best = {"epoch": epoch, "val_acc": val_acc,
+                        "path": os.path.join(self.run_dir, "checkpoints", f"epoch_{epoch}.pt")}
+                save_checkpoint(best["path"], self.model, epoch=epoch, val_acc=val_acc, config=cfg)
+                self.tracker.log_checkpoint(Checkpoint(best["path"], epoch, val_acc, is_best=True))
+        return self.finish(best)
+
+    def finish(self, best):
+        """Evaluate the best checkpoint on the test set, save it as the final version, summarize."""
+        load_checkpoint(best["path"], self.model)
+        test_loss, test_acc, evaluation = self.evaluate(self.data.test, detailed=True)
+        final_path = os.path.join(self.run_dir, "checkpoints", "final.pt")
+        save_checkpoint(final_path, self.model, epoch=best["epoch"], val_acc=best["val_acc"],
+                        test_acc=test_acc, config=self.cfg, classes=list(self.data.classes),
+                        mean=self.data.mean, std=self.data.std)
+        self.tracker.log_evaluation(evaluation)
+        self.tracker.log_checkpoint(Checkpoint(final_path, best["epoch"], best["val_acc"],
+                                               is_best=True, final=True, test_acc=test_acc))
+        summary = {"test/loss": test_loss, "test/acc": test_acc,
+                   "best/val_acc": best["val_acc"], "best/epoch": best["epoch"]}
+        self.tracker.log_summary(summary)
+        print(f"test loss {test_loss:.4f} acc {test_acc:.4f} (best checkpoint: epoch {best['epoch']}, "
+              f"val acc {best['val_acc']:.4f})")
+        result = {"config": self.cfg, "epochs": self.history, "summary": summary}
+        with open(os.path.join(self.run_dir, "history.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        return result
+
+    def batch(self, split, index, train):
+        x = split.images[index]
+        x = data.augment(x, None) if train else x
+        x = data.normalize(x, self.data.mean, self.data.std)
+        return x.contiguous(memory_format=torch.channels_last), split.labels[index]
+
+    def train_one_epoch(self, epoch):
+        cfg, train = self.cfg, self.data.train
+        self.model.train()
+        # Order from (seed, epoch) and randomness from (seed, step): a run is reproducible
+        # from any step, whatever else consumed random numbers in between.
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(
+            cfg["seed"] * 1000 + epoch)).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        bar = tqdm(total=len(train), desc=f"epoch {epoch}", unit="img", leave=False, disable=None)
+        t0 = time.perf_counter()
+        for i in range(self.steps_per_epoch):
+            torch.manual_seed(cfg["seed"] * 1_000_003 + self.step)
+            x, y = self.batch(train, order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]], True)
+            with torch.autocast(**self.autocast):
+                logits = self.model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            self.step += 1
+            # Sums stay on the device; reading them only every log_every steps avoids a host sync per step.
+            batch_correct = (logits.argmax(1) == y).sum()
+            loss_sum += loss.detach() * len(y)
+            correct += batch_correct
+            bar.update(len(y))
+            if self.step % cfg["log_every"] == 0:
+                batch_loss, batch_acc = loss.item(), batch_correct.item() / len(y)
+                self.tracker.log_metrics({"train/batch_loss": batch_loss, "train/batch_acc": batch_acc},
+                                         self.step)
+                bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{batch_acc:.3f}",
+                                img_s=f"{bar.n / (time.perf_counter() - t0):.0f}")
+        bar.close()
+        return loss_sum.item() / len(train), correct.item() / len(train)
+
+    @torch.no_grad()
+    def evaluate(self, split, detailed=False, batch_size=1000):
+        """Loss and accuracy on a split; with detailed, also the `Evaluation` of its predictions."""
+        self.model.eval()
+        probs = []
+        for i in range(0, len(split), batch_size):
+            x, _ = self.batch(split, slice(i, i + batch_size), False)
+            with torch.autocast(**self.autocast):
+                probs.append(self.model(x).float().softmax(1))
+        p = torch.cat(probs)
+        loss = F.nll_loss(p.clamp_min(1e-12).log(), split.labels).item()
+        pred = p.argmax(1)
+        acc = (pred == split.labels).float().mean().item()
+        if not detailed:
+            return loss, acc, None
+        return loss, acc, self.evaluation(split, p, pred)
+
+    def evaluation(self, split, probs, pred, n_mistakes=25):
+        classes = list(self.data.classes)
+        y, pred = split.labels.cpu(), pred.cpu()
+        confusion = torch.bincount(y * len(classes) + pred, minlength=len(classes) ** 2)
+        confusion = confusion.reshape(len(classes), len(classes)).numpy()
+        per_class = (confusion.diagonal() / confusion.sum(1).clip(min=1)).tolist()
+        confidence = probs.max(1).values.cpu()
+        wrong = (pred != y).nonzero().flatten()
+        worst = wrong[confidence[wrong].argsort(descending=True)[:n_mistakes]]
+        mistakes = [{"image": split.images[i].permute(1, 2, 0).cpu().numpy(), "index": int(i),
+                     "true": classes[y[i]], "predicted": classes[pred[i]],
+                     "probability": float(confidence[i])} for i in worst.tolist()]
+        return Evaluation(classes, y.numpy(), pred.numpy(), confusion, per_class, mistakes)

@@ -1,0 +1,220 @@
+"""CIFAR-10 for the AlexNet job: download/verify/load, split, normalization, batched augmentation.
+
+Images stay uint8 tensors of shape (N, 3, 32, 32) from disk to the training device; a batch is
+converted to float, augmented and normalized there in a few tensor ops, never per image.
+"""
+import hashlib
+import math
+import os
+import pickle
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+           "dog", "frog", "horse", "ship", "truck")
+BATCH_DIR = "cifar-10-batches-py"
+ARCHIVE = "cifar-10-python.tar.gz"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILES = ("test_batch",)
+
+
+class DataError(Exception):
+    """A problem with the user's data (missing, corrupt, unverified): reported as one line."""
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 (N, 3, 32, 32)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def to(self, device):
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+    classes: tuple
+    mean: tuple  # per channel, of the training split, in [0, 1]
+    std: tuple
+    source: str
+    content_hash: str  # sha256 of the data files (or of the generated tensors)
+    files: list = field(default_factory=list)  # the files the content hash covers
+
+    @property
+    def version(self):
+        """Content hash plus the split: two runs share a version only if they saw the same data."""
+        spec = f"{self.content_hash}|{len(self.train)}|{len(self.val)}|{len(self.test)}|{','.join(self.classes)}"
+        return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+    def describe(self):
+        """What a tracker records about the dataset."""
+        return {"name": "cifar10" if self.source != "synthetic" else "synthetic",
+                "version": self.version, "content_hash": self.content_hash,
+                "source": self.source, "classes": list(self.classes),
+                "train_size": len(self.train), "val_size": len(self.val),
+                "test_size": len(self.test),
+                "mean": [round(m, 6) for m in self.mean], "std": [round(s, 6) for s in self.std]}
+
+    def to(self, device):
+        return Dataset(self.train.to(device), self.val.to(device), self.test.to(device),
+                       self.classes, self.mean, self.std, self.source, self.content_hash,
+                       self.files)
+
+
+def load(name, data_dir, *, skip_checksum=False, train_size=None, val_fraction=0.1, seed=0):
+    """The named dataset, split into train/val/test with normalization from the train split."""
+    if name == "synthetic":
+        (xtr, ytr), (xte, yte), content_hash = synthetic(train_size or 5000, seed=seed)
+        source, files = "synthetic", []
+    else:
+        files = cifar10_files(data_dir, skip_checksum)
+        xtr, ytr = read_batches(files[:5])
+        xte, yte = read_batches(files[5:])
+        content_hash = hash_files(files)
+        source = "official CIFAR-10 (checksums verified)" if not skip_checksum else \
+            f"CIFAR-10-format copy at {os.path.dirname(files[0])} (checksums not verified)"
+    train, val = split(xtr, ytr, train_size, val_fraction, seed)
+    mean, std = channel_stats(train.images)
+    return Dataset(train, val, Split(xte, yte), CLASSES, mean, std, source, content_hash, files)
+
+
+def cifar10_files(data_dir, skip_checksum):
+    """Paths of the six batch files, downloaded and verified unless skip_checksum."""
+    folder = os.path.join(data_dir, BATCH_DIR)
+    paths = [os.path.join(folder, f) for f in TRAIN_FILES + TEST_FILES]
+    if skip_checksum:
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise DataError(f"{missing[0]} not found: --skip-checksum loads a copy in the official "
+                            f"python-batch layout ({BATCH_DIR}/data_batch_1..5, test_batch)")
+        return paths
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
+    md5 = dict(CIFAR10.train_list + CIFAR10.test_list)
+    if all(os.path.isfile(p) for p in paths):
+        bad = [p for p in paths if not check_integrity(p, md5[os.path.basename(p)])]
+        if bad:
+            raise DataError(f"{bad[0]} does not match the official CIFAR-10 checksum (a modified or "
+                            f"re-encoded copy?); pass --skip-checksum to load it anyway")
+        return paths
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        CIFAR10(data_dir, train=True, download=True)  # reuses a verified archive already in data_dir
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad archive is a RuntimeError
+        raise DataError(f"CIFAR-10 is not in {data_dir} and could not be downloaded ({reason(e)}): "
+                        f"put {ARCHIVE} or the extracted {BATCH_DIR}/ folder in {data_dir}, "
+                        f"or try --dataset synthetic, which needs no data") from None
+    return cifar10_files(data_dir, skip_checksum=False)
+
+
+def reason(e):
+    return str(getattr(e, "reason", None) or e).strip() or type(e).__name__
+
+
+def read_batches(paths):
+    """uint8 images (N, 3, 32, 32) and int64 labels from CIFAR-10 python-batch files."""
+    images, labels = [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            data = torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
+            y = torch.as_tensor(batch["labels"], dtype=torch.int64)
+        except Exception as e:  # any unpickling or shape error means the file is not a CIFAR batch
+            raise DataError(f"{path} is not a readable CIFAR-10 batch file (truncated or corrupt?): "
+                            f"{type(e).__name__}") from None
+        if len(y) != len(data) or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(CLASSES)):
+            raise DataError(f"{path} is not a valid CIFAR-10 batch file (labels do not match images)")
+        images.append(data)
+        labels.append(y)
+    return torch.cat(images), torch.cat(labels)
+
+
+def hash_files(paths):
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def synthetic(train_size, test_size=None, seed=0):
+    """A CIFAR-shaped dataset whose classes differ by a smooth colour template plus noise.
+
+    The templates are fixed (seed 0) so train and test share them; `seed` only draws samples.
+    """
+    test_size = test_size or max(200, train_size // 5)
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(len(CLASSES), 3, 4, 4, generator=g)
+    templates = F.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
+
+    def draw(n, gen):
+        y = torch.randint(0, len(CLASSES), (n,), generator=gen)
+        x = 0.6 * templates[y] + 0.4 * torch.rand(n, 3, 32, 32, generator=gen)
+        return (x * 255).round().to(torch.uint8), y
+
+    train = draw(train_size, torch.Generator().manual_seed(1000 + seed))
+    test = draw(test_size, torch.Generator().manual_seed(2000 + seed))
+    h = hashlib.sha256()
+    for t in (*train, *test):
+        h.update(t.numpy().tobytes())
+    return train, test, h.hexdigest()
+
+
+def split(images, labels, train_size, val_fraction, seed):
+    """Seeded subset of train_size images (all if None), then val_fraction of it held out."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    if train_size:
+        if train_size > len(labels):
+            raise DataError(f"--train-size {train_size} is more than the {len(labels)} training images")
+        order = order[:train_size]
+    n_val = max(1, round(len(order) * val_fraction))
+    if len(order) - n_val < 1:
+        raise DataError(f"--train-size {len(order)} leaves no training images after the validation split")
+    val, train = order[:n_val], order[n_val:]
+    return Split(images[train], labels[train]), Split(images[val], labels[val])
+
+
+def channel_stats(images):
+    x = images.double() / 255
+    return (tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist()))
+
+
+def normalize(images, mean, std):
+    """uint8 or [0, 1] float images to normalized float32."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def augment(images, generator, max_shift=2, max_degrees=5.0):
+    """The study's augmentation for a whole batch at once: random crop with 2-pixel zero padding,
+    horizontal flip and rotation up to 5 degrees, as one affine resampling per batch.
+
+    Takes uint8 (N, 3, H, W), returns float in [0, 1]. Shifts are whole pixels, so without
+    rotation a pixel is copied exactly, as RandomCrop would; outside the image is black.
+    """
+    n, _, h, w = images.shape
+    dev = images.device
+    u = torch.rand(n, 4, generator=generator, device=dev)
+    angle = (u[:, 0] * 2 - 1) * math.radians(max_degrees)
+    flip = torch.where(u[:, 1] < 0.5, -1.0, 1.0)
+    dx = torch.floor(u[:, 2] * (2 * max_shift + 1)) - max_shift
+    dy = torch.floor(u[:, 3] * (2 * max_shift + 1)) - max_shift
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos * flip, -sin, dx * 2 / w], 1),
+                         torch.stack([sin * flip, cos, dy * 2 / h], 1)], 1)
+    grid = F.affine_grid(theta, (n, 3, h, w), align_corners=False)
+    return F.grid_sample(images.float() / 255, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)

@@ -1,0 +1,113 @@
+"""Shared fixtures: a CIFAR-10 copy in the official on-disk format, script runners, tracker readers."""
+import glob
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import data  # noqa: E402
+
+SCRIPTS = ["wandb_setup_script.py", "neptune_integration.py"]
+WANDB_KEY = "wandbfakekey" + "0123456789abcdef" * 3  # W&B wants 40+ characters
+NEPTUNE_TOKEN = "neptunefaketoken" + "fedcba9876543210" * 3
+NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+              "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
+
+
+def write_cifar_batches(folder, per_batch=80, test_size=100, seed=0):
+    """Learnable synthetic images written exactly as the official cifar-10-batches-py files."""
+    (x, y), (xt, yt), _ = data.synthetic(5 * per_batch, test_size, seed=seed)
+    dst = os.path.join(folder, data.BATCH_DIR)
+    os.makedirs(dst, exist_ok=True)
+
+    def dump(name, images, labels):
+        with open(os.path.join(dst, name), "wb") as f:
+            pickle.dump({"batch_label": name, "labels": labels.tolist(),
+                         "data": images.reshape(len(images), 3072).numpy(),
+                         "filenames": [f"{i}.png" for i in range(len(labels))]}, f, protocol=2)
+    for i in range(5):
+        s = slice(i * per_batch, (i + 1) * per_batch)
+        dump(f"data_batch_{i + 1}", x[s], y[s])
+    dump("test_batch", xt, yt)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory):
+    return write_cifar_batches(str(tmp_path_factory.mktemp("cifar")))
+
+
+def clean_env(home, **extra):
+    """The environment of a user with an empty home and no tracker credentials."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("WANDB_", "NEPTUNE_")) and k != "MPLCONFIGDIR"}
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1", **NO_NETWORK)
+    env.update(extra)
+    return env
+
+
+def run_script(script, args, home, timeout=300, **env):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
+                          cwd=ROOT, env=clean_env(home, **env), capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def quick_args(cifar_dir, out_dir, epochs=2, seed=5, extra=()):
+    return ["--mode", "offline", "--data-dir", cifar_dir, "--skip-checksum", "--epochs", epochs,
+            "--batch-size", 64, "--seed", seed, "--device", "cpu", "--out-dir", out_dir,
+            "--log-every", 2, *extra]
+
+
+def wandb_records(out_dir):
+    """Every record of the run's .wandb log, read with W&B's own reader."""
+    logs = glob.glob(os.path.join(out_dir, "wandb", "offline-run-*", "*.wandb"))
+    assert len(logs) == 1, logs
+    wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
+    out = subprocess.run([wandb_cli, "leet", "inspect", "--json", logs[0]], capture_output=True,
+                         text=True, check=True, timeout=120)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def wandb_epochs(records):
+    return [r["history"]["item"] for r in records if r["type"] == "history" and "epoch" in r["history"]["item"]]
+
+
+def neptune_ops(out_dir):
+    """Every operation of the run's offline Neptune log (JSON lines under its data directory)."""
+    runs = glob.glob(os.path.join(out_dir, ".neptune", "offline", "run__*"))
+    assert len(runs) == 1, runs
+    ops = []
+    for log in sorted(glob.glob(os.path.join(runs[0], "data-*.log"))):
+        with open(log) as f:
+            ops += [json.loads(line)["obj"] for line in f if line.strip()]
+    return ops
+
+
+def neptune_series(ops, path):
+    return [(v["step"], v["value"]) for op in ops if op["type"] == "LogFloats" and "/".join(op["path"]) == path
+            for v in op["values"]]
+
+
+def neptune_assigned(ops, path):
+    values = [op["value"] for op in ops if op["type"].startswith("Assign") and "/".join(op["path"]) == path]
+    return values[-1] if values else None
+
+
+def files_containing(root, secret):
+    hits = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            try:
+                with open(path, "rb") as f:
+                    if secret.encode() in f.read():
+                        hits.append(path)
+            except OSError:
+                pass
+    return hits

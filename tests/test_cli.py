@@ -1,0 +1,93 @@
+"""Every user mistake ends in one clear line and a non-zero exit, never a traceback, for both scripts."""
+import os
+
+import pytest
+import torch
+
+from conftest import SCRIPTS, run_script
+
+BAD_FLAGS = [
+    (["--epochs", "0"], "--epochs"),
+    (["--batch-size", "-4"], "--batch-size"),
+    (["--lr", "0"], "--lr"),
+    (["--val-fraction", "1.5"], "--val-fraction"),
+    (["--val-fraction", "0"], "--val-fraction"),
+    (["--device", "tpu"], "--device"),
+    (["--dataset", "imagenet"], "--dataset"),
+    (["--mode", "cloud"], "--mode"),
+    (["--epochs", "many"], "--epochs"),
+]
+
+
+def assert_one_line_error(result, code, *needles):
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("flags,needle", BAD_FLAGS)
+def test_bad_flag_exits_2(script, flags, needle, tmp_path):
+    result = run_script(script, ["--mode", "offline", "--dataset", "synthetic", *flags], tmp_path, timeout=60)
+    assert_one_line_error(result, 2, needle)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_cuda_requested_but_absent(script, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run_script(script, ["--mode", "offline", "--dataset", "synthetic", "--device", "cuda"], tmp_path)
+    assert_one_line_error(result, 2, "--device cuda")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_unwritable_out_dir(script, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_script(script, ["--mode", "offline", "--dataset", "synthetic", "--out-dir", blocker / "runs"],
+                        tmp_path)
+    assert_one_line_error(result, 2, "--out-dir", "not writable")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_empty_data_dir_without_network(script, tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    result = run_script(script, ["--mode", "offline", "--data-dir", empty, "--out-dir", tmp_path / "runs"],
+                        tmp_path, timeout=120)
+    assert_one_line_error(result, 2, "cifar-10-python.tar.gz", "--dataset synthetic")
+    assert not os.listdir(tmp_path / "runs")  # no tracker run was opened for a run that never started
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_unverified_copy_names_skip_checksum(script, cifar_dir, tmp_path):
+    result = run_script(script, ["--mode", "offline", "--data-dir", cifar_dir, "--out-dir", tmp_path / "runs"],
+                        tmp_path)
+    assert_one_line_error(result, 2, "--skip-checksum")
+
+
+@pytest.mark.parametrize("script,needles", [
+    ("wandb_setup_script.py", ["WANDB_API_KEY", "--mode offline"]),
+    ("neptune_integration.py", ["NEPTUNE_API_TOKEN", "--mode offline"]),
+])
+def test_online_without_token_or_terminal(script, needles, tmp_path):
+    result = run_script(script, ["--mode", "online", "--project", "ws/proj", "--dataset", "synthetic",
+                                 "--out-dir", tmp_path / "runs"], tmp_path)
+    assert_one_line_error(result, 2, *needles)
+
+
+def test_neptune_malformed_project(tmp_path):
+    result = run_script("neptune_integration.py", ["--mode", "online", "--project", "no-slash",
+                                                   "--dataset", "synthetic", "--out-dir", tmp_path / "runs"],
+                        tmp_path, NEPTUNE_API_TOKEN="x")
+    assert_one_line_error(result, 2, "workspace/project", "no-slash")
+
+
+def test_both_scripts_expose_the_same_flags(tmp_path):
+    helps = [run_script(s, ["--help"], tmp_path) for s in SCRIPTS]
+    flags = [sorted(w.strip("[],") for w in h.stdout.split() if w.startswith(("--", "[--"))) for h in helps]
+    assert all(h.returncode == 0 for h in helps)
+    assert flags[0] == flags[1] and "--log-every" in flags[0] and "--skip-checksum" in flags[0]

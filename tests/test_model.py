@@ -1,0 +1,63 @@
+"""AlexNet matches the study's architecture and initialization; checkpoints round-trip."""
+import math
+
+import torch
+
+import alexnet
+
+
+def test_parameter_count_and_output_shape():
+    model = alexnet.AlexNet(num_classes=10)
+    assert alexnet.count_params(model) == 23_272_266
+    assert model(torch.zeros(3, 3, 32, 32)).shape == (3, 10)
+
+
+def test_layers_are_the_studys():
+    convs = [m for m in alexnet.AlexNet().features if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
+        (3, 64, (3, 3), (2, 2), (1, 1)), (64, 192, (3, 3), (1, 1), (1, 1)),
+        (192, 384, (3, 3), (1, 1), (1, 1)), (384, 256, (3, 3), (1, 1), (1, 1)),
+        (256, 256, (3, 3), (1, 1), (1, 1))]
+    linears = [m for m in alexnet.AlexNet().classifier if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(1024, 4096), (4096, 4096), (4096, 10)]
+
+
+def test_initialization_is_kaiming_and_xavier_with_zero_bias():
+    torch.manual_seed(0)
+    model = alexnet.AlexNet()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            fan_in = m.in_channels * 9
+            assert abs(m.weight.std().item() / math.sqrt(2 / fan_in) - 1) < 0.1
+            assert m.bias.abs().max() == 0
+        elif isinstance(m, torch.nn.Linear):
+            expected = math.sqrt(2) * math.sqrt(2 / (m.in_features + m.out_features))
+            assert abs(m.weight.std().item() / expected - 1) < 0.1
+            assert m.bias.abs().max() == 0
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = alexnet.AlexNet()
+    path = str(tmp_path / "sub" / "epoch_3.pt")
+    alexnet.save_checkpoint(path, model, epoch=3, val_acc=0.5)
+    restored = alexnet.AlexNet()
+    ckpt = alexnet.load_checkpoint(path, restored)
+    assert ckpt["epoch"] == 3 and ckpt["val_acc"] == 0.5
+    x = torch.randn(2, 3, 32, 32)
+    model.eval(), restored.eval()
+    assert torch.equal(model(x), restored(x))
+    assert not (tmp_path / "sub" / "epoch_3.pt.tmp").exists()
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    f = [alexnet.lr_factor(s, 100, 10, "cosine") for s in range(100)]
+    assert f[0] == 0.1 and f[9] == 1.0
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    assert f[-1] < 0.001
+    assert all(alexnet.lr_factor(s, 100, 0, "constant") == 1.0 for s in range(100))
+
+
+def test_study_recipe_is_exact():
+    assert alexnet.RECIPES["study"] == dict(
+        optimizer="adam", lr=1e-3, batch_size=256, epochs=25, seed=1234, val_fraction=0.1,
+        warmup_epochs=0.0, schedule="constant", label_smoothing=0.0)

@@ -1,0 +1,92 @@
+"""The engine learns, reports to the tracker interface in order, and keeps its checkpoints."""
+import json
+import math
+import os
+
+import torch
+
+import alexnet
+import data
+import tracking
+
+
+class Recorder(tracking.Tracker):
+    """Records which interface calls the engine makes, in order."""
+
+    def __init__(self, run_dir):
+        super().__init__(None, run_dir)
+        self.calls = []
+
+    def __getattribute__(self, name):
+        attr = object.__getattribute__(self, name)
+        if name.startswith(("start", "log_", "finish")):
+            return lambda *a: object.__getattribute__(self, "calls").append((name, a)) or attr(*a)
+        return attr
+
+
+def config(**overrides):
+    cfg = dict(alexnet.RECIPES["default"], epochs=4, batch_size=64, seed=0, log_every=5,
+               lr=1e-3, val_fraction=0.1)
+    cfg.update(overrides)
+    return cfg
+
+
+def train(tmp_path, **overrides):
+    cfg = config(**overrides)
+    ds = data.load("synthetic", None, train_size=640, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+    recorder = Recorder(str(tmp_path / "run"))
+    result = alexnet.Engine(cfg, ds, recorder, torch.device("cpu"), str(tmp_path / "run")).run()
+    return result, recorder
+
+
+def test_synthetic_data_learns_and_reports_in_order(tmp_path):
+    result, rec = train(tmp_path)
+    epochs = result["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    assert epochs[-1]["train/loss"] < epochs[0]["train/loss"]
+    assert max(e["val/acc"] for e in epochs) > 0.5  # chance is 0.1
+    assert result["summary"]["test/acc"] > 0.5
+    names = [name for name, _ in rec.calls]
+    assert names[:2] == ["start", "log_dataset"]
+    assert names[-3:] == ["log_evaluation", "log_checkpoint", "log_summary"]
+    steps = [a[1] for name, a in rec.calls if name == "log_metrics"]
+    assert steps == list(range(5, 4 * 9 + 1, 5))  # 576 images / 64 = 9 steps an epoch
+    logged_epochs = [a[0] for name, a in rec.calls if name == "log_epoch"]
+    assert logged_epochs == epochs
+    for m in epochs:
+        assert set(m) == {"epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr",
+                          "epoch_time_s", "throughput_img_s"}
+        assert 0 <= m["train/acc"] <= 1 and 0 <= m["val/acc"] <= 1
+
+
+def test_best_checkpoint_is_evaluated_and_every_version_is_its_own_file(tmp_path):
+    result, rec = train(tmp_path)
+    ckpts = [a[0] for name, a in rec.calls if name == "log_checkpoint"]
+    paths = [c.path for c in ckpts]
+    assert len(set(paths)) == len(paths) and all(os.path.isfile(p) for p in paths)
+    best_epoch = max(result["epochs"], key=lambda e: e["val/acc"])["epoch"]
+    final = ckpts[-1]
+    assert final.final and final.epoch == best_epoch == result["summary"]["best/epoch"]
+    assert final.test_acc == result["summary"]["test/acc"]
+    for c in ckpts[:-1]:
+        assert alexnet.load_checkpoint(c.path)["epoch"] == c.epoch
+    vals = [c.val_acc for c in ckpts[:-1]]
+    assert vals == sorted(vals) and len(set(vals)) == len(vals)  # only improvements are versions
+    ev = [a[0] for name, a in rec.calls if name == "log_evaluation"][0]
+    assert ev.confusion.sum() == len(ev.y_true) and len(ev.mistakes) == min(25, int((ev.y_true != ev.y_pred).sum()))
+    probs = [m["probability"] for m in ev.mistakes]
+    assert probs == sorted(probs, reverse=True)
+    assert all(m["true"] != m["predicted"] and m["image"].shape == (32, 32, 3) for m in ev.mistakes)
+    assert math.isclose(sum(ev.per_class_acc[i] * (ev.y_true == i).sum() for i in range(10)) / len(ev.y_true),
+                        result["summary"]["test/acc"], abs_tol=1e-6)
+    with open(tmp_path / "run" / "history.json") as f:
+        assert json.load(f)["epochs"] == result["epochs"]
+
+
+def test_same_seed_same_run(tmp_path):
+    a, _ = train(tmp_path / "a", epochs=2)
+    b, _ = train(tmp_path / "b", epochs=2)
+    c, _ = train(tmp_path / "c", epochs=2, seed=1)
+    strip = lambda r: [{k: v for k, v in e.items() if k not in ("epoch_time_s", "throughput_img_s")}  # noqa: E731
+                       for e in r["epochs"]]
+    assert strip(a) == strip(b) and strip(a) != strip(c)

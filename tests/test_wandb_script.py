@@ -1,0 +1,138 @@
+"""A real offline W&B run, read back with W&B's own reader (`wandb leet inspect --json`)."""
+import json
+import os
+import pty
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import (ROOT, WANDB_KEY, clean_env, files_containing, quick_args, run_script,
+                      wandb_epochs, wandb_records)
+
+
+@pytest.fixture(scope="module")
+def offline_run(cifar_dir, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    out = tmp_path_factory.mktemp("runs")
+    result = run_script("wandb_setup_script.py", quick_args(cifar_dir, out, epochs=3), home, WANDB_API_KEY=WANDB_KEY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run_dir] = [d for d in os.listdir(out) if d[0].isdigit()]
+    with open(out / run_dir / "history.json") as f:
+        history = json.load(f)
+    return dict(result=result, home=home, out=out, records=wandb_records(str(out)), history=history)
+
+
+def of_type(records, kind):
+    return [r[kind] for r in records if r["type"] == kind]
+
+
+def test_every_epoch_equals_the_engine_history(offline_run):
+    logged = wandb_epochs(offline_run["records"])
+    engine = offline_run["history"]["epochs"]
+    assert len(logged) == len(engine) == 3
+    for got, want in zip(logged, engine):
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_per_step_series_against_global_step(offline_run):
+    steps = [r["history"]["item"] for r in offline_run["records"]
+             if r["type"] == "history" and "train/batch_loss" in r["history"]["item"]]
+    assert [s["global_step"] for s in steps] == list(range(2, 3 * 6 + 1, 2))  # 360 images / 64: 6 steps an epoch
+    assert all(0 <= s["train/batch_acc"] <= 1 for s in steps)
+    metrics = {m.get("name") or m.get("glob_name"): m for m in of_type(offline_run["records"], "metric")}
+    assert metrics["train/batch_*"]["step_metric"] == "global_step"
+    assert metrics["val/loss"]["step_metric"] == "epoch"
+    assert metrics["val/acc"]["summary"] == {"max": True}
+
+
+def test_config_holds_hyperparameters_and_environment(offline_run):
+    config = of_type(offline_run["records"], "run")[0]["config"]["update"]
+    for key, value in {"epochs": 3, "batch_size": 64, "lr": 0.001, "seed": 5, "val_fraction": 0.1,
+                       "log_every": 2, "recipe": "default", "model_params": 23_272_266, "device": "cpu"}.items():
+        assert config[key] == value, key
+    assert config["dataset_version"] == offline_run["history"]["config"]["dataset_version"]
+    assert {"torch_version", "torchvision_version"} <= config.keys()
+    assert not any(WANDB_KEY in json.dumps(v) for v in config.values())
+
+
+def test_dataset_and_model_artifacts_with_aliases(offline_run):
+    artifacts = of_type(offline_run["records"], "artifact")
+    [dataset] = [a for a in artifacts if a["type"] == "dataset"]
+    meta = json.loads(dataset["metadata"])
+    assert meta["version"] == offline_run["history"]["config"]["dataset_version"]
+    assert meta["train_size"] == 360 and meta["classes"][0] == "airplane"
+    refs = [e for e in dataset["manifest"]["contents"] if e.get("ref", "").startswith("file://")]
+    assert sorted(os.path.basename(e["ref"]) for e in refs) == sorted(
+        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"])
+    models = [a for a in artifacts if a["type"] == "model"]
+    final = models[-1]
+    assert {"best", "latest", "final"} <= set(final["aliases"])
+    assert json.loads(final["metadata"])["test_acc"] == pytest.approx(offline_run["history"]["summary"]["test/acc"])
+    for m in models[:-1]:
+        epoch = json.loads(m["metadata"])["epoch"]
+        assert {"best", "latest", f"epoch-{epoch}"} <= set(m["aliases"])
+    paths = [m["manifest"]["contents"][0]["local_path"] for m in models]
+    assert len(set(paths)) == len(paths) and all(os.path.isfile(p) for p in paths)
+
+
+def test_summary_and_evaluation(offline_run):
+    items = {}
+    for r in offline_run["records"]:
+        if r["type"] == "history":
+            items.update(r["history"]["item"])
+    assert any(k.startswith("test/confusion_matrix") for k in items)
+    assert any(k.startswith("test/most_confident_mistakes") for k in items)
+    assert any(k.startswith("test/per_class_table") for k in items)
+    files = [f["path"] for r in of_type(offline_run["records"], "files") for f in r["files"]]
+    assert "architecture.txt" in files
+    [exit_record] = of_type(offline_run["records"], "exit")
+    assert exit_record.get("exit_code", 0) == 0
+
+
+def test_final_state_with_summary_reader(offline_run):
+    [log] = [os.path.join(dp, f) for dp, _, fs in os.walk(offline_run["out"] / "wandb") for f in fs if f.endswith(".wandb")]
+    wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
+    state = json.loads(subprocess.run([wandb_cli, "leet", "inspect", "--summary", "--json", log],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert state["state"] == "finished"
+    for key, value in offline_run["history"]["summary"].items():  # test/* and best/*
+        assert state["summary"][key] == pytest.approx(value), key
+    assert state["summary"]["val/acc"]["max"] == pytest.approx(max(e["val/acc"] for e in offline_run["history"]["epochs"]))
+
+
+def test_key_never_stored_and_home_untouched(offline_run):
+    assert files_containing(offline_run["out"], WANDB_KEY) == []
+    assert os.listdir(offline_run["home"]) == []
+    assert WANDB_KEY not in offline_run["result"].stdout + offline_run["result"].stderr
+    assert "wandb sync" in offline_run["result"].stdout and "wandb leet" in offline_run["result"].stdout
+
+
+def test_prompt_on_a_terminal_hides_the_key_and_rejects_an_unverifiable_one(tmp_path):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        env = clean_env(tmp_path, WANDB_BASE_URL="http://127.0.0.1:9")
+        os.execve(sys.executable, [sys.executable, "wandb_setup_script.py", "--mode", "online",
+                                   "--dataset", "synthetic", "--out-dir", str(tmp_path / "runs")], env)
+    screen, answered, start = b"", False, time.time()
+    while time.time() - start < 120:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+        if not answered and b"API key" in screen:
+            os.write(fd, WANDB_KEY.encode() + b"\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    text = screen.decode(errors="replace")
+    assert answered and "wandb.ai/authorize" in text
+    assert WANDB_KEY not in text  # not echoed, not printed back
+    assert os.waitstatus_to_exitcode(status) == 2 and "Traceback" not in text
+    assert "--mode offline" in text
+    assert time.time() - start < 90

@@ -1,0 +1,225 @@
+"""What both tracker scripts share: the tracker interface, the command line, and `main()`.
+
+`wandb_setup_script.py` and `neptune_integration.py` each implement `Tracker` and call `main`.
+"""
+import argparse
+import os
+import re
+import secrets
+import sys
+import threading
+import time
+
+import torch
+
+import alexnet
+import data
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (bad flag, missing token, unwritable folder): one line, exit 2."""
+
+
+class Tracker:
+    """The few calls the engine makes to an experiment tracker; this base records nothing.
+
+    Order: start, log_dataset, then log_metrics / log_epoch / log_checkpoint during training,
+    log_evaluation, the final log_checkpoint and log_summary at the end, and finish.
+    """
+    name = "none"
+
+    def __init__(self, args, run_dir):
+        self.args = args
+        self.run_dir = run_dir  # this run's folder under --out-dir; its name is the run id
+        self.run_id = os.path.basename(run_dir)
+
+    def start(self, config, model):
+        """Open the run with the full config; `model` is there to record or watch."""
+
+    def log_dataset(self, info, files):
+        """The dataset's description (`data.Dataset.describe()`) and the files it was read from."""
+
+    def log_metrics(self, metrics, step):
+        """Per-step metrics at global optimizer step `step`."""
+
+    def log_epoch(self, metrics, epoch):
+        """Per-epoch metrics (includes "epoch")."""
+
+    def log_checkpoint(self, checkpoint):
+        """A new model version (`alexnet.Checkpoint`); its file is never overwritten."""
+
+    def log_evaluation(self, evaluation):
+        """Confusion matrix, per-class accuracy and the most confident mistakes (`alexnet.Evaluation`)."""
+
+    def log_summary(self, summary):
+        """Final values: test/* and best/*."""
+
+    def finish(self, status):
+        """Close the run; status is "completed", "failed" or "interrupted"."""
+
+    def where(self):
+        """A line telling the user where the run's records are."""
+        return ""
+
+    def write_architecture(self, model):
+        """The model's architecture as text in the run folder, for the tracker to upload."""
+        path = os.path.join(self.run_dir, "architecture.txt")
+        os.makedirs(self.run_dir, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(f"{model}\n\ntrainable parameters: {alexnet.count_params(model):,}\n")
+        return path
+
+
+def call_with_timeout(fn, seconds):
+    """fn()'s result, or its exception re-raised, or TimeoutError if it has not returned in time.
+
+    Tracker clients retry an unreachable server for minutes; a user deserves a verdict sooner.
+    """
+    box = []
+
+    def target():
+        try:
+            box.append((True, fn()))
+        except BaseException as e:  # handed to the caller's thread
+            box.append((False, e))
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not box:
+        raise TimeoutError
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
+def first_line(exc):
+    """The first line of a tracker client's exception, without colour codes or banners."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("---")]
+    return lines[0] if lines else type(exc).__name__
+
+
+def positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def fraction(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(tool):
+    p = Parser(description=f"Train AlexNet on CIFAR-10 and track the run with {tool}.")
+    p.add_argument("--mode", choices=["online", "offline", "disabled"], default="online",
+                   help=f"online: sync to a {tool} server; offline: record locally, sync later; "
+                        "disabled: no tracking (default: online)")
+    p.add_argument("--project", default=None,
+                   help="tracker project (default: the tracker's environment variable, else 'alexnet-cifar10')")
+    p.add_argument("--name", default=None, help="run name (default: the tracker's)")
+    p.add_argument("--tags", nargs="*", default=[], help="run tags")
+    p.add_argument("--notes", default=None, help="run notes / description")
+    p.add_argument("--data-dir", default="./data", help="where CIFAR-10 is or is downloaded to (default: ./data)")
+    p.add_argument("--dataset", choices=["cifar10", "synthetic"], default="cifar10",
+                   help="cifar10, or synthetic: generated CIFAR-shaped data that needs no download")
+    p.add_argument("--skip-checksum", action="store_true",
+                   help="load a CIFAR-10 copy in the official python-batch layout whose checksums "
+                        "differ from the official files (its own content hash is the version)")
+    p.add_argument("--train-size", type=positive(int), default=None,
+                   help="use a seeded subset of this many training images (before the validation split)")
+    p.add_argument("--recipe", choices=sorted(alexnet.RECIPES), default="default",
+                   help="default: the study's hyperparameters plus warmup, cosine decay and label "
+                        "smoothing; study: the original study's recipe exactly")
+    p.add_argument("--epochs", type=positive(int), help="epochs (recipe: 25)")
+    p.add_argument("--batch-size", type=positive(int), help="batch size (recipe: 256)")
+    p.add_argument("--lr", type=positive(float), help="peak learning rate (recipe: 1e-3)")
+    p.add_argument("--seed", type=int, help="random seed (recipe: 1234)")
+    p.add_argument("--val-fraction", type=fraction, help="fraction of training data held out for validation (recipe: 0.1)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: cuda if available, else cpu")
+    p.add_argument("--out-dir", default="runs",
+                   help="everything the run writes: checkpoints and the tracker's local data (default: runs/)")
+    p.add_argument("--log-every", type=positive(int), default=50,
+                   help="log per-step metrics every N optimizer steps (default: 50)")
+    return p
+
+
+def make_config(args):
+    """Every flag's value under its name, with the recipe filling what was not given."""
+    cfg = dict(alexnet.RECIPES[args.recipe])
+    for key, value in vars(args).items():
+        if value is not None or key not in cfg:
+            cfg[key] = value
+    return cfg
+
+
+def resolve_device(name):
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def prepare_out_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"--out-dir {path} is not writable: {e.strerror}") from None
+    return os.path.abspath(path)
+
+
+def error(message, code):
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def main(tracker_class, argv=None):
+    """Parse the command line, load the data, open the tracker, train; returns the exit code."""
+    args = build_parser(tracker_class.name).parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # epoch lines appear as they happen in a log file
+    try:
+        device = resolve_device(args.device)
+        args.out_dir = prepare_out_dir(args.out_dir)
+        cfg = make_config(args)
+        dataset = data.load(args.dataset, args.data_dir, skip_checksum=args.skip_checksum,
+                            train_size=args.train_size, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        cfg.update(run_id=run_id, dataset_version=dataset.version, **alexnet.environment(device))
+        run_dir = os.path.join(args.out_dir, run_id)
+        tracker = (tracker_class if args.mode != "disabled" else Tracker)(args, run_dir)
+        engine = alexnet.Engine(cfg, dataset, tracker, device, run_dir)
+    except (UsageError, data.DataError) as e:
+        return error(e, 2)
+    except KeyboardInterrupt:
+        return error("interrupted before training started; nothing was recorded", 130)
+    status, code = "failed", 1
+    try:
+        engine.run()
+        status, code = "completed", 0
+    except UsageError as e:  # raised while the tracker opens its run (token, server)
+        code = error(e, 2)
+    except KeyboardInterrupt:
+        status, code = "interrupted", 130
+        print("\ninterrupted: the run is marked interrupted; checkpoints so far are kept", file=sys.stderr)
+    except FloatingPointError as e:
+        print(f"error: {e}; the last good checkpoint is kept", file=sys.stderr)
+    finally:
+        tracker.finish(status)
+    if tracker.where():
+        print(tracker.where())
+    return code

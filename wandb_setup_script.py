@@ -1,0 +1,150 @@
+"""Train AlexNet on CIFAR-10 and track it with Weights & Biases.
+
+    python wandb_setup_script.py --mode offline      # no account needed; `wandb sync` later
+    python wandb_setup_script.py                     # online: WANDB_API_KEY, `wandb login`, or a prompt
+
+The mirror image of neptune_integration.py: same flags, metrics, artifacts and order.
+"""
+import getpass
+import json
+import os
+import sys
+
+import wandb
+
+import tracking
+
+KEY_URL = "https://wandb.ai/authorize"
+EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}
+
+
+class WandbTracker(tracking.Tracker):
+    name = "W&B"
+
+    def __init__(self, args, run_dir):
+        super().__init__(args, run_dir)
+        # Everything W&B writes locally (run logs, artifact staging, caches) stays under
+        # --out-dir, so `wandb sync` works from that folder alone and the home folder stays clean.
+        for var, sub in [("WANDB_DIR", ""), ("WANDB_CACHE_DIR", ".wandb-cache"),
+                         ("WANDB_CONFIG_DIR", ".wandb-config"), ("WANDB_DATA_DIR", ".wandb-data"),
+                         ("WANDB_ARTIFACT_DIR", ".wandb-artifacts")]:
+            os.environ[var] = os.path.join(args.out_dir, sub)
+        if args.mode == "online":
+            self.authenticate()
+
+    def authenticate(self, timeout_s=45):
+        """Find the API key (env, `wandb login`, or a hidden prompt) and verify it with the server."""
+        if not os.environ.get("WANDB_API_KEY") and not wandb.login(prompt=False, verify=False):
+            if not sys.stdin.isatty():
+                raise tracking.UsageError("no W&B API key: set WANDB_API_KEY (from "
+                                          f"{KEY_URL}) or run with --mode offline")
+            key = getpass.getpass(f"W&B API key (from {KEY_URL}, or User settings > API keys; "
+                                  "input hidden): ").strip()
+            if not key:
+                raise tracking.UsageError("no W&B API key given; run with --mode offline to track locally")
+            os.environ["WANDB_API_KEY"] = key  # this process and W&B's service only; never saved
+        server = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+        try:
+            tracking.call_with_timeout(lambda: wandb.login(verify=True), timeout_s)
+        except TimeoutError:
+            raise tracking.UsageError(f"no answer from the W&B server {server} within {timeout_s} s "
+                                      "(no network?); run with --mode offline to track locally") from None
+        except Exception as e:
+            raise tracking.UsageError(f"W&B could not verify the API key with {server}: {tracking.first_line(e)}; "
+                                      "check WANDB_API_KEY or run with --mode offline") from None
+
+    def start(self, config, model):
+        a = self.args
+        try:
+            self.run = wandb.init(project=a.project or os.environ.get("WANDB_PROJECT", "alexnet-cifar10"),
+                                  name=a.name, tags=a.tags, notes=a.notes, config=config, mode=a.mode,
+                                  dir=a.out_dir, id=self.run_id, job_type="train",
+                                  settings=wandb.Settings(init_timeout=60))
+        except wandb.errors.Error as e:
+            raise tracking.UsageError(f"W&B could not open the run: {tracking.first_line(e)}; "
+                                      "run with --mode offline to track locally") from None
+        self.run.define_metric("global_step", hidden=True)
+        self.run.define_metric("train/batch_*", step_metric="global_step")
+        self.run.define_metric("epoch")
+        self.run.define_metric("val/acc", step_metric="epoch", summary="max")
+        self.run.summary["model/params"] = config["model_params"]
+        self.run.save(self.write_architecture(model), base_path=self.run_dir, policy="now")
+        self.run.watch(model, log="all", log_freq=self.args.log_every)  # histograms: cost in README
+        self.epoch_metrics_defined = False
+
+    def log_dataset(self, info, files):
+        dataset = wandb.Artifact(info["name"], type="dataset", description=info["source"], metadata=info)
+        with dataset.new_file("dataset.json") as f:
+            json.dump(info, f, indent=1)
+        for path in files:  # checksummed where they lie, not copied: the digest follows the content
+            dataset.add_reference(f"file://{path}")
+        if self.args.mode == "online":
+            self.run.use_artifact(dataset)
+        else:  # W&B refuses use_artifact offline: logged as this run's output instead
+            self.run.log_artifact(dataset)
+
+    def log_metrics(self, metrics, step):
+        self.run.log({**metrics, "global_step": step})
+
+    def log_epoch(self, metrics, epoch):
+        if not self.epoch_metrics_defined:  # per-epoch metrics plot against "epoch"
+            for key in metrics.keys() - {"epoch", "val/acc"}:
+                self.run.define_metric(key, step_metric="epoch")
+            self.epoch_metrics_defined = True
+        self.run.log(metrics)
+
+    def log_checkpoint(self, checkpoint):
+        meta = {"epoch": checkpoint.epoch, "val_acc": checkpoint.val_acc}
+        aliases = ["best", "latest", f"epoch-{checkpoint.epoch}"]
+        if checkpoint.final:
+            meta["test_acc"] = checkpoint.test_acc
+            aliases.append("final")
+        model = wandb.Artifact(f"model-{self.run.id}", type="model", metadata=meta)
+        model.add_file(checkpoint.path, name="model.pt", policy="immutable")  # the file is never rewritten
+        self.run.log_artifact(model, aliases=aliases)
+        if checkpoint.final and self.args.mode == "online":
+            self.run.link_artifact(model, "wandb-registry-model/alexnet-cifar10")
+        elif checkpoint.final:
+            print("W&B offline: the model registry needs a server; link the 'best' model after `wandb sync`")
+
+    def log_evaluation(self, evaluation):
+        per_class = wandb.Table(columns=["class", "accuracy"],
+                                data=[[c, a] for c, a in zip(evaluation.classes, evaluation.per_class_acc)])
+        mistakes = wandb.Table(columns=["image", "true", "predicted", "probability"],
+                               data=[[wandb.Image(m["image"]), m["true"], m["predicted"], m["probability"]]
+                                     for m in evaluation.mistakes])
+        self.run.log({
+            "test/confusion_matrix": wandb.plot.confusion_matrix(
+                y_true=evaluation.y_true.tolist(), preds=evaluation.y_pred.tolist(),
+                class_names=evaluation.classes),
+            "test/per_class_acc": wandb.plot.bar(per_class, "class", "accuracy", title="Test accuracy per class"),
+            "test/per_class_table": per_class,
+            "test/most_confident_mistakes": mistakes,
+        })
+
+    def log_summary(self, summary):
+        self.run.summary.update(summary)
+
+    def finish(self, status):
+        if not hasattr(self, "run"):
+            return
+        self.folder = os.path.dirname(self.run.dir)
+        self.url = self.run.url if self.args.mode == "online" else None
+        self.run.finish(exit_code=EXIT_CODES[status])
+
+    def where(self):
+        if not hasattr(self, "folder"):
+            return ""
+        if self.args.mode == "online":
+            return f"W&B run: {self.url}"
+        return (f"W&B run saved offline in {self.folder}\n"
+                f"  look at it: wandb leet {self.folder}\n"
+                f"  upload it:  wandb sync {self.folder}")
+
+
+def main(argv=None):
+    return tracking.main(WandbTracker, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
