@@ -3,10 +3,14 @@
 The engine knows no tracker: it reports through the `Tracker` interface (tracking.py) at fixed
 points — start, dataset, step and epoch metrics, checkpoints, evaluation, summary, finish.
 """
+import contextlib
 import json
 import math
 import os
 import platform
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -117,8 +121,56 @@ def environment(device):
             "python_version": platform.python_version()}
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM at the end of a step, with its resume state saved."""
+
+    def __init__(self, signum, state_path):
+        super().__init__(f"{signal.Signals(signum).name} received")
+        self.signum, self.state_path = signum, state_path
+
+
+class CheckpointError(Exception):
+    """A checkpoint could not be written (disk full, folder removed or unwritable)."""
+
+
+class StopRequest:
+    """SIGINT and SIGTERM are noted, not raised, so a step, a checkpoint write or a tracker's
+    flush is never cut in half; the engine stops at the end of the current step."""
+    signum = None
+
+    @contextlib.contextmanager
+    def deferred(self):
+        def note(signum, frame):
+            if self.signum is None:
+                print(f"\n{signal.Signals(signum).name}: stopping after this step (again does not "
+                      "hurry it: the checkpoint is being saved)", file=sys.stderr, flush=True)
+                self.signum = signum
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def load_state(path):
+    """A resume state written by `Engine.save_state`, or CheckpointError if it cannot be read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or "optimizer" not in state:
+            raise ValueError("not a resume state")
+        return state
+    except Exception as e:  # truncated, corrupt or foreign file: the user gets one line
+        raise CheckpointError(f"cannot read the resume state {path} (truncated or corrupt?): "
+                              f"{type(e).__name__}") from None
+
+
 class Engine:
     """Trains AlexNet on a `data.Dataset` and reports to a tracker; `run()` returns the history."""
+    RESUME_FILE = "resume.pt"
 
     def __init__(self, config, dataset, tracker, device, run_dir):
         self.cfg = config
@@ -137,46 +189,52 @@ class Engine:
             s, self.total_steps, self.warmup_steps, config["schedule"]))
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
                              enabled=device.type == "cuda")
-        self.step = 0
-        self.history = []
+        self.stop = StopRequest()
+        self.step = 0          # optimizer steps taken, over all epochs
+        self.history = []      # one dict of metrics per finished epoch
+        self.best = None       # epoch, val_acc and path of the best checkpoint so far
+        self.partial = None    # progress through an unfinished epoch, when resuming into one
 
     def run(self):
         cfg = self.cfg
         self.tracker.start(cfg, self.model)
         self.tracker.log_dataset(self.data.describe(), self.data.files)
-        best = None
-        epochs = tqdm(range(1, cfg["epochs"] + 1), desc="epochs", unit="epoch", disable=None)
+        first = len(self.history) + 1
+        epochs = tqdm(range(first, cfg["epochs"] + 1), initial=first - 1, total=cfg["epochs"],
+                      desc="epochs", unit="epoch", disable=None)
         for epoch in epochs:
-            t0 = time.perf_counter()
-            train_loss, train_acc = self.train_one_epoch(epoch)
-            epoch_time = time.perf_counter() - t0
+            train_loss, train_acc, epoch_time = self.train_one_epoch(epoch)
             val_loss, val_acc = self.evaluate(self.data.val)[:2]
             metrics = {"epoch": epoch, "train/loss": train_loss, "train/acc": train_acc,
                        "val/loss": val_loss, "val/acc": val_acc,
                        "lr": self.opt.param_groups[0]["lr"], "epoch_time_s": epoch_time,
                        "throughput_img_s": len(self.data.train) / epoch_time}
             self.history.append(metrics)
-            self.tracker.log_epoch(metrics, epoch)
+            self.tracker.log_epoch(metrics, self.step)
             epochs.write(f"epoch {epoch}/{cfg['epochs']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
                          f"  val loss {val_loss:.4f} acc {val_acc:.4f}  lr {metrics['lr']:.2e}"
                          f"  {epoch_time:.1f}s {metrics['throughput_img_s']:.0f} img/s")
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(f"training loss became {train_loss} in epoch {epoch}")
-            if best is None or val_acc > best["val_acc"]:
-                best = {"epoch": epoch, "val_acc": val_acc,
-                        "path": os.path.join(self.run_dir, "checkpoints", f"epoch_{epoch}.pt")}
-                save_checkpoint(best["path"], self.model, epoch=epoch, val_acc=val_acc, config=cfg)
-                self.tracker.log_checkpoint(Checkpoint(best["path"], epoch, val_acc, is_best=True))
-        return self.finish(best)
+            if not math.isfinite(train_loss):  # the resume state of the last good epoch is kept
+                raise FloatingPointError(f"the training loss became {train_loss} in epoch {epoch}")
+            if self.best is None or val_acc > self.best["val_acc"]:
+                self.best = {"epoch": epoch, "val_acc": val_acc,
+                             "path": os.path.join(self.run_dir, "checkpoints", f"epoch_{epoch}.pt")}
+                self.save(save_checkpoint, self.best["path"], self.model, epoch=epoch, val_acc=val_acc, config=cfg)
+                self.tracker.log_checkpoint(Checkpoint(self.best["path"], epoch, val_acc, is_best=True))
+            self.save_state()  # every finished epoch is a point to resume from
+            if self.stop.signum:
+                raise Interrupted(self.stop.signum, self.state_path)
+        return self.finish()
 
-    def finish(self, best):
+    def finish(self):
         """Evaluate the best checkpoint on the test set, save it as the final version, summarize."""
+        best = self.best
         load_checkpoint(best["path"], self.model)
         test_loss, test_acc, evaluation = self.evaluate(self.data.test, detailed=True)
         final_path = os.path.join(self.run_dir, "checkpoints", "final.pt")
-        save_checkpoint(final_path, self.model, epoch=best["epoch"], val_acc=best["val_acc"],
-                        test_acc=test_acc, config=self.cfg, classes=list(self.data.classes),
-                        mean=self.data.mean, std=self.data.std)
+        self.save(save_checkpoint, final_path, self.model, epoch=best["epoch"], val_acc=best["val_acc"],
+                  test_acc=test_acc, config=self.cfg, classes=list(self.data.classes),
+                  mean=self.data.mean, std=self.data.std)
         self.tracker.log_evaluation(evaluation)
         self.tracker.log_checkpoint(Checkpoint(final_path, best["epoch"], best["val_acc"],
                                                is_best=True, final=True, test_acc=test_acc))
@@ -188,7 +246,46 @@ class Engine:
         result = {"config": self.cfg, "epochs": self.history, "summary": summary}
         with open(os.path.join(self.run_dir, "history.json"), "w") as f:
             json.dump(result, f, indent=1)
+        if os.path.exists(self.state_path):  # finished: nothing left to resume
+            os.remove(self.state_path)
         return result
+
+    @property
+    def state_path(self):
+        return os.path.join(self.run_dir, self.RESUME_FILE)
+
+    def save(self, writer, path, *args, **kwargs):
+        try:
+            writer(path, *args, **kwargs)
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+            if os.path.exists(path + ".tmp"):
+                os.remove(path + ".tmp")
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else "the write failed (disk full?)"
+            raise CheckpointError(f"cannot write {path}: {reason}") from None
+
+    def save_state(self):
+        """Everything needed to continue from the next step exactly as if never stopped."""
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scheduler": self.sched.state_dict(), "step": self.step, "history": self.history,
+                 "best": self.best, "partial": self.partial, "config": self.cfg,
+                 "rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}
+
+        def write(path):
+            tmp = path + ".tmp"
+            torch.save(state, tmp)
+            os.replace(tmp, path)  # a half-written state never replaces a good one
+        self.save(write, self.state_path)
+
+    def restore(self, state):
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.step, self.history = state["step"], state["history"]
+        self.best, self.partial = state["best"], state["partial"]
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def batch(self, split, index, train):
         x = split.images[index]
@@ -197,17 +294,21 @@ class Engine:
         return x.contiguous(memory_format=torch.channels_last), split.labels[index]
 
     def train_one_epoch(self, epoch):
+        """Train one epoch (or what is left of it); returns mean loss, accuracy and seconds."""
         cfg, train = self.cfg, self.data.train
+        done = self.partial if self.partial else {"steps": 0, "loss_sum": 0.0, "correct": 0, "seconds": 0.0}
+        self.partial = None
         self.model.train()
         # Order from (seed, epoch) and randomness from (seed, step): a run is reproducible
         # from any step, whatever else consumed random numbers in between.
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(
             cfg["seed"] * 1000 + epoch)).to(self.device)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        bar = tqdm(total=len(train), desc=f"epoch {epoch}", unit="img", leave=False, disable=None)
+        loss_sum = torch.tensor(done["loss_sum"], device=self.device)
+        correct = torch.tensor(done["correct"], device=self.device)
+        bar = tqdm(total=len(train), initial=min(len(train), done["steps"] * cfg["batch_size"]),
+                   desc=f"epoch {epoch}", unit="img", leave=False, disable=None)
         t0 = time.perf_counter()
-        for i in range(self.steps_per_epoch):
+        for i in range(done["steps"], self.steps_per_epoch):
             torch.manual_seed(cfg["seed"] * 1_000_003 + self.step)
             x, y = self.batch(train, order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]], True)
             with torch.autocast(**self.autocast):
@@ -220,7 +321,7 @@ class Engine:
             self.step += 1
             # Sums stay on the device; reading them only every log_every steps avoids a host sync per step.
             batch_correct = (logits.argmax(1) == y).sum()
-            loss_sum += loss.detach() * len(y)
+            loss_sum += loss.detach().float() * len(y)
             correct += batch_correct
             bar.update(len(y))
             if self.step % cfg["log_every"] == 0:
@@ -229,8 +330,14 @@ class Engine:
                                          self.step)
                 bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{batch_acc:.3f}",
                                 img_s=f"{bar.n / (time.perf_counter() - t0):.0f}")
+            if self.stop.signum:
+                self.partial = {"steps": i + 1, "loss_sum": loss_sum.item(), "correct": correct.item(),
+                                "seconds": done["seconds"] + time.perf_counter() - t0}
+                self.save_state()
+                raise Interrupted(self.stop.signum, self.state_path)
         bar.close()
-        return loss_sum.item() / len(train), correct.item() / len(train)
+        seconds = done["seconds"] + time.perf_counter() - t0
+        return loss_sum.item() / len(train), correct.item() / len(train), seconds
 
     @torch.no_grad()
     def evaluate(self, split, detailed=False, batch_size=1000):

@@ -67,6 +67,9 @@ class NeptuneTracker(tracking.Tracker):
         except Exception as e:
             raise tracking.UsageError(f"Neptune could not open the run: {tracking.first_line(e)}; check "
                                       "NEPTUNE_API_TOKEN and --project, or run with --mode offline") from None
+        # Offline, Neptune keeps no custom_run_id (and `neptune sync` makes each segment of a resumed
+        # run its own run); this field ties the segments together. Online, custom_run_id resumes the run.
+        self.run["run_id"] = self.run_id
         self.run["parameters"] = stringify_unsupported(config)
         self.run["model/params"] = config["model_params"]
         self.run["model/architecture"].upload(self.write_architecture(model))
@@ -80,9 +83,9 @@ class NeptuneTracker(tracking.Tracker):
         for key, value in metrics.items():
             self.run[key].append(value, step=step)
 
-    def log_epoch(self, metrics, epoch):
+    def log_epoch(self, metrics, step):
         for key, value in metrics.items():
-            self.run[key].append(value, step=epoch)
+            self.run[key].append(value, step=metrics["epoch"])
 
     def log_checkpoint(self, checkpoint):
         # Offline, Neptune records the file's path, not its content: each version is its own file

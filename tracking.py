@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import secrets
+import shlex
 import sys
 import threading
 import time
@@ -42,8 +43,8 @@ class Tracker:
     def log_metrics(self, metrics, step):
         """Per-step metrics at global optimizer step `step`."""
 
-    def log_epoch(self, metrics, epoch):
-        """Per-epoch metrics (includes "epoch")."""
+    def log_epoch(self, metrics, step):
+        """Per-epoch metrics (they include "epoch"), at the global step the epoch ended on."""
 
     def log_checkpoint(self, checkpoint):
         """A new model version (`alexnet.Checkpoint`); its file is never overwritten."""
@@ -153,6 +154,9 @@ def build_parser(tool):
                    help="everything the run writes: checkpoints and the tracker's local data (default: runs/)")
     p.add_argument("--log-every", type=positive(int), default=50,
                    help="log per-step metrics every N optimizer steps (default: 50)")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
+                   help="continue the latest unfinished run in --out-dir (or the run folder RUN_DIR) "
+                        "from its next step, as the same tracker run; give the same flags as before")
     return p
 
 
@@ -183,6 +187,33 @@ def prepare_out_dir(path):
     return os.path.abspath(path)
 
 
+# Flags that change what is trained: a resumed run must be given the values it started with.
+RESUME_MUST_MATCH = [*alexnet.RECIPES["default"], "dataset", "train_size", "skip_checksum", "log_every",
+                     "dataset_version"]
+
+
+def find_resume_state(out_dir, which):
+    """The resume state of the run to continue: `which` is a run folder, or "latest" in out_dir."""
+    if which != "latest":
+        path = which if os.path.isfile(which) else os.path.join(which, alexnet.Engine.RESUME_FILE)
+        if not os.path.isfile(path):
+            raise UsageError(f"--resume {which}: no unfinished run there ({alexnet.Engine.RESUME_FILE} not found)")
+        return path
+    candidates = [os.path.join(out_dir, d, alexnet.Engine.RESUME_FILE) for d in os.listdir(out_dir)]
+    candidates = [c for c in candidates if os.path.isfile(c)]
+    if not candidates:
+        raise UsageError(f"--resume: no unfinished run in {out_dir} to continue")
+    return max(candidates, key=os.path.getmtime)
+
+
+def check_resumable(cfg, saved):
+    for key in RESUME_MUST_MATCH:
+        if cfg.get(key) != saved["config"].get(key):
+            flag = "the data" if key == "dataset_version" else f"--{key.replace('_', '-')} {cfg.get(key)}"
+            raise UsageError(f"--resume: {flag} differs from the run's {saved['config'].get(key)}; "
+                             "give the flags the run was started with")
+
+
 def error(message, code):
     print(f"error: {message}", file=sys.stderr)
     return code
@@ -196,30 +227,40 @@ def main(tracker_class, argv=None):
         device = resolve_device(args.device)
         args.out_dir = prepare_out_dir(args.out_dir)
         cfg = make_config(args)
+        saved = alexnet.load_state(find_resume_state(args.out_dir, args.resume)) if args.resume else None
         dataset = data.load(args.dataset, args.data_dir, skip_checksum=args.skip_checksum,
                             train_size=args.train_size, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
-        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        run_id = saved["config"]["run_id"] if saved else f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         cfg.update(run_id=run_id, dataset_version=dataset.version, **alexnet.environment(device))
+        if saved:
+            check_resumable(cfg, saved)
         run_dir = os.path.join(args.out_dir, run_id)
         tracker = (tracker_class if args.mode != "disabled" else Tracker)(args, run_dir)
         engine = alexnet.Engine(cfg, dataset, tracker, device, run_dir)
-    except (UsageError, data.DataError) as e:
+        if saved:
+            engine.restore(saved)
+            print(f"resuming run {run_id} from step {engine.step} (epoch {len(engine.history) + 1})")
+    except (UsageError, data.DataError, alexnet.CheckpointError) as e:
         return error(e, 2)
     except KeyboardInterrupt:
         return error("interrupted before training started; nothing was recorded", 130)
-    status, code = "failed", 1
-    try:
-        engine.run()
-        status, code = "completed", 0
-    except UsageError as e:  # raised while the tracker opens its run (token, server)
-        code = error(e, 2)
-    except KeyboardInterrupt:
-        status, code = "interrupted", 130
-        print("\ninterrupted: the run is marked interrupted; checkpoints so far are kept", file=sys.stderr)
-    except FloatingPointError as e:
-        print(f"error: {e}; the last good checkpoint is kept", file=sys.stderr)
-    finally:
-        tracker.finish(status)
+    status, code, resume_hint = "failed", 1, None
+    with engine.stop.deferred():  # a signal now waits for the step, the checkpoint and the tracker's flush
+        try:
+            engine.run()
+            status, code = "completed", 0
+        except UsageError as e:  # raised while the tracker opens its run (token, server)
+            code = error(e, 2)
+        except alexnet.Interrupted as e:
+            status, code = "interrupted", 128 + e.signum
+            resume_hint = (f"interrupted at step {engine.step}; saved {e.state_path}\n  continue with: "
+                           + shlex.join(["python", *sys.argv] + ([] if args.resume else ["--resume"])))
+        except (FloatingPointError, alexnet.CheckpointError) as e:
+            code = error(f"{e}; checkpoints already saved are kept in {run_dir}", 1)
+        finally:
+            tracker.finish(status)
     if tracker.where():
         print(tracker.where())
+    if resume_hint:
+        print(resume_hint, file=sys.stderr)
     return code

@@ -58,7 +58,7 @@ class WandbTracker(tracking.Tracker):
         try:
             self.run = wandb.init(project=a.project or os.environ.get("WANDB_PROJECT", "alexnet-cifar10"),
                                   name=a.name, tags=a.tags, notes=a.notes, config=config, mode=a.mode,
-                                  dir=a.out_dir, id=self.run_id, job_type="train",
+                                  dir=a.out_dir, id=self.run_id, resume="allow", job_type="train",
                                   settings=wandb.Settings(init_timeout=60))
         except wandb.errors.Error as e:
             raise tracking.UsageError(f"W&B could not open the run: {tracking.first_line(e)}; "
@@ -83,15 +83,17 @@ class WandbTracker(tracking.Tracker):
         else:  # W&B refuses use_artifact offline: logged as this run's output instead
             self.run.log_artifact(dataset)
 
+    # Explicit steps: a resumed run (or an offline segment synced later) continues the same axis.
     def log_metrics(self, metrics, step):
-        self.run.log({**metrics, "global_step": step})
+        self.run.log({**metrics, "global_step": step}, step=step)
 
-    def log_epoch(self, metrics, epoch):
+    def log_epoch(self, metrics, step):
         if not self.epoch_metrics_defined:  # per-epoch metrics plot against "epoch"
             for key in metrics.keys() - {"epoch", "val/acc"}:
                 self.run.define_metric(key, step_metric="epoch")
             self.epoch_metrics_defined = True
-        self.run.log(metrics)
+        self.run.log(metrics, step=step)
+        self.step = step
 
     def log_checkpoint(self, checkpoint):
         meta = {"epoch": checkpoint.epoch, "val_acc": checkpoint.val_acc}
@@ -120,7 +122,7 @@ class WandbTracker(tracking.Tracker):
             "test/per_class_acc": wandb.plot.bar(per_class, "class", "accuracy", title="Test accuracy per class"),
             "test/per_class_table": per_class,
             "test/most_confident_mistakes": mistakes,
-        })
+        }, step=self.step)
 
     def log_summary(self, summary):
         self.run.summary.update(summary)

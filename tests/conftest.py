@@ -64,28 +64,36 @@ def quick_args(cifar_dir, out_dir, epochs=2, seed=5, extra=()):
             "--log-every", 2, *extra]
 
 
-def wandb_records(out_dir):
-    """Every record of the run's .wandb log, read with W&B's own reader."""
-    logs = glob.glob(os.path.join(out_dir, "wandb", "offline-run-*", "*.wandb"))
-    assert len(logs) == 1, logs
+def wandb_records(out_dir, segments=1):
+    """Every record of the run's .wandb logs (one per segment, oldest first), read with W&B's own reader."""
+    logs = sorted(glob.glob(os.path.join(out_dir, "wandb", "offline-run-*", "*.wandb")))
+    assert len(logs) == segments, logs
     wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
-    out = subprocess.run([wandb_cli, "leet", "inspect", "--json", logs[0]], capture_output=True,
-                         text=True, check=True, timeout=120)
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    records = []
+    for log in logs:
+        out = subprocess.run([wandb_cli, "leet", "inspect", "--json", log], capture_output=True,
+                             text=True, check=True, timeout=120)
+        records += [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    return records
 
 
 def wandb_epochs(records):
     return [r["history"]["item"] for r in records if r["type"] == "history" and "epoch" in r["history"]["item"]]
 
 
-def neptune_ops(out_dir):
-    """Every operation of the run's offline Neptune log (JSON lines under its data directory)."""
-    runs = glob.glob(os.path.join(out_dir, ".neptune", "offline", "run__*"))
-    assert len(runs) == 1, runs
+def neptune_ops(out_dir, segments=1):
+    """Every operation of the run's offline Neptune logs (JSON lines under its data directory),
+    one folder per segment, oldest first."""
+    def created(folder):
+        with open(os.path.join(folder, "metadata.json")) as f:
+            return json.load(f)["createdAt"]
+    runs = sorted(glob.glob(os.path.join(out_dir, ".neptune", "offline", "run__*")), key=created)
+    assert len(runs) == segments, runs
     ops = []
-    for log in sorted(glob.glob(os.path.join(runs[0], "data-*.log"))):
-        with open(log) as f:
-            ops += [json.loads(line)["obj"] for line in f if line.strip()]
+    for run in runs:
+        for log in sorted(glob.glob(os.path.join(run, "data-*.log"))):
+            with open(log) as f:
+                ops += [json.loads(line)["obj"] for line in f if line.strip()]
     return ops
 
 
