@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 import data
@@ -30,6 +32,19 @@ RECIPES = {
     "default": dict(optimizer="adam", lr=1e-3, batch_size=256, epochs=25, seed=1234,
                     val_fraction=0.1, warmup_epochs=1.0, schedule="cosine", label_smoothing=0.1),
 }
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout whose training mask is drawn for the whole global batch, each process keeping
+    its own rows, so N data-parallel processes drop exactly what one process would."""
+    rows = None  # (global batch size, rank, world size), set by the engine before each step
+
+    def forward(self, x):
+        if not self.training or self.rows is None:
+            return super().forward(x)
+        n, rank, world = self.rows
+        keep = torch.rand((n, *x.shape[1:]), device=x.device) >= self.p
+        return x * keep[rank::world] / (1 - self.p)
 
 
 class AlexNet(nn.Module):
@@ -45,8 +60,8 @@ class AlexNet(nn.Module):
             nn.Conv2d(256, 256, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(inplace=True),
         )
         self.classifier = nn.Sequential(
-            nn.Dropout(0.5), nn.Linear(256 * 2 * 2, 4096), nn.ReLU(inplace=True),
-            nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            Dropout(0.5), nn.Linear(256 * 2 * 2, 4096), nn.ReLU(inplace=True),
+            Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),
         )
         for m in self.modules():
@@ -181,6 +196,12 @@ class Engine:
         torch.manual_seed(config["seed"])  # the initial weights
         self.model = AlexNet(len(dataset.classes)).to(device, memory_format=torch.channels_last)
         config["model_params"] = count_params(self.model)
+        # Under torchrun: each process trains on its rows of every global batch; gradients are
+        # all-reduced by DDP; only rank 0 writes files (the tracker on other ranks records nothing).
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.distributed else (0, 1)
+        self.net = DDP(self.model) if self.distributed else self.model
+        self.dropouts = [m for m in self.model.modules() if isinstance(m, Dropout)]
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config["lr"])
         self.steps_per_epoch = math.ceil(len(dataset.train) / config["batch_size"])
         self.total_steps = self.steps_per_epoch * config["epochs"]
@@ -201,7 +222,7 @@ class Engine:
         self.tracker.log_dataset(self.data.describe(), self.data.files)
         first = len(self.history) + 1
         epochs = tqdm(range(first, cfg["epochs"] + 1), initial=first - 1, total=cfg["epochs"],
-                      desc="epochs", unit="epoch", disable=None)
+                      desc="epochs", unit="epoch", disable=None if self.rank == 0 else True)
         for epoch in epochs:
             train_loss, train_acc, epoch_time = self.train_one_epoch(epoch)
             val_loss, val_acc = self.evaluate(self.data.val)[:2]
@@ -211,7 +232,7 @@ class Engine:
                        "throughput_img_s": len(self.data.train) / epoch_time}
             self.history.append(metrics)
             self.tracker.log_epoch(metrics, self.step)
-            epochs.write(f"epoch {epoch}/{cfg['epochs']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
+            self.say(f"epoch {epoch}/{cfg['epochs']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
                          f"  val loss {val_loss:.4f} acc {val_acc:.4f}  lr {metrics['lr']:.2e}"
                          f"  {epoch_time:.1f}s {metrics['throughput_img_s']:.0f} img/s")
             if not math.isfinite(train_loss):  # the resume state of the last good epoch is kept
@@ -222,7 +243,7 @@ class Engine:
                 self.save(save_checkpoint, self.best["path"], self.model, epoch=epoch, val_acc=val_acc, config=cfg)
                 self.tracker.log_checkpoint(Checkpoint(self.best["path"], epoch, val_acc, is_best=True))
             self.save_state()  # every finished epoch is a point to resume from
-            if self.stop.signum:
+            if self.stop_requested():
                 raise Interrupted(self.stop.signum, self.state_path)
         return self.finish()
 
@@ -241,20 +262,27 @@ class Engine:
         summary = {"test/loss": test_loss, "test/acc": test_acc,
                    "best/val_acc": best["val_acc"], "best/epoch": best["epoch"]}
         self.tracker.log_summary(summary)
-        print(f"test loss {test_loss:.4f} acc {test_acc:.4f} (best checkpoint: epoch {best['epoch']}, "
-              f"val acc {best['val_acc']:.4f})")
+        self.say(f"test loss {test_loss:.4f} acc {test_acc:.4f} (best checkpoint: epoch {best['epoch']}, "
+                 f"val acc {best['val_acc']:.4f})")
         result = {"config": self.cfg, "epochs": self.history, "summary": summary}
-        with open(os.path.join(self.run_dir, "history.json"), "w") as f:
-            json.dump(result, f, indent=1)
-        if os.path.exists(self.state_path):  # finished: nothing left to resume
-            os.remove(self.state_path)
+        if self.rank == 0:
+            with open(os.path.join(self.run_dir, "history.json"), "w") as f:
+                json.dump(result, f, indent=1)
+            if os.path.exists(self.state_path):  # finished: nothing left to resume
+                os.remove(self.state_path)
         return result
+
+    def say(self, line):
+        if self.rank == 0:
+            tqdm.write(line)
 
     @property
     def state_path(self):
         return os.path.join(self.run_dir, self.RESUME_FILE)
 
     def save(self, writer, path, *args, **kwargs):
+        if self.rank != 0:
+            return
         try:
             writer(path, *args, **kwargs)
         except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
@@ -288,32 +316,40 @@ class Engine:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def batch(self, split, index, train):
-        x = split.images[index]
-        x = data.augment(x, None) if train else x
+        """Normalized images and labels; in training, this process's rows of the augmented global batch."""
+        x, y = split.images[index], split.labels[index]
+        if train:  # random draws are for the global batch, so any number of processes sees the same
+            x = data.augment(x, None)[self.rank::self.world]
+            y = y[self.rank::self.world]
         x = data.normalize(x, self.data.mean, self.data.std)
-        return x.contiguous(memory_format=torch.channels_last), split.labels[index]
+        return x.contiguous(memory_format=torch.channels_last), y
 
     def train_one_epoch(self, epoch):
         """Train one epoch (or what is left of it); returns mean loss, accuracy and seconds."""
         cfg, train = self.cfg, self.data.train
         done = self.partial if self.partial else {"steps": 0, "loss_sum": 0.0, "correct": 0, "seconds": 0.0}
         self.partial = None
-        self.model.train()
+        self.net.train()
         # Order from (seed, epoch) and randomness from (seed, step): a run is reproducible
         # from any step, whatever else consumed random numbers in between.
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(
             cfg["seed"] * 1000 + epoch)).to(self.device)
-        loss_sum = torch.tensor(done["loss_sum"], device=self.device)
-        correct = torch.tensor(done["correct"], device=self.device)
+        loss_sum = torch.tensor(done["loss_sum"] if self.rank == 0 else 0.0, device=self.device)
+        correct = torch.tensor(done["correct"] if self.rank == 0 else 0, device=self.device)
         bar = tqdm(total=len(train), initial=min(len(train), done["steps"] * cfg["batch_size"]),
-                   desc=f"epoch {epoch}", unit="img", leave=False, disable=None)
+                   desc=f"epoch {epoch}", unit="img", leave=False, disable=None if self.rank == 0 else True)
         t0 = time.perf_counter()
         for i in range(done["steps"], self.steps_per_epoch):
             torch.manual_seed(cfg["seed"] * 1_000_003 + self.step)
-            x, y = self.batch(train, order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]], True)
+            index = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
+            x, y = self.batch(train, index, True)
+            for m in self.dropouts:
+                m.rows = (len(index), self.rank, self.world)
             with torch.autocast(**self.autocast):
-                logits = self.model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg["label_smoothing"])
+                logits = self.net(x)
+                # A sum over the global batch size: DDP's mean over processes makes it the global mean.
+                loss = F.cross_entropy(logits, y, reduction="sum",
+                                       label_smoothing=cfg["label_smoothing"]) * (self.world / len(index))
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -321,23 +357,41 @@ class Engine:
             self.step += 1
             # Sums stay on the device; reading them only every log_every steps avoids a host sync per step.
             batch_correct = (logits.argmax(1) == y).sum()
-            loss_sum += loss.detach().float() * len(y)
+            loss_sum += loss.detach().float() * (len(index) / self.world)  # this process's summed loss
             correct += batch_correct
             bar.update(len(y))
             if self.step % cfg["log_every"] == 0:
-                batch_loss, batch_acc = loss.item(), batch_correct.item() / len(y)
+                batch = self.all_sum(torch.stack([loss.detach().float() * (len(index) / self.world),
+                                                  batch_correct.float()]))
+                batch_loss, batch_acc = (batch / len(index)).tolist()
                 self.tracker.log_metrics({"train/batch_loss": batch_loss, "train/batch_acc": batch_acc},
                                          self.step)
                 bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{batch_acc:.3f}",
                                 img_s=f"{bar.n / (time.perf_counter() - t0):.0f}")
-            if self.stop.signum:
-                self.partial = {"steps": i + 1, "loss_sum": loss_sum.item(), "correct": correct.item(),
+            if self.stop_requested():
+                totals = self.all_sum(torch.stack([loss_sum, correct.float()]))  # rank 0 saves all processes' sums
+                self.partial = {"steps": i + 1, "loss_sum": totals[0].item(), "correct": int(totals[1].item()),
                                 "seconds": done["seconds"] + time.perf_counter() - t0}
                 self.save_state()
                 raise Interrupted(self.stop.signum, self.state_path)
         bar.close()
         seconds = done["seconds"] + time.perf_counter() - t0
-        return loss_sum.item() / len(train), correct.item() / len(train), seconds
+        totals = self.all_sum(torch.stack([loss_sum, correct.float()]))
+        return totals[0].item() / len(train), totals[1].item() / len(train), seconds
+
+    def all_sum(self, t):
+        if self.distributed:
+            dist.all_reduce(t)
+        return t
+
+    def stop_requested(self):
+        """Whether a signal asked to stop; under DDP all processes agree, so they stop on the same step."""
+        if not self.distributed:
+            return bool(self.stop.signum)
+        flag = torch.tensor([self.stop.signum or 0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.stop.signum = int(flag.item()) or None
+        return bool(self.stop.signum)
 
     @torch.no_grad()
     def evaluate(self, split, detailed=False, batch_size=1000):

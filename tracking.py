@@ -214,9 +214,33 @@ def check_resumable(cfg, saved):
                              "give the flags the run was started with")
 
 
+RANK = int(os.environ.get("RANK", 0))  # set by torchrun; only rank 0 talks to the user and the tracker
+
+
 def error(message, code):
-    print(f"error: {message}", file=sys.stderr)
+    if RANK == 0:
+        print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def start_distributed(device):
+    """Join torchrun's process group (gloo on CPU, NCCL on CUDA); the device of this process."""
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def agree_on_run(run_id):
+    """Rank 0's run id for every process, or None everywhere if rank 0 could not open its tracker."""
+    if not torch.distributed.is_initialized():
+        return run_id
+    box = [run_id]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def main(tracker_class, argv=None):
@@ -225,21 +249,34 @@ def main(tracker_class, argv=None):
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines appear as they happen in a log file
     try:
         device = resolve_device(args.device)
-        args.out_dir = prepare_out_dir(args.out_dir)
+        args.out_dir = prepare_out_dir(args.out_dir) if RANK == 0 else os.path.abspath(args.out_dir)
         cfg = make_config(args)
         saved = alexnet.load_state(find_resume_state(args.out_dir, args.resume)) if args.resume else None
         dataset = data.load(args.dataset, args.data_dir, skip_checksum=args.skip_checksum,
                             train_size=args.train_size, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+        device = start_distributed(device)
         run_id = saved["config"]["run_id"] if saved else f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-        cfg.update(run_id=run_id, dataset_version=dataset.version, **alexnet.environment(device))
+        cfg.update(run_id=run_id, dataset_version=dataset.version, world_size=int(os.environ.get("WORLD_SIZE", 1)),
+                   **alexnet.environment(device))
         if saved:
             check_resumable(cfg, saved)
-        run_dir = os.path.join(args.out_dir, run_id)
-        tracker = (tracker_class if args.mode != "disabled" else Tracker)(args, run_dir)
+        if RANK == 0:
+            tracker = None
+            try:
+                tracker = (tracker_class if args.mode != "disabled" else Tracker)(args, os.path.join(args.out_dir, run_id))
+            finally:  # the other processes wait through the token prompt for rank 0's run id, or None
+                agree_on_run(run_id if tracker else None)
+        else:
+            cfg["run_id"] = run_id = agree_on_run(None)
+            if run_id is None:
+                return 2  # rank 0 could not open its tracker and has said why
+            tracker = Tracker(args, os.path.join(args.out_dir, run_id))
+        run_dir = tracker.run_dir
         engine = alexnet.Engine(cfg, dataset, tracker, device, run_dir)
         if saved:
             engine.restore(saved)
-            print(f"resuming run {run_id} from step {engine.step} (epoch {len(engine.history) + 1})")
+            if RANK == 0:
+                print(f"resuming run {run_id} from step {engine.step} (epoch {len(engine.history) + 1})")
     except (UsageError, data.DataError, alexnet.CheckpointError) as e:
         return error(e, 2)
     except KeyboardInterrupt:
@@ -261,6 +298,8 @@ def main(tracker_class, argv=None):
             tracker.finish(status)
     if tracker.where():
         print(tracker.where())
-    if resume_hint:
+    if resume_hint and RANK == 0:
         print(resume_hint, file=sys.stderr)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return code
