@@ -1,17 +1,19 @@
 """Shared fixtures: a CIFAR-10 copy in the official on-disk format, script runners, tracker readers."""
-import glob
-import json
 import os
 import pickle
+import pty
 import subprocess
 import sys
+import time
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "report"))
 
 import data  # noqa: E402
+import records  # noqa: E402
 
 SCRIPTS = ["wandb_setup_script.py", "neptune_integration.py"]
 WANDB_KEY = "wandbfakekey" + "0123456789abcdef" * 3  # W&B wants 40+ characters
@@ -66,35 +68,18 @@ def quick_args(cifar_dir, out_dir, epochs=2, seed=5, extra=()):
 
 def wandb_records(out_dir, segments=1):
     """Every record of the run's .wandb logs (one per segment, oldest first), read with W&B's own reader."""
-    logs = sorted(glob.glob(os.path.join(out_dir, "wandb", "offline-run-*", "*.wandb")))
-    assert len(logs) == segments, logs
-    wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
-    records = []
-    for log in logs:
-        out = subprocess.run([wandb_cli, "leet", "inspect", "--json", log], capture_output=True,
-                             text=True, check=True, timeout=120)
-        records += [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-    return records
+    assert len(records.wandb_logs(out_dir)) == segments, records.wandb_logs(out_dir)
+    return records.wandb_records(out_dir)
 
 
-def wandb_epochs(records):
-    return [r["history"]["item"] for r in records if r["type"] == "history" and "epoch" in r["history"]["item"]]
+def wandb_epochs(records_):
+    return [r["history"]["item"] for r in records_ if r["type"] == "history" and "epoch" in r["history"]["item"]]
 
 
 def neptune_ops(out_dir, segments=1):
-    """Every operation of the run's offline Neptune logs (JSON lines under its data directory),
-    one folder per segment, oldest first."""
-    def created(folder):
-        with open(os.path.join(folder, "metadata.json")) as f:
-            return json.load(f)["createdAt"]
-    runs = sorted(glob.glob(os.path.join(out_dir, ".neptune", "offline", "run__*")), key=created)
-    assert len(runs) == segments, runs
-    ops = []
-    for run in runs:
-        for log in sorted(glob.glob(os.path.join(run, "data-*.log"))):
-            with open(log) as f:
-                ops += [json.loads(line)["obj"] for line in f if line.strip()]
-    return ops
+    """Every operation of the run's offline Neptune logs (JSON lines under its data directory)."""
+    assert len(records.neptune_folders(out_dir)) == segments, records.neptune_folders(out_dir)
+    return records.neptune_ops(out_dir)
 
 
 def neptune_series(ops, path):
@@ -119,3 +104,26 @@ def files_containing(root, secret):
             except OSError:
                 pass
     return hits
+
+
+def answer_prompt(args, home, prompt, answer, timeout=120, **env):
+    """Run a script on a pseudo-terminal, type `answer` at `prompt`; its exit code, screen, and seconds."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(ROOT)
+        os.execve(sys.executable, [sys.executable, *map(str, args)], clean_env(home, **env))
+    screen, answered, start = b"", False, time.time()
+    while time.time() - start < timeout:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+        if not answered and prompt.encode() in screen:
+            os.write(fd, answer.encode() + b"\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    assert answered, screen.decode(errors="replace")
+    return os.waitstatus_to_exitcode(status), screen.decode(errors="replace"), time.time() - start

@@ -2,14 +2,11 @@
 import hashlib
 import json
 import os
-import pty
-import sys
-import time
 
 import pytest
 
 import alexnet
-from conftest import (NEPTUNE_TOKEN, ROOT, WANDB_KEY, clean_env, files_containing, neptune_assigned,
+from conftest import (NEPTUNE_TOKEN, WANDB_KEY, answer_prompt, files_containing, neptune_assigned,
                       neptune_ops, neptune_series, quick_args, run_script, wandb_epochs, wandb_records)
 
 EPOCH_KEYS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_time_s", "throughput_img_s"]
@@ -91,29 +88,12 @@ def test_token_never_stored_and_home_untouched(offline_run):
 
 
 def test_prompt_on_a_terminal_hides_the_token(tmp_path):
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(ROOT)
-        os.execve(sys.executable, [sys.executable, "neptune_integration.py", "--mode", "online", "--project",
-                                   "ws/proj", "--dataset", "synthetic", "--out-dir", str(tmp_path / "runs")],
-                  clean_env(tmp_path))
-    screen, answered, start = b"", False, time.time()
-    while time.time() - start < 120:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-        if not answered and b"API token" in screen:
-            os.write(fd, NEPTUNE_TOKEN.encode() + b"\n")
-            answered = True
-    _, status = os.waitpid(pid, 0)
-    text = screen.decode(errors="replace")
-    assert answered and "Get your API token" in text
+    code, text, _ = answer_prompt(["neptune_integration.py", "--mode", "online", "--project", "ws/proj",
+                                   "--dataset", "synthetic", "--out-dir", tmp_path / "runs"], tmp_path,
+                                  "API token", NEPTUNE_TOKEN)
+    assert "Get your API token" in text
     assert NEPTUNE_TOKEN not in text
-    assert os.waitstatus_to_exitcode(status) == 2 and "Traceback" not in text
+    assert code == 2 and "Traceback" not in text
     assert "token is invalid" in text and "--mode offline" in text
 
 

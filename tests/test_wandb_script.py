@@ -1,14 +1,12 @@
 """A real offline W&B run, read back with W&B's own reader (`wandb leet inspect --json`)."""
 import json
 import os
-import pty
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import (ROOT, WANDB_KEY, clean_env, files_containing, quick_args, run_script,
+from conftest import (WANDB_KEY, answer_prompt, files_containing, quick_args, run_script,
                       wandb_epochs, wandb_records)
 
 
@@ -111,28 +109,10 @@ def test_key_never_stored_and_home_untouched(offline_run):
 
 
 def test_prompt_on_a_terminal_hides_the_key_and_rejects_an_unverifiable_one(tmp_path):
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(ROOT)
-        env = clean_env(tmp_path, WANDB_BASE_URL="http://127.0.0.1:9")
-        os.execve(sys.executable, [sys.executable, "wandb_setup_script.py", "--mode", "online",
-                                   "--dataset", "synthetic", "--out-dir", str(tmp_path / "runs")], env)
-    screen, answered, start = b"", False, time.time()
-    while time.time() - start < 120:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-        if not answered and b"API key" in screen:
-            os.write(fd, WANDB_KEY.encode() + b"\n")
-            answered = True
-    _, status = os.waitpid(pid, 0)
-    text = screen.decode(errors="replace")
-    assert answered and "wandb.ai/authorize" in text
+    code, text, seconds = answer_prompt(["wandb_setup_script.py", "--mode", "online", "--dataset", "synthetic",
+                                         "--out-dir", tmp_path / "runs"], tmp_path, "API key", WANDB_KEY,
+                                        WANDB_BASE_URL="http://127.0.0.1:9")
+    assert "wandb.ai/authorize" in text
     assert WANDB_KEY not in text  # not echoed, not printed back
-    assert os.waitstatus_to_exitcode(status) == 2 and "Traceback" not in text
-    assert "--mode offline" in text
-    assert time.time() - start < 90
+    assert code == 2 and "Traceback" not in text and "--mode offline" in text
+    assert seconds < 90

@@ -1,0 +1,294 @@
+"""What the engine and the trackers cost, measured side by side in one process.
+
+    python benchmarks/run.py --quick --json     # under 10 minutes on 2 CPU cores
+    python benchmarks/run.py --device cuda      # on a GPU machine
+
+Each comparison alternates its variants over several repeats and reports medians:
+- engine vs bare loop: seconds per training step of the engine (data indexing, batched
+  augmentation, normalization, seeding, metric sums) / a bare PyTorch loop on a fixed batch;
+- tracker overhead: training time (the engine's epoch time) with each tracker offline at the
+  default --log-every, and at every step, / with no tracker; plus run start and finish times;
+- augmentation: batched uint8 augmentation + normalization vs the study's per-image PIL pipeline
+  through a DataLoader, both on one thread;
+- logging latency: one wandb.log / one Neptune append, offline;
+- disk footprint and file count of each tracker's local run data.
+The last line with --json is one JSON object with every figure and the hardware.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import alexnet  # noqa: E402
+import data  # noqa: E402
+import tracking  # noqa: E402
+
+
+def hardware(device):
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": device.type, "torch": torch.__version__}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ratio(pairs):
+    return statistics.median(a / b for a, b in pairs)
+
+
+def bare_step_seconds(device, batch, steps):
+    """A bare loop: the model, Adam and cross-entropy on one fixed, normalized batch."""
+    torch.manual_seed(0)
+    model = alexnet.AlexNet().to(device, memory_format=torch.channels_last).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step():
+        with torch.autocast(**autocast):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    step()  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def config(batch, epochs=1, log_every=50, seed=0):
+    return dict(alexnet.RECIPES["default"], batch_size=batch, epochs=epochs, log_every=log_every, seed=seed)
+
+
+def engine_step_seconds(device, batch, steps):
+    """The engine's training epoch of `steps` batches, per step; the first epoch is the warm-up."""
+    ds = data.load("synthetic", None, train_size=batch * steps * 10 // 9, val_fraction=0.1)
+    engine = alexnet.Engine(config(batch, epochs=2), ds, tracking.Tracker(None, tempfile.mkdtemp()), device, "")
+    engine.train_one_epoch(1)
+    sync(device)
+    t0 = time.perf_counter()
+    engine.train_one_epoch(2)
+    sync(device)
+    return (time.perf_counter() - t0) / engine.steps_per_epoch
+
+
+class Timed:
+    """Wraps a tracker to time its start and finish."""
+
+    def __init__(self, tracker):
+        self.tracker, self.times = tracker, {}
+
+    def __getattr__(self, name):
+        method = getattr(self.tracker, name)
+        if name not in ("start", "finish"):
+            return method
+
+        def timed(*args):
+            t0 = time.perf_counter()
+            method(*args)
+            self.times[name] = time.perf_counter() - t0
+        return timed
+
+
+def tracked_run(kind, device, batch, steps, log_every, out_dir):
+    """One engine run on synthetic data with a tracker offline; its training time and tracker costs."""
+    args = tracking.build_parser(kind).parse_args(
+        ["--mode", "offline" if kind != "none" else "disabled", "--out-dir", out_dir, "--log-every", str(log_every)])
+    args.out_dir = os.path.abspath(out_dir)
+    cfg = tracking.make_config(args)
+    cfg.update(config(batch, log_every=log_every), run_id=f"bench-{kind}-{time.time_ns()}", dataset_version="synthetic")
+    ds = data.load("synthetic", None, train_size=batch * steps * 10 // 9, val_fraction=0.1)
+    run_dir = os.path.join(out_dir, cfg["run_id"])
+    tracker = Timed(tracker_class(kind)(args, run_dir))
+    with open(os.devnull, "w") as quiet:
+        stdout, sys.stdout = sys.stdout, quiet
+        try:
+            result = alexnet.Engine(cfg, ds, tracker, device, run_dir).run()
+            tracker.finish("completed")
+        finally:
+            sys.stdout = stdout
+    return {"train_s": sum(e["epoch_time_s"] for e in result["epochs"]), **tracker.times}
+
+
+def tracker_class(kind):
+    if kind == "wandb":
+        from wandb_setup_script import WandbTracker
+        return WandbTracker
+    if kind == "neptune":
+        from neptune_integration import NeptuneTracker
+        return NeptuneTracker
+    return tracking.Tracker
+
+
+def local_footprint(kind, out_dir):
+    """Bytes and files of the tracker's own local data (checkpoints, which it references, excluded)."""
+    roots = {"wandb": ["wandb", ".wandb-data", ".wandb-cache", ".wandb-artifacts", ".wandb-config"],
+             "neptune": [".neptune"]}[kind]
+    size = files = 0
+    for root in roots:
+        for folder, _, names in os.walk(os.path.join(out_dir, root)):
+            for name in names:
+                path = os.path.join(folder, name)
+                if not os.path.islink(path):
+                    size += os.path.getsize(path)
+                    files += 1
+    return size, files
+
+
+def log_latency(kind, calls, out_dir):
+    """Seconds per logging call of one float, offline, and the finish that flushes them."""
+    if kind == "wandb":
+        import wandb
+        os.environ["WANDB_DIR"] = out_dir
+        run = wandb.init(mode="offline", project="bench", dir=out_dir, settings=wandb.Settings(silent=True))
+        t0 = time.perf_counter()
+        for i in range(calls):
+            run.log({"x": float(i)}, step=i)
+        per_call = (time.perf_counter() - t0) / calls
+        run.finish()
+    else:
+        import neptune
+        os.environ["NEPTUNE_DATA_DIRECTORY"] = os.path.join(out_dir, ".neptune")
+        run = neptune.init_run(mode="offline", capture_hardware_metrics=False, capture_stdout=False,
+                               capture_stderr=False, source_files=[])
+        t0 = time.perf_counter()
+        for i in range(calls):
+            run["x"].append(float(i), step=i)
+        per_call = (time.perf_counter() - t0) / calls
+        run.stop()
+    return per_call
+
+
+def augment_throughput(images, repeats):
+    """Images per second on one thread: batched uint8 augmentation vs the study's PIL pipeline."""
+    from PIL import Image
+    import torchvision.transforms as T
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+    pil = T.Compose([T.RandomRotation(5), T.RandomHorizontalFlip(), T.RandomCrop(32, padding=2),
+                     T.ToTensor(), T.Normalize(mean, std)])
+    pil_images = [Image.fromarray(a) for a in images.permute(0, 2, 3, 1).numpy()]
+
+    class Pil(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(pil_images)
+
+        def __getitem__(self, i):
+            return pil(pil_images[i]), 0
+
+    def run_pil():
+        for _ in torch.utils.data.DataLoader(Pil(), batch_size=256, num_workers=0):
+            pass
+
+    def run_batched():
+        for i in range(0, len(images), 256):
+            data.normalize(data.augment(images[i:i + 256]), mean, std)
+    results = {"pil": [], "batched": []}
+    run_batched()
+    for _ in range(repeats):
+        for name, fn in (("pil", run_pil), ("batched", run_batched)):
+            t0 = time.perf_counter()
+            fn()
+            results[name].append(len(images) / (time.perf_counter() - t0))
+    torch.set_num_threads(threads)
+    return {k: statistics.median(v) for k, v in results.items()}
+
+
+def main():
+    p = argparse.ArgumentParser(description="Measure the engine's and the trackers' costs side by side.")
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats: under 10 minutes on 2 CPU cores")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train (default: cpu)")
+    p.add_argument("--out-dir", default=None, help="where the trackers write (default: a temporary folder, removed)")
+    a = p.parse_args()
+    device = tracking.resolve_device(a.device)
+    cpu = device.type == "cpu"
+    repeats = 3 if a.quick else 5
+    out_dir = a.out_dir or tempfile.mkdtemp(prefix="bench-")
+    os.makedirs(out_dir, exist_ok=True)
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(out_dir, ".matplotlib"))
+    res = {"hardware": hardware(device), "quick": a.quick}
+    say = (lambda *x: print(*x, file=sys.stderr)) if a.json else print
+
+    batch, steps = 256, (6 if a.quick else 20) if cpu else 100
+    pairs = []
+    for _ in range(repeats):
+        pairs.append((engine_step_seconds(device, batch, steps), bare_step_seconds(device, batch, steps)))
+    res["engine_step_s"] = statistics.median(e for e, _ in pairs)
+    res["bare_step_s"] = statistics.median(b for _, b in pairs)
+    res["engine_vs_bare_step_ratio"] = median_ratio(pairs)
+    say(f"step at batch {batch}: engine {res['engine_step_s'] * 1e3:.1f} ms, bare loop "
+        f"{res['bare_step_s'] * 1e3:.1f} ms, ratio {res['engine_vs_bare_step_ratio']:.3f}")
+
+    # Tracker overhead on training time: batch 64 makes steps short, so the ratio is an upper bound
+    # for the real batch of 256; 100 steps include the default interval's per-step logs twice.
+    t_batch, t_steps = (64, 100) if cpu else (256, 500)
+    for log_every, label, reps in ((50, "", repeats), (1, "_every_step", 1 if a.quick else 3)):
+        runs = {k: [] for k in ("none", "wandb", "neptune")}
+        for _ in range(reps):
+            for kind in runs:
+                runs[kind].append(tracked_run(kind, device, t_batch, t_steps, log_every,
+                                              os.path.join(out_dir, f"{kind}{label}")))
+        base = [r["train_s"] for r in runs["none"]]
+        for kind in ("wandb", "neptune"):
+            res[f"{kind}_overhead_ratio{label}"] = statistics.median(
+                r["train_s"] / b for r, b in zip(runs[kind], base))
+            if not label:
+                res[f"{kind}_start_s"] = statistics.median(r["start"] for r in runs[kind])
+                res[f"{kind}_finish_s"] = statistics.median(r["finish"] for r in runs[kind])
+                size, files = local_footprint(kind, os.path.join(out_dir, kind))
+                res[f"{kind}_local_bytes_per_run"], res[f"{kind}_local_files_per_run"] = size // reps, files // reps
+        say(f"training time with tracker / without, log every {log_every} step(s), batch {t_batch}: "
+            f"W&B {res[f'wandb_overhead_ratio{label}']:.3f}, Neptune {res[f'neptune_overhead_ratio{label}']:.3f}")
+    say(f"run start: W&B {res['wandb_start_s']:.2f} s, Neptune {res['neptune_start_s']:.2f} s; finish: "
+        f"W&B {res['wandb_finish_s']:.2f} s, Neptune {res['neptune_finish_s']:.2f} s")
+    say(f"local data per run: W&B {res['wandb_local_bytes_per_run'] / 1e6:.2f} MB in "
+        f"{res['wandb_local_files_per_run']} files, Neptune {res['neptune_local_bytes_per_run'] / 1e6:.2f} MB "
+        f"in {res['neptune_local_files_per_run']} files")
+
+    calls = 2000 if a.quick else 10000
+    for kind in ("wandb", "neptune"):
+        res[f"{kind}_log_call_ms"] = 1e3 * statistics.median(
+            log_latency(kind, calls, os.path.join(out_dir, f"latency-{kind}")) for _ in range(repeats))
+    say(f"one logging call, offline: W&B {res['wandb_log_call_ms']:.3f} ms, Neptune {res['neptune_log_call_ms']:.3f} ms")
+
+    images = data.synthetic(2048 if a.quick else 8192)[0][0]
+    aug = augment_throughput(images, repeats)
+    res["augment_pil_img_s"], res["augment_batched_img_s"] = aug["pil"], aug["batched"]
+    res["augment_speedup_vs_pil"] = aug["batched"] / aug["pil"]
+    say(f"augmentation on one thread: PIL pipeline {aug['pil']:.0f} img/s, batched {aug['batched']:.0f} img/s, "
+        f"{res['augment_speedup_vs_pil']:.1f}x")
+    say(f"hardware: {json.dumps(res['hardware'])}")
+    if not a.out_dir:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    if a.json:
+        print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
