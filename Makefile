@@ -22,6 +22,6 @@ report: .venv/installed
 	$(PY) report/build.py --out-dir $(OUT) --bench $(OUT)/benchmark.json
 
 test: .venv/installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=8 tests
 
 .PHONY: run report test

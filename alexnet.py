@@ -201,6 +201,8 @@ class Engine:
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if self.distributed else (0, 1)
         self.net = DDP(self.model) if self.distributed else self.model
+        if config.get("compile"):
+            self.net = torch.compile(self.net)
         self.dropouts = [m for m in self.model.modules() if isinstance(m, Dropout)]
         self.opt = torch.optim.Adam(self.model.parameters(), lr=config["lr"])
         self.steps_per_epoch = math.ceil(len(dataset.train) / config["batch_size"])
@@ -233,8 +235,8 @@ class Engine:
             self.history.append(metrics)
             self.tracker.log_epoch(metrics, self.step)
             self.say(f"epoch {epoch}/{cfg['epochs']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
-                         f"  val loss {val_loss:.4f} acc {val_acc:.4f}  lr {metrics['lr']:.2e}"
-                         f"  {epoch_time:.1f}s {metrics['throughput_img_s']:.0f} img/s")
+                     f"  val loss {val_loss:.4f} acc {val_acc:.4f}  lr {metrics['lr']:.2e}"
+                     f"  {epoch_time:.1f}s {metrics['throughput_img_s']:.0f} img/s")
             if not math.isfinite(train_loss):  # the resume state of the last good epoch is kept
                 raise FloatingPointError(f"the training loss became {train_loss} in epoch {epoch}")
             if self.best is None or val_acc > self.best["val_acc"]:

@@ -150,6 +150,8 @@ def build_parser(tool):
     p.add_argument("--val-fraction", type=fraction, help="fraction of training data held out for validation (recipe: 0.1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: cuda if available, else cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the model with torch.compile (pays off on a GPU; the first steps are slower)")
     p.add_argument("--out-dir", default="runs",
                    help="everything the run writes: checkpoints and the tracker's local data (default: runs/)")
     p.add_argument("--log-every", type=positive(int), default=50,
