@@ -362,7 +362,7 @@ class Engine:
             loss_sum += loss.detach().float() * (len(index) / self.world)  # this process's summed loss
             correct += batch_correct
             bar.update(len(y))
-            if self.step % cfg["log_every"] == 0:
+            if self.step % cfg["log_every"] == 0 or self.step == 1:  # the first loss shows how training starts
                 batch = self.all_sum(torch.stack([loss.detach().float() * (len(index) / self.world),
                                                   batch_correct.float()]))
                 batch_loss, batch_acc = (batch / len(index)).tolist()

@@ -31,7 +31,7 @@ def test_every_epoch_equals_the_engine_history(offline_run):
         assert neptune_series(offline_run["ops"], key) == [(e["epoch"], pytest.approx(e[key], rel=1e-12))
                                                           for e in engine], key
     steps = neptune_series(offline_run["ops"], "train/batch_loss")
-    assert [s for s, _ in steps] == list(range(2, 3 * 6 + 1, 2))
+    assert [s for s, _ in steps] == [1, *range(2, 3 * 6 + 1, 2)]
 
 
 def test_parameters_dataset_and_model_info(offline_run):

@@ -50,7 +50,7 @@ def test_synthetic_data_learns_and_reports_in_order(tmp_path):
     assert names[:2] == ["start", "log_dataset"]
     assert names[-3:] == ["log_evaluation", "log_checkpoint", "log_summary"]
     steps = [a[1] for name, a in rec.calls if name == "log_metrics"]
-    assert steps == list(range(5, 4 * 9 + 1, 5))  # 576 images / 64 = 9 steps an epoch
+    assert steps == [1, *range(5, 4 * 9 + 1, 5)]  # the first step, then every 5th; 576 / 64 = 9 steps an epoch
     logged_epochs = [a[0] for name, a in rec.calls if name == "log_epoch"]
     assert logged_epochs == epochs
     for m in epochs:

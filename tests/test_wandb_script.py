@@ -38,7 +38,7 @@ def test_every_epoch_equals_the_engine_history(offline_run):
 def test_per_step_series_against_global_step(offline_run):
     steps = [r["history"]["item"] for r in offline_run["records"]
              if r["type"] == "history" and "train/batch_loss" in r["history"]["item"]]
-    assert [s["global_step"] for s in steps] == list(range(2, 3 * 6 + 1, 2))  # 360 images / 64: 6 steps an epoch
+    assert [s["global_step"] for s in steps] == [1, *range(2, 3 * 6 + 1, 2)]  # 360 images / 64: 6 steps an epoch
     assert all(0 <= s["train/batch_acc"] <= 1 for s in steps)
     metrics = {m.get("name") or m.get("glob_name"): m for m in of_type(offline_run["records"], "metric")}
     assert metrics["train/batch_*"]["step_metric"] == "global_step"
