@@ -327,7 +327,10 @@ def costs(rep, b):
     y = rep.text(fig, y, [
         "W&B's training-time figure includes wandb.watch (gradient and parameter histograms at the logging "
         "interval); Neptune's includes its hardware-metrics and console-capture threads. The overhead runs use "
-        "batch 64 so that steps are short: at the real batch of 256 the same absolute cost is a smaller share.",
+        "batch 64 so that steps are short: at the real batch of 256 the same absolute cost is a smaller share. "
+        "A ratio below 1 (a run with a tracker faster than one without) shows the run-to-run noise of these "
+        "medians: differences of a few percent are within it. Start and finish are medians over repeated runs "
+        "in one process, after each client has started its background service once.",
         f"The engine itself: {b['engine_step_s'] * 1e3:.0f} ms per training step at batch 256 against "
         f"{b['bare_step_s'] * 1e3:.0f} ms for a bare PyTorch loop on a fixed batch (ratio "
         f"{b['engine_vs_bare_step_ratio']:.3f}); batched augmentation {b['augment_batched_img_s']:,.0f} img/s against "
@@ -361,7 +364,7 @@ def curves(rep, w, n):
                          "training."])
     for i, (key, label) in enumerate((("train/loss", "training loss"), ("val/loss", "validation loss"),
                                       ("train/acc", "training accuracy"), ("val/acc", "validation accuracy"))):
-        ax = fig.add_axes([0.1 + (i % 2) * 0.45, 0.52 - (i // 2) * 0.3, 0.36, 0.22])
+        ax = fig.add_axes([0.1 + (i % 2) * 0.45, 0.58 - (i // 2) * 0.29, 0.36, 0.2])
         ax.plot(data["W&B"]["epoch"], data["W&B"][key], "-", color=W_COLOR, lw=2, label="W&B")
         ax.plot(data["Neptune"]["epoch"], data["Neptune"][key], "o", color=N_COLOR, ms=4, label="Neptune")
         ax.set(xlabel="epoch", ylabel=label, title=label)
@@ -369,7 +372,7 @@ def curves(rep, w, n):
         ax.legend(fontsize=7)
     rows = [[k, f"{w['summary'].get(k, float('nan')):.4f}", f"{n['summary'].get(k, float('nan')):.4f}"]
             for k in records.SUMMARY_KEYS]
-    rep.table(fig, 0.14, ["Final value (best-validation checkpoint on the test set)", "W&B record", "Neptune record"],
+    rep.table(fig, 0.2, ["Final value (best-validation checkpoint on the test set)", "W&B record", "Neptune record"],
               rows, [50, 25, 25], size=8)
     rep.save(fig)
 
