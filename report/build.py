@@ -22,7 +22,9 @@ from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import records  # noqa: E402
+from tracking import first_line  # noqa: E402
 
 A4 = (8.27, 11.69)
 SECTIONS = ["1. What was compared and how", "2. The nine criteria", "3. Offline capability matrix",
@@ -40,21 +42,16 @@ def probe_offline(work):
         neptune.init_model(key="PROBE", project="probe/probe", mode="offline")
         found["neptune_registry"] = "accepted"
     except Exception as e:
-        found["neptune_registry"] = records_line(e)
+        found["neptune_registry"] = f"{type(e).__name__}: {first_line(e)}"
     run = wandb.init(mode="offline", dir=work, project="probe", settings=wandb.Settings(silent=True))
     try:
         run.use_artifact("dataset:latest")
         found["wandb_use_artifact"] = "accepted"
     except Exception as e:
-        found["wandb_use_artifact"] = records_line(e)
+        found["wandb_use_artifact"] = f"{type(e).__name__}: {first_line(e)}"
     run.finish()
     found["versions"] = {"wandb": wandb.__version__, "neptune": neptune.__version__}
     return found
-
-
-def records_line(e):
-    lines = [line.strip() for line in str(e).splitlines() if line.strip() and not line.strip().startswith("---")]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}".replace("\x1b[0m", "").replace("\x1b[95m", "")
 
 
 class Report:
