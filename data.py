@@ -3,6 +3,7 @@
 Images stay uint8 tensors of shape (N, 3, 32, 32) from disk to the training device; a batch is
 converted to float, augmented and normalized there in a few tensor ops, never per image.
 """
+import functools
 import hashlib
 import math
 import os
@@ -194,10 +195,18 @@ def channel_stats(images):
     return (tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist()))
 
 
+@functools.lru_cache(maxsize=8)
+def _scale_and_shift(mean, std, device):
+    # Made once per device: a tensor built from Python numbers is a host-to-device copy, and on
+    # a GPU each such copy waits for all queued work, which would stall every training step.
+    scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=device).view(1, 3, 1, 1)
+    return scale, shift
+
+
 def normalize(images, mean, std):
     """uint8 images to normalized float32: (x / 255 - mean) / std as one scale and one shift."""
-    scale = torch.tensor([1 / (255 * s) for s in std], device=images.device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device).view(1, 3, 1, 1)
+    scale, shift = _scale_and_shift(tuple(mean), tuple(std), images.device)
     return images.float().mul_(scale).add_(shift)  # in place: a broadcast addcmul is 100x slower on CPU
 
 
@@ -216,19 +225,25 @@ def augment(images, generator=None, max_shift=2, max_degrees=5.0, flip=True):
     flip = (u[:, 1] < 0.5) & flip
     dy = torch.floor(u[:, 2] * (2 * max_shift + 1)) - max_shift
     dx = torch.floor(u[:, 3] * (2 * max_shift + 1)) - max_shift
-    # Row and column in the rotated, flipped image that each output pixel of the crop shows.
+    # A black frame wider than any shift plus rotation reaches (2 + 1.9 pixels), so every source
+    # pixel of the crop exists and needs no bounds check: outside the image it is black.
+    m = max_shift + math.ceil(math.hypot(h, w) / 2 * 2 * math.sin(math.radians(max_degrees) / 2)) + 1
+    side = w + 2 * m  # of the framed image, (h + 2m) x side
+    # Row and column in the rotated, flipped image that each output pixel of the crop shows. A
+    # row or column of the crop's padding is sent 4 frame widths away: rotation keeps distances,
+    # so its source lies outside the frame on some axis, and clamped to the frame it is on the
+    # frame's black edge. All (n, h, 1) or (n, 1, w): small tensors.
     r = torch.arange(h, device=dev, dtype=torch.float32).view(1, h, 1) + dy.view(n, 1, 1)
     q = torch.arange(w, device=dev, dtype=torch.float32).view(1, 1, w) + dx.view(n, 1, 1)
-    in_crop = ((r >= 0) & (r < h)) & ((q >= 0) & (q < w))  # (n, h, 1) & (n, 1, w): small tensors
+    far = float(4 * max(side, h + 2 * m))
+    r = torch.where((r >= 0) & (r < h), r, -far)
+    q = torch.where((q >= 0) & (q < w), q, -far)
     q = torch.where(flip.view(n, 1, 1), (w - 1) - q, q)
     # Rotation about the centre: the source pixel nearest to where each pixel came from.
     y, x = r - (h - 1) / 2, q - (w - 1) / 2
     cos, sin = torch.cos(angle).view(n, 1, 1), torch.sin(angle).view(n, 1, 1)
-    # A black frame wider than any shift plus rotation reaches (2 + 1.9 pixels), so every
-    # source pixel exists and needs no bounds check: outside the image it is black.
-    m = max_shift + math.ceil(math.hypot(h, w) / 2 * 2 * math.sin(math.radians(max_degrees) / 2)) + 1
-    sy = torch.round(cos * y + sin * x + ((h - 1) / 2 + m))
-    sx = torch.round(cos * x - sin * y + ((w - 1) / 2 + m))
-    index = torch.where(in_crop, sy * (w + 2 * m) + sx, 0).long()  # 0: a corner of the black frame
+    sy = torch.round(cos * y + sin * x + ((h - 1) / 2 + m)).clamp_(0, h + 2 * m - 1)
+    sx = torch.round(cos * x - sin * y + ((w - 1) / 2 + m)).clamp_(0, side - 1)
+    index = sy.mul_(side).add_(sx).long()
     framed = F.pad(images, (m, m, m, m)).reshape(n, c, -1)
     return framed.gather(2, index.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)

@@ -110,6 +110,13 @@ def positive(kind):
     return parse
 
 
+def non_negative(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def fraction(text):
     value = float(text)
     if not 0 < value < 1:
@@ -140,14 +147,20 @@ def build_parser(tool):
                         "differ from the official files (its own content hash is the version)")
     p.add_argument("--train-size", type=positive(int), default=None,
                    help="use a seeded subset of this many training images (before the validation split)")
+    d = alexnet.RECIPES["default"]
     p.add_argument("--recipe", choices=sorted(alexnet.RECIPES), default="default",
-                   help="default: the study's hyperparameters plus warmup, cosine decay and label "
-                        "smoothing; study: the original study's recipe exactly")
-    p.add_argument("--epochs", type=positive(int), help="epochs (recipe: 25)")
-    p.add_argument("--batch-size", type=positive(int), help="batch size (recipe: 256)")
-    p.add_argument("--lr", type=positive(float), help="peak learning rate (recipe: 1e-3)")
-    p.add_argument("--seed", type=int, help="random seed (recipe: 1234)")
-    p.add_argument("--val-fraction", type=fraction, help="fraction of training data held out for validation (recipe: 0.1)")
+                   help="default: the study's model, data, batch size and epochs, trained with SGD "
+                        "(Nesterov), weight decay, warmup, cosine decay and label smoothing; study: the "
+                        "original study's recipe exactly")
+    p.add_argument("--optimizer", choices=alexnet.OPTIMIZERS,
+                   help=f"adam, adamw, or sgd with Nesterov momentum 0.9 (recipe: {d['optimizer']})")
+    p.add_argument("--epochs", type=positive(int), help=f"epochs (recipe: {d['epochs']})")
+    p.add_argument("--batch-size", type=positive(int), help=f"batch size (recipe: {d['batch_size']})")
+    p.add_argument("--lr", type=positive(float), help=f"peak learning rate (recipe: {d['lr']:g})")
+    p.add_argument("--weight-decay", type=non_negative, help=f"weight decay (recipe: {d['weight_decay']:g})")
+    p.add_argument("--seed", type=int, help=f"random seed (recipe: {d['seed']})")
+    p.add_argument("--val-fraction", type=fraction,
+                   help=f"fraction of training data held out for validation (recipe: {d['val_fraction']:g})")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto: cuda if available, else cpu")
     p.add_argument("--compile", action="store_true",

@@ -7,15 +7,39 @@ The mirror image of neptune_integration.py: same flags, metrics, artifacts and o
 """
 import getpass
 import json
+import math
 import os
 import sys
 
+import numpy as np
+import torch
 import wandb
 
 import tracking
 
 KEY_URL = "https://wandb.ai/authorize"
 EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}
+
+
+def weight_histograms(model, bins=64):
+    """What wandb.watch(model, log="all") records, under its names: a histogram of every parameter
+    and of its gradient from the epoch's last step, binned on the model's device. Once per epoch,
+    so the histograms line up with the epochs and the model versions; on an H100 one set took
+    about 0.01 s here, one wandb.watch histogram step about 0.5 s (README, "Costs")."""
+    histograms = {}
+    for name, p in model.named_parameters():
+        for kind, t in (("parameters", p), ("gradients", p.grad)):
+            if t is None:
+                continue
+            t = t.detach().float()
+            lo, hi = (v.item() for v in torch.aminmax(t))
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                continue  # a diverged run: nothing meaningful to bin
+            if hi <= lo:  # a constant tensor (zero-initialized biases): numpy's convention
+                lo, hi = lo - 0.5, hi + 0.5
+            counts = torch.histc(t, bins=bins, min=lo, max=hi).cpu().numpy()
+            histograms[f"{kind}/{name}"] = wandb.Histogram(np_histogram=(counts, np.linspace(lo, hi, bins + 1)))
+    return histograms
 
 
 class WandbTracker(tracking.Tracker):
@@ -69,7 +93,7 @@ class WandbTracker(tracking.Tracker):
         self.run.define_metric("val/acc", step_metric="epoch", summary="max")
         self.run.summary["model/params"] = config["model_params"]
         self.run.save(self.write_architecture(model), base_path=self.run_dir, policy="now")
-        self.run.watch(model, log="all", log_freq=self.args.log_every)  # histograms: cost in README
+        self.model = model  # its histograms are logged at each epoch's end
         self.epoch_metrics_defined = False
 
     def log_dataset(self, info, files):
@@ -92,7 +116,7 @@ class WandbTracker(tracking.Tracker):
             for key in metrics.keys() - {"epoch", "val/acc"}:
                 self.run.define_metric(key, step_metric="epoch")
             self.epoch_metrics_defined = True
-        self.run.log(metrics, step=step)
+        self.run.log({**metrics, **weight_histograms(self.model)}, step=step)
         self.step = step
 
     def log_checkpoint(self, checkpoint):

@@ -1,23 +1,26 @@
 """What the engine and the trackers cost, measured side by side in one process.
 
     python benchmarks/run.py --quick --json     # under 10 minutes on 2 CPU cores
-    python benchmarks/run.py --device cuda      # on a GPU machine
+    python benchmarks/run.py --device cuda      # on a GPU machine (benchmarks/gpu.sh runs it)
 
 Each comparison alternates its variants over several repeats and reports medians:
 - engine vs bare loop: seconds per training step of the engine (data indexing, batched
-  augmentation, normalization, seeding, metric sums) / a bare PyTorch loop on a fixed batch;
-- tracker overhead: training time (the engine's epoch time) with each tracker offline at the
-  default --log-every, and at every step, / with no tracker; plus run start and finish times;
+  augmentation, normalization, seeding, metric sums) / a bare PyTorch loop on a fixed batch
+  with the same optimizer;
+- tracker overhead: the engine's training-loop time with each tracker offline at the default
+  --log-every, and at every step, / with no tracker (with --compare-watch also W&B with
+  wandb.watch); the tracker's epoch-end calls, run start and finish, timed apart;
 - augmentation: batched uint8 augmentation + normalization vs the study's per-image PIL pipeline
-  through a DataLoader, both on one thread;
+  through a DataLoader, both on one thread (and on the GPU, when there is one);
 - logging latency: one wandb.log / one Neptune append, offline;
 - disk footprint and file count of each tracker's local run data.
-The last line with --json is one JSON object with every figure and the hardware.
+A tracker whose client is not installed is skipped and said so. The last line with --json is
+one JSON object with every figure and the hardware.
 """
 import argparse
+import functools
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -35,16 +38,7 @@ import tracking  # noqa: E402
 
 
 def hardware(device):
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "device": device.type, "torch": torch.__version__}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
+    return alexnet.environment(device)
 
 
 def sync(device):
@@ -57,10 +51,10 @@ def median_ratio(pairs):
 
 
 def bare_step_seconds(device, batch, steps):
-    """A bare loop: the model, Adam and cross-entropy on one fixed, normalized batch."""
+    """A bare loop: the model, the default recipe's optimizer and cross-entropy on one fixed batch."""
     torch.manual_seed(0)
     model = alexnet.AlexNet().to(device, memory_format=torch.channels_last).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = alexnet.make_optimizer(model.parameters(), config(batch), device)  # the engine's optimizer
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -97,21 +91,30 @@ def engine_step_seconds(device, batch, steps):
 
 
 class Timed:
-    """Wraps a tracker to time its start and finish."""
+    """Wraps a tracker to time its calls: start and finish, and the epoch-end ones."""
+    EPOCH_END = ("log_epoch", "log_checkpoint")
 
     def __init__(self, tracker):
-        self.tracker, self.times = tracker, {}
+        self.tracker, self.times = tracker, {"epoch_end": 0.0}
 
     def __getattr__(self, name):
         method = getattr(self.tracker, name)
-        if name not in ("start", "finish"):
+        if name not in ("start", "finish", *self.EPOCH_END):
             return method
 
         def timed(*args):
             t0 = time.perf_counter()
             method(*args)
-            self.times[name] = time.perf_counter() - t0
+            if name in self.EPOCH_END:
+                self.times["epoch_end"] += time.perf_counter() - t0
+            else:
+                self.times[name] = time.perf_counter() - t0
         return timed
+
+
+@functools.lru_cache(maxsize=2)
+def synthetic_dataset(size):
+    return data.load("synthetic", None, train_size=size, val_fraction=0.1)
 
 
 def tracked_run(kind, device, batch, steps, log_every, out_dir):
@@ -121,33 +124,52 @@ def tracked_run(kind, device, batch, steps, log_every, out_dir):
     args.out_dir = os.path.abspath(out_dir)
     cfg = tracking.make_config(args)
     cfg.update(config(batch, log_every=log_every), run_id=f"bench-{kind}-{time.time_ns()}", dataset_version="synthetic")
-    ds = data.load("synthetic", None, train_size=batch * steps * 10 // 9, val_fraction=0.1)
+    ds = synthetic_dataset(batch * steps * 10 // 9)
     run_dir = os.path.join(out_dir, cfg["run_id"])
     tracker = Timed(tracker_class(kind)(args, run_dir))
     with open(os.devnull, "w") as quiet:
         stdout, sys.stdout = sys.stdout, quiet
         try:
-            result = alexnet.Engine(cfg, ds, tracker, device, run_dir).run()
+            engine = alexnet.Engine(cfg, ds, tracker, device, run_dir)
+            engine.finish = lambda: None  # the test evaluation is no part of what is compared
+            engine.run()
             tracker.finish("completed")
         finally:
             sys.stdout = stdout
-    return {"train_s": sum(e["epoch_time_s"] for e in result["epochs"]), **tracker.times}
+    return {"train_s": sum(e["epoch_time_s"] for e in engine.history), **tracker.times}
 
 
 def tracker_class(kind):
     if kind == "wandb":
         from wandb_setup_script import WandbTracker
         return WandbTracker
+    if kind == "wandb_watch":
+        return wandb_watch_tracker()
     if kind == "neptune":
         from neptune_integration import NeptuneTracker
         return NeptuneTracker
     return tracking.Tracker
 
 
+def wandb_watch_tracker():
+    """The W&B tracker with wandb.watch(log="all") at W&B's default interval instead of the
+    script's epoch-end histograms: what the script avoids, measured beside it."""
+    import wandb_setup_script
+
+    class WatchTracker(wandb_setup_script.WandbTracker):
+        def start(self, config, model):
+            super().start(config, model)
+            self.run.watch(model, log="all", log_freq=1000)
+
+        def log_epoch(self, metrics, step):
+            self.run.log(metrics, step=step)
+    return WatchTracker
+
+
 def local_footprint(kind, out_dir):
     """Bytes and files of the tracker's own local data (checkpoints, which it references, excluded)."""
     roots = {"wandb": ["wandb", ".wandb-data", ".wandb-cache", ".wandb-artifacts", ".wandb-config"],
-             "neptune": [".neptune"]}[kind]
+             "neptune": [".neptune"]}[kind.split("_")[0]]
     size = files = 0
     for root in roots:
         for folder, _, names in os.walk(os.path.join(out_dir, root)):
@@ -219,11 +241,33 @@ def augment_throughput(images, repeats):
     return {k: statistics.median(v) for k, v in results.items()}
 
 
+def available(kind):
+    """Whether the tracker's client is installed (a GPU machine may carry only one of them)."""
+    import importlib.util
+    return importlib.util.find_spec(kind) is not None
+
+
+def device_augment_throughput(device, batch=256, batches=200):
+    """Images per second of batched augmentation + normalization on the device itself."""
+    images = data.synthetic(batch * 4)[0][0].to(device)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+    for i in range(4):
+        data.normalize(data.augment(images[i * batch:(i + 1) * batch]), mean, std)
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(batches):
+        data.normalize(data.augment(images[(i % 4) * batch:(i % 4 + 1) * batch]), mean, std)
+    sync(device)
+    return batch * batches / (time.perf_counter() - t0)
+
+
 def main():
     p = argparse.ArgumentParser(description="Measure the engine's and the trackers' costs side by side.")
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats: under 10 minutes on 2 CPU cores")
     p.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train (default: cpu)")
+    p.add_argument("--compare-watch", action="store_true",
+                   help="also measure W&B with wandb.watch(log='all') in place of the script's epoch-end histograms")
     p.add_argument("--out-dir", default=None, help="where the trackers write (default: a temporary folder, removed)")
     a = p.parse_args()
     device = tracking.resolve_device(a.device)
@@ -245,38 +289,58 @@ def main():
     say(f"step at batch {batch}: engine {res['engine_step_s'] * 1e3:.1f} ms, bare loop "
         f"{res['bare_step_s'] * 1e3:.1f} ms, ratio {res['engine_vs_bare_step_ratio']:.3f}")
 
-    # Tracker overhead on training time: batch 64 makes steps short, so the ratio is an upper bound
-    # for the real batch of 256; 100 steps include the default interval's per-step logs twice.
-    t_batch, t_steps = (64, 100) if cpu else (256, 500)
-    for log_every, label, reps in ((50, "", repeats), (1, "_every_step", 1 if a.quick else 3)):
-        runs = {k: [] for k in ("none", "wandb", "neptune")}
-        for _ in range(reps):
-            for kind in runs:
-                runs[kind].append(tracked_run(kind, device, t_batch, t_steps, log_every,
+    # Tracker overhead on training time (the engine's training loop, where --log-every acts): each
+    # repeat runs every variant once, in a rotated order, after one warm-up run. Batch 64 makes
+    # steps short, so on a CPU the ratio is an upper bound for the real batch of 256; 60 steps
+    # hold the default interval's logs at steps 1 and 50. Many short runs rather than a few long
+    # ones: their median resists a slow moment of the machine. The tracker's epoch-end calls
+    # (epoch metrics, histograms, model version) are timed apart: they come once an epoch.
+    t_batch, t_steps = (64, 60) if cpu else (256, 500)
+    t_repeats = repeats + 2
+    kinds = [k for k in ("wandb", "neptune") if available(k)]
+    names = {"wandb": "W&B", "neptune": "Neptune", "wandb_watch": "W&B with wandb.watch"}
+    for kind in {"wandb", "neptune"} - set(kinds):
+        say(f"{names[kind]}: not installed here, not measured")
+    if a.compare_watch and "wandb" in kinds:
+        kinds.append("wandb_watch")
+    tracked_run("none", device, t_batch, t_steps, 50, os.path.join(out_dir, "warm-up"))
+    for log_every, label, reps, steps in ((50, "", t_repeats, t_steps), (1, "_every_step", 1 if a.quick else 3, t_steps // 2)):
+        variants = ["none", *kinds]
+        runs = {k: [] for k in variants}
+        for rep in range(reps):
+            for kind in variants[rep % len(variants):] + variants[:rep % len(variants)]:
+                runs[kind].append(tracked_run(kind, device, t_batch, steps, log_every,
                                               os.path.join(out_dir, f"{kind}{label}")))
-        base = [r["train_s"] for r in runs["none"]]
-        for kind in ("wandb", "neptune"):
-            res[f"{kind}_overhead_ratio{label}"] = statistics.median(
-                r["train_s"] / b for r, b in zip(runs[kind], base))
+        base = statistics.median(r["train_s"] for r in runs["none"])
+        for kind in kinds:
+            res[f"{kind}_overhead_ratio{label}"] = statistics.median(r["train_s"] for r in runs[kind]) / base
             if not label:
+                res[f"{kind}_epoch_end_s"] = statistics.median(r["epoch_end"] for r in runs[kind])
                 res[f"{kind}_start_s"] = statistics.median(r["start"] for r in runs[kind])
                 res[f"{kind}_finish_s"] = statistics.median(r["finish"] for r in runs[kind])
                 size, files = local_footprint(kind, os.path.join(out_dir, kind))
                 res[f"{kind}_local_bytes_per_run"], res[f"{kind}_local_files_per_run"] = size // reps, files // reps
-        say(f"training time with tracker / without, log every {log_every} step(s), batch {t_batch}: "
-            f"W&B {res[f'wandb_overhead_ratio{label}']:.3f}, Neptune {res[f'neptune_overhead_ratio{label}']:.3f}")
-    say(f"run start: W&B {res['wandb_start_s']:.2f} s, Neptune {res['neptune_start_s']:.2f} s; finish: "
-        f"W&B {res['wandb_finish_s']:.2f} s, Neptune {res['neptune_finish_s']:.2f} s")
-    say(f"local data per run: W&B {res['wandb_local_bytes_per_run'] / 1e6:.2f} MB in "
-        f"{res['wandb_local_files_per_run']} files, Neptune {res['neptune_local_bytes_per_run'] / 1e6:.2f} MB "
-        f"in {res['neptune_local_files_per_run']} files")
+        if not label:
+            res["overhead_run_spread"] = (max(r["train_s"] for r in runs["none"]) /
+                                          min(r["train_s"] for r in runs["none"]) - 1)
+        say(f"training time with tracker / without, log every {log_every} step(s), batch {t_batch}, {steps} steps: "
+            + ", ".join(f"{names[k]} {res[f'{k}_overhead_ratio{label}']:.3f}" for k in kinds)
+            + (f" (runs with no tracker differ by up to {res['overhead_run_spread']:.1%})" if not label else ""))
+    kinds = [k for k in kinds if k != "wandb_watch"]
+    for kind in kinds:
+        say(f"{names[kind]}: run start {res[f'{kind}_start_s']:.2f} s, epoch end {res[f'{kind}_epoch_end_s']:.2f} s, "
+            f"finish {res[f'{kind}_finish_s']:.2f} s, local data per run {res[f'{kind}_local_bytes_per_run'] / 1e6:.2f} MB "
+            f"in {res[f'{kind}_local_files_per_run']} files")
 
     calls = 2000 if a.quick else 10000
-    for kind in ("wandb", "neptune"):
+    for kind in kinds:
         res[f"{kind}_log_call_ms"] = 1e3 * statistics.median(
             log_latency(kind, calls, os.path.join(out_dir, f"latency-{kind}")) for _ in range(repeats))
-    say(f"one logging call, offline: W&B {res['wandb_log_call_ms']:.3f} ms, Neptune {res['neptune_log_call_ms']:.3f} ms")
+        say(f"one logging call, offline: {names[kind]} {res[f'{kind}_log_call_ms']:.3f} ms")
 
+    if not cpu:
+        res["augment_device_img_s"] = device_augment_throughput(device)
+        say(f"augmentation on the {device.type} device: {res['augment_device_img_s']:.0f} img/s")
     images = data.synthetic(2048 if a.quick else 8192)[0][0]
     aug = augment_throughput(images, repeats)
     res["augment_pil_img_s"], res["augment_batched_img_s"] = aug["pil"], aug["batched"]

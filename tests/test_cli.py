@@ -18,6 +18,8 @@ BAD_FLAGS = [
     (["--dataset", "imagenet"], "--dataset"),
     (["--mode", "cloud"], "--mode"),
     (["--epochs", "many"], "--epochs"),
+    (["--optimizer", "lamb"], "--optimizer"),
+    (["--weight-decay", "-0.1"], "--weight-decay"),
 ]
 
 

@@ -111,6 +111,20 @@ def test_rotation_is_torchvisions_nearest_rotation():
         assert torch.equal(out[i], want), i
 
 
+def test_rotation_flip_and_crop_compose_as_the_studys_pipeline():
+    """rotate, then flip, then crop from the 2-pixel black padding: every pixel, all three at once."""
+    import torchvision.transforms.functional as TF
+    x = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    out = data.augment(x, torch.Generator().manual_seed(3))
+    u = torch.rand(64, 4, generator=torch.Generator().manual_seed(3))  # augment's draws
+    for i in range(64):
+        angle, flip = float((u[i, 0] * 2 - 1) * 5), bool(u[i, 1] < 0.5)
+        dy, dx = (int(torch.floor(u[i, k] * 5)) for k in (2, 3))  # offsets into the padded image
+        y = TF.rotate(x[i], angle, interpolation=TF.InterpolationMode.NEAREST)
+        y = torch.nn.functional.pad(y.flip(-1) if flip else y, (2, 2, 2, 2))
+        assert torch.equal(out[i], y[:, dy:dy + 32, dx:dx + 32]), i
+
+
 def test_normalize_matches_the_formula():
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)

@@ -59,5 +59,18 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
 
 def test_study_recipe_is_exact():
     assert alexnet.RECIPES["study"] == dict(
-        optimizer="adam", lr=1e-3, batch_size=256, epochs=25, seed=1234, val_fraction=0.1,
+        optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=256, epochs=25, seed=1234, val_fraction=0.1,
         warmup_epochs=0.0, schedule="constant", label_smoothing=0.0)
+
+
+def test_optimizers_follow_the_config():
+    params = list(alexnet.AlexNet().parameters())
+    cfg = dict(alexnet.RECIPES["default"])
+    sgd = alexnet.make_optimizer(params, cfg, torch.device("cpu"))
+    assert type(sgd) is torch.optim.SGD
+    group = sgd.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.05, 0.9, True, 5e-4)
+    adamw = alexnet.make_optimizer(params, dict(cfg, optimizer="adamw", lr=1e-3, weight_decay=0.05), torch.device("cpu"))
+    assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.05
+    study = alexnet.make_optimizer(params, alexnet.RECIPES["study"], torch.device("cpu"))
+    assert type(study) is torch.optim.Adam and study.param_groups[0]["weight_decay"] == 0

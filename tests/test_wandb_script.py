@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+import alexnet
+
 from conftest import (WANDB_KEY, answer_prompt, files_containing, quick_args, run_script,
                       wandb_epochs, wandb_records)
 
@@ -46,10 +48,34 @@ def test_per_step_series_against_global_step(offline_run):
     assert metrics["val/acc"]["summary"] == {"max": True}
 
 
+def test_weight_histograms_every_epoch(offline_run):
+    """What wandb.watch would record, once per epoch: checked against the best checkpoint's weights."""
+    import numpy as np
+    logged = wandb_epochs(offline_run["records"])
+    names = [n for n, _ in alexnet.AlexNet().named_parameters()]
+    for row in logged:
+        for kind in ("parameters", "gradients"):
+            for name in names:
+                counts, edges = row[f"{kind}/{name}.values"], row[f"{kind}/{name}.bins"]
+                assert row[f"{kind}/{name}._type"] == "histogram" and len(edges) == len(counts) + 1 == 65
+                assert edges == sorted(edges)
+    best = offline_run["history"]["summary"]["best/epoch"]
+    [run_dir] = [d for d in os.listdir(offline_run["out"]) if d[0].isdigit()]
+    weights = alexnet.load_checkpoint(str(offline_run["out"] / run_dir / "checkpoints" / f"epoch_{best}.pt"))["model"]
+    for name in ("features.0.weight", "classifier.4.weight"):
+        row = logged[best - 1]
+        want, _ = np.histogram(weights[name].numpy(), bins=np.array(row[f"parameters/{name}.bins"]))
+        got = np.array(row[f"parameters/{name}.values"])
+        # histc bins in float32: a few values on bin edges may fall on the other side
+        assert got.sum() == weights[name].numel() and np.abs(got - want).sum() <= 2 + 1e-5 * got.sum(), name
+
+
 def test_config_holds_hyperparameters_and_environment(offline_run):
     config = of_type(offline_run["records"], "run")[0]["config"]["update"]
-    for key, value in {"epochs": 3, "batch_size": 64, "lr": 0.001, "seed": 5, "val_fraction": 0.1,
-                       "log_every": 2, "recipe": "default", "model_params": 23_272_266, "device": "cpu"}.items():
+    recipe = alexnet.RECIPES["default"]
+    for key, value in {"epochs": 3, "batch_size": 64, "lr": 3e-4, "optimizer": "adam", "weight_decay": 0,
+                       "warmup_epochs": recipe["warmup_epochs"], "seed": 5, "val_fraction": 0.1, "log_every": 2,
+                       "recipe": "default", "model_params": 23_272_266, "device": "cpu"}.items():
         assert config[key] == value, key
     assert config["dataset_version"] == offline_run["history"]["config"]["dataset_version"]
     assert {"torch_version", "torchvision_version"} <= config.keys()
