@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import alexnet  # noqa: E402
 import data  # noqa: E402
 import tracking  # noqa: E402
-from benchmarks.run import hardware  # noqa: E402
 
 
 def variant(text, base):
@@ -122,7 +121,7 @@ def main():
         entries.append((entries[0][0] + "+compile", {**entries[0][1], "compile": True}))
     say = (lambda *x: print(*x, file=sys.stderr, flush=True)) if a.json else (lambda *x: print(*x, flush=True))
     out_dir = tempfile.mkdtemp(prefix="recipes-")
-    results = {"hardware": hardware(device), "dataset_version": first.version, "entries": []}
+    results = {"hardware": alexnet.environment(device), "dataset_version": first.version, "entries": []}
     say(f"{'entry':<22} {'test acc':>8} {'best val':>8} {'@epoch':>6} {'run s':>8} {'epoch s':>8}  changes")
     if a.sync_check and device.type == "cuda":
         sync_check({"log_every": 50, "compile": False, **entries[0][1], "epochs": 1}, a, device, out_dir)
