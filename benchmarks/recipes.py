@@ -1,7 +1,7 @@
 """Train recipes to the end on CIFAR-10 and compare them: test accuracy and wall time.
 
     python benchmarks/recipes.py --data-dir D --skip-checksum --device cuda --json
-    python benchmarks/recipes.py --data-dir D --skip-checksum --try sgd:optimizer=sgd,lr=0.05
+    python benchmarks/recipes.py --data-dir D --skip-checksum --try adamw:optimizer=adamw,weight_decay=0.05
 
 Each entry is a named recipe, or `--try NAME:KEY=VALUE,...` (a variant of --base), trained by
 `alexnet.Engine` with no tracker, as the scripts train it. It reports the test accuracy of the
@@ -10,6 +10,7 @@ checkpoints and test) and the first and median epoch times. On 2 CPU cores one 2
 takes about 45 minutes; on one H100 seconds. The last line with --json is one JSON object.
 """
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -38,16 +39,12 @@ def variant(text, base):
     return name, out
 
 
-def train(cfg, dataset, device, out_dir, silent=True):
+def train(cfg, dataset, device, out_dir):
     run_dir = tempfile.mkdtemp(dir=out_dir)
     engine = alexnet.Engine(cfg, dataset, tracking.Tracker(None, run_dir), device, run_dir)
     t0 = time.perf_counter()
-    with open(os.devnull, "w") as quiet:
-        stdout, sys.stdout = sys.stdout, quiet if silent else sys.stdout
-        try:
-            result = engine.run()
-        finally:
-            sys.stdout = stdout
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        result = engine.run()
     seconds = time.perf_counter() - t0
     shutil.rmtree(run_dir, ignore_errors=True)
     epochs = [e["epoch_time_s"] for e in result["epochs"]]
@@ -101,10 +98,11 @@ def main():
     p.add_argument("--json", action="store_true", help="end with one JSON line of every result")
     a = p.parse_args()
     try:
-        entries = [(name, dict(alexnet.RECIPES[name])) for name in a.recipes]
+        run, epochs = {"log_every": 50, "compile": False}, ({"epochs": a.epochs} if a.epochs else {})
+        entries = [(name, {**alexnet.RECIPES[name], **run, **epochs}) for name in a.recipes]
         for text in a.variants:
             name, changes = variant(text, a.base)
-            entries.append((name, {**alexnet.RECIPES[a.base], **changes}))
+            entries.append((name, {**alexnet.RECIPES[a.base], **run, **changes, **epochs}))
         device = tracking.resolve_device(a.device)
         splits = {}
 
@@ -124,16 +122,13 @@ def main():
     results = {"hardware": alexnet.environment(device), "dataset_version": first.version, "entries": []}
     say(f"{'entry':<22} {'test acc':>8} {'best val':>8} {'@epoch':>6} {'run s':>8} {'epoch s':>8}  changes")
     if a.sync_check and device.type == "cuda":
-        sync_check({"log_every": 50, "compile": False, **entries[0][1], "epochs": 1}, a, device, out_dir)
+        sync_check({**entries[0][1], "epochs": 1}, a, device, out_dir)
     t_start, longest = time.perf_counter(), 0.0
     for name, cfg in entries:
         need = longest + (90 if cfg.get("compile") else 0)  # compiling takes about a minute more
         if a.time_budget and time.perf_counter() - t_start + need > a.time_budget:
             say(f"{name}: skipped, the time budget of {a.time_budget:.0f} s would likely be exceeded")
             continue
-        cfg = {"log_every": 50, "compile": False, **cfg}
-        if a.epochs:
-            cfg["epochs"] = a.epochs
         r = train(cfg, dataset(cfg), device, out_dir)
         changes = {k: v for k, v in cfg.items() if alexnet.RECIPES["default"].get(k, v) != v}
         longest = max(longest, r["run_s"])

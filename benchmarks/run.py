@@ -18,6 +18,7 @@ A tracker whose client is not installed is skipped and said so. The last line wi
 one JSON object with every figure and the hardware.
 """
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -35,6 +36,9 @@ import torch.nn.functional as F  # noqa: E402
 import alexnet  # noqa: E402
 import data  # noqa: E402
 import tracking  # noqa: E402
+
+
+CIFAR_MEAN_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)  # normalization of the timed batches
 
 
 def hardware(device):
@@ -127,15 +131,11 @@ def tracked_run(kind, device, batch, steps, log_every, out_dir):
     ds = synthetic_dataset(batch * steps * 10 // 9)
     run_dir = os.path.join(out_dir, cfg["run_id"])
     tracker = Timed(tracker_class(kind)(args, run_dir))
-    with open(os.devnull, "w") as quiet:
-        stdout, sys.stdout = sys.stdout, quiet
-        try:
-            engine = alexnet.Engine(cfg, ds, tracker, device, run_dir)
-            engine.finish = lambda: None  # the test evaluation is no part of what is compared
-            engine.run()
-            tracker.finish("completed")
-        finally:
-            sys.stdout = stdout
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        engine = alexnet.Engine(cfg, ds, tracker, device, run_dir)
+        engine.finish = lambda: None  # the test evaluation is no part of what is compared
+        engine.run()
+        tracker.finish("completed")
     return {"train_s": sum(e["epoch_time_s"] for e in engine.history), **tracker.times}
 
 
@@ -211,7 +211,7 @@ def augment_throughput(images, repeats):
     import torchvision.transforms as T
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    mean, std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+    mean, std = CIFAR_MEAN_STD
     pil = T.Compose([T.RandomRotation(5), T.RandomHorizontalFlip(), T.RandomCrop(32, padding=2),
                      T.ToTensor(), T.Normalize(mean, std)])
     pil_images = [Image.fromarray(a) for a in images.permute(0, 2, 3, 1).numpy()]
@@ -250,7 +250,7 @@ def available(kind):
 def device_augment_throughput(device, batch=256, batches=200):
     """Images per second of batched augmentation + normalization on the device itself."""
     images = data.synthetic(batch * 4)[0][0].to(device)
-    mean, std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+    mean, std = CIFAR_MEAN_STD
     for i in range(4):
         data.normalize(data.augment(images[i * batch:(i + 1) * batch]), mean, std)
     sync(device)
@@ -301,18 +301,17 @@ def main():
     names = {"wandb": "W&B", "neptune": "Neptune", "wandb_watch": "W&B with wandb.watch"}
     for kind in {"wandb", "neptune"} - set(kinds):
         say(f"{names[kind]}: not installed here, not measured")
-    if a.compare_watch and "wandb" in kinds:
-        kinds.append("wandb_watch")
+    measured = kinds + (["wandb_watch"] if a.compare_watch and "wandb" in kinds else [])
+    variants = ["none", *measured]
     tracked_run("none", device, t_batch, t_steps, 50, os.path.join(out_dir, "warm-up"))
     for log_every, label, reps, steps in ((50, "", t_repeats, t_steps), (1, "_every_step", 1 if a.quick else 3, t_steps // 2)):
-        variants = ["none", *kinds]
         runs = {k: [] for k in variants}
         for rep in range(reps):
             for kind in variants[rep % len(variants):] + variants[:rep % len(variants)]:
                 runs[kind].append(tracked_run(kind, device, t_batch, steps, log_every,
                                               os.path.join(out_dir, f"{kind}{label}")))
         base = statistics.median(r["train_s"] for r in runs["none"])
-        for kind in kinds:
+        for kind in measured:
             res[f"{kind}_overhead_ratio{label}"] = statistics.median(r["train_s"] for r in runs[kind]) / base
             if not label:
                 res[f"{kind}_epoch_end_s"] = statistics.median(r["epoch_end"] for r in runs[kind])
@@ -324,9 +323,8 @@ def main():
             res["overhead_run_spread"] = (max(r["train_s"] for r in runs["none"]) /
                                           min(r["train_s"] for r in runs["none"]) - 1)
         say(f"training time with tracker / without, log every {log_every} step(s), batch {t_batch}, {steps} steps: "
-            + ", ".join(f"{names[k]} {res[f'{k}_overhead_ratio{label}']:.3f}" for k in kinds)
+            + ", ".join(f"{names[k]} {res[f'{k}_overhead_ratio{label}']:.3f}" for k in measured)
             + (f" (runs with no tracker differ by up to {res['overhead_run_spread']:.1%})" if not label else ""))
-    kinds = [k for k in kinds if k != "wandb_watch"]
     for kind in kinds:
         say(f"{names[kind]}: run start {res[f'{kind}_start_s']:.2f} s, epoch end {res[f'{kind}_epoch_end_s']:.2f} s, "
             f"finish {res[f'{kind}_finish_s']:.2f} s, local data per run {res[f'{kind}_local_bytes_per_run'] / 1e6:.2f} MB "
