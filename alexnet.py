@@ -106,6 +106,15 @@ class Checkpoint:
 
 
 @dataclass
+class Recorded:
+    """What a tracker's record of this run already holds, read back from the tool's own record
+    when a run resumes: steps and epochs up to a stop (even a kill -9) are not logged twice."""
+    last_step: int = 0                         # the highest step of the per-step series
+    epochs: set = field(default_factory=set)   # epochs whose metrics (and new model version) are there
+    results: bool = False                      # the evaluation, final model version and summary are there
+
+
+@dataclass
 class Evaluation:
     """Test-set results of the best checkpoint."""
     classes: list
@@ -125,7 +134,7 @@ def save_checkpoint(path, model, **meta):
 
 
 def load_checkpoint(path, model=None):
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu")  # plain types only: loads with torch.load's defaults
     if model is not None:
         model.load_state_dict(ckpt["model"])
     return ckpt
@@ -154,7 +163,7 @@ def environment(device):
     import torchvision
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"device": device.type, "device_name": name, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "torch_version": str(torch.__version__),
             "torchvision_version": torchvision.__version__, "python_version": platform.python_version()}
 
 
@@ -170,10 +179,17 @@ class CheckpointError(Exception):
     """A checkpoint could not be written (disk full, folder removed or unwritable)."""
 
 
+class Abandoned(Exception):
+    """A second signal while waiting on the tracker (opening or closing its run): stop waiting."""
+
+
 class StopRequest:
     """SIGINT and SIGTERM are noted, not raised, so a step, a checkpoint write or a tracker's
-    flush is never cut in half; the engine stops at the end of the current step."""
+    flush is never cut in half; the engine stops at the end of the current step. A second signal
+    while `impatient()` (a tracker opening or closing its run, which can take minutes online)
+    raises `Abandoned` there: the user chose not to wait."""
     signum = None
+    waiting = False
 
     @contextlib.contextmanager
     def deferred(self):
@@ -182,6 +198,9 @@ class StopRequest:
                 print(f"\n{signal.Signals(signum).name}: stopping after this step (again does not "
                       "hurry it: the checkpoint is being saved)", file=sys.stderr, flush=True)
                 self.signum = signum
+            elif self.waiting:
+                self.waiting = False
+                raise Abandoned(signal.Signals(signum).name)
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -192,11 +211,19 @@ class StopRequest:
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
+    @contextlib.contextmanager
+    def impatient(self):
+        self.waiting = True
+        try:
+            yield
+        finally:
+            self.waiting = False
+
 
 def load_state(path):
     """A resume state written by `Engine.save_state`, or CheckpointError if it cannot be read."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu")
         if not isinstance(state, dict) or "optimizer" not in state:
             raise ValueError("not a resume state")
         return state
@@ -241,11 +268,18 @@ class Engine:
         self.history = []      # one dict of metrics per finished epoch
         self.best = None       # epoch, val_acc and path of the best checkpoint so far
         self.partial = None    # progress through an unfinished epoch, when resuming into one
+        self.lr = config["lr"]  # of the last step taken
+        self.recorded = Recorded()  # what the tracker's record holds already (a resumed run)
         self.state_saved_at = time.monotonic()
 
-    def run(self):
+    def run(self, recorded=None):
+        """Train the remaining epochs, then evaluate; the tracker's run is open (tracking.main owns it).
+
+        `recorded` is what the tracker already holds from earlier segments of this run: a resumed
+        run trains again from its last resume state but logs only what is not there yet, so a
+        stop at any point, even a kill -9, leaves each step and epoch in the record exactly once."""
         cfg = self.cfg
-        self.tracker.start(cfg, self.model)
+        self.recorded = recorded or Recorded()
         self.tracker.log_dataset(self.data.describe(), self.data.files)
         first = len(self.history) + 1
         epochs = tqdm(range(first, cfg["epochs"] + 1), initial=first - 1, total=cfg["epochs"],
@@ -255,54 +289,67 @@ class Engine:
             val_loss, val_acc = self.evaluate(self.data.val)[:2]
             metrics = {"epoch": epoch, "train/loss": train_loss, "train/acc": train_acc,
                        "val/loss": val_loss, "val/acc": val_acc,
-                       "lr": self.opt.param_groups[0]["lr"], "epoch_time_s": epoch_time,
+                       "lr": self.lr, "epoch_time_s": epoch_time,
                        "throughput_img_s": len(self.data.train) / epoch_time}
             self.history.append(metrics)
-            self.tracker.log_epoch(metrics, self.step)
+            checkpoint = None
+            if math.isfinite(train_loss) and (self.best is None or val_acc > self.best["val_acc"]):
+                self.best = {"epoch": epoch, "val_acc": val_acc,
+                             "path": os.path.join(self.run_dir, "checkpoints", f"epoch_{epoch}.pt")}
+                checkpoint = Checkpoint(self.best["path"], epoch, val_acc, is_best=True)
+                if epoch not in self.recorded.epochs or not os.path.exists(checkpoint.path):
+                    self.save(save_checkpoint, checkpoint.path, self.model, epoch=epoch, val_acc=val_acc,
+                              config=cfg)
+            if epoch not in self.recorded.epochs:  # the model version first: a recorded epoch has its version
+                self.tracker.log_epoch(metrics, self.step, checkpoint)
             self.say(f"epoch {epoch}/{cfg['epochs']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
                      f"  val loss {val_loss:.4f} acc {val_acc:.4f}  lr {metrics['lr']:.2e}"
                      f"  {epoch_time:.1f}s {metrics['throughput_img_s']:.0f} img/s")
             if not math.isfinite(train_loss):  # the last resume state saved is of a good epoch
                 raise FloatingPointError(f"the training loss became {train_loss} in epoch {epoch}")
-            if self.best is None or val_acc > self.best["val_acc"]:
-                self.best = {"epoch": epoch, "val_acc": val_acc,
-                             "path": os.path.join(self.run_dir, "checkpoints", f"epoch_{epoch}.pt")}
-                self.save(save_checkpoint, self.best["path"], self.model, epoch=epoch, val_acc=val_acc, config=cfg)
-                self.tracker.log_checkpoint(Checkpoint(self.best["path"], epoch, val_acc, is_best=True))
             # A finished epoch is a point to resume from: saved after every epoch that ends a
             # minute or more after the last save (every epoch on a CPU; on a GPU, whose epochs take
             # about a second, not a 280 MB write per second), and always when stopped.
-            stop = self.stop_requested()
-            if stop or time.monotonic() - self.state_saved_at >= self.STATE_EVERY_S:
-                self.save_state()
-            if stop:
-                raise Interrupted(self.stop.signum, self.state_path)
+            self.stop_here(when=time.monotonic() - self.state_saved_at >= self.STATE_EVERY_S)
         return self.finish()
 
+    def stop_here(self, when=False):
+        """Save the resume state if asked to stop (or `when`); raise Interrupted if asked to stop."""
+        stop = self.stop_requested()
+        if stop or when:
+            self.save_state()
+        if stop:
+            raise Interrupted(self.stop.signum, self.state_path)
+
     def finish(self):
-        """Evaluate the best checkpoint on the test set, save it as the final version, summarize."""
+        """Evaluate the best checkpoint on the test set, save it as the final version, summarize.
+
+        The resume state stays until tracking.main has closed the tracker's run."""
         best = self.best
         load_checkpoint(best["path"], self.model)
         test_loss, test_acc, evaluation = self.evaluate(self.data.test, detailed=True)
         final_path = os.path.join(self.run_dir, "checkpoints", "final.pt")
         self.save(save_checkpoint, final_path, self.model, epoch=best["epoch"], val_acc=best["val_acc"],
                   test_acc=test_acc, config=self.cfg, classes=list(self.data.classes),
-                  mean=self.data.mean, std=self.data.std)
-        self.tracker.log_evaluation(evaluation)
-        self.tracker.log_checkpoint(Checkpoint(final_path, best["epoch"], best["val_acc"],
-                                               is_best=True, final=True, test_acc=test_acc))
+                  mean=list(self.data.mean), std=list(self.data.std))
+        self.stop_here()
         summary = {"test/loss": test_loss, "test/acc": test_acc,
                    "best/val_acc": best["val_acc"], "best/epoch": best["epoch"]}
-        self.tracker.log_summary(summary)
+        if not self.recorded.results:
+            self.tracker.log_results(evaluation, Checkpoint(final_path, best["epoch"], best["val_acc"], is_best=True,
+                                                            final=True, test_acc=test_acc), summary, self.step)
         self.say(f"test loss {test_loss:.4f} acc {test_acc:.4f} (best checkpoint: epoch {best['epoch']}, "
                  f"val acc {best['val_acc']:.4f})")
         result = {"config": self.cfg, "epochs": self.history, "summary": summary}
         if self.rank == 0:
             with open(os.path.join(self.run_dir, "history.json"), "w") as f:
                 json.dump(result, f, indent=1)
-            if os.path.exists(self.state_path):  # finished: nothing left to resume
-                os.remove(self.state_path)
         return result
+
+    def forget_state(self):
+        """The run is finished and its tracker run closed: nothing is left to resume."""
+        if self.rank == 0 and os.path.exists(self.state_path):
+            os.remove(self.state_path)
 
     def say(self, line):
         if self.rank == 0:
@@ -327,7 +374,7 @@ class Engine:
         """Everything needed to continue from the next step exactly as if never stopped."""
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "scheduler": self.sched.state_dict(), "step": self.step, "history": self.history,
-                 "best": self.best, "partial": self.partial, "config": self.cfg,
+                 "best": self.best, "partial": self.partial, "config": self.cfg, "lr": self.lr,
                  "rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}
 
@@ -343,7 +390,7 @@ class Engine:
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.step, self.history = state["step"], state["history"]
-        self.best, self.partial = state["best"], state["partial"]
+        self.best, self.partial, self.lr = state["best"], state["partial"], state["lr"]
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -385,6 +432,7 @@ class Engine:
                                        label_smoothing=cfg["label_smoothing"]) * (self.world / len(index))
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            self.lr = self.opt.param_groups[0]["lr"]
             self.opt.step()
             self.sched.step()
             self.step += 1
@@ -393,7 +441,8 @@ class Engine:
             loss_sum += loss.detach().float() * (len(index) / self.world)  # this process's summed loss
             correct += batch_correct
             bar.update(len(y))
-            if self.step % cfg["log_every"] == 0 or self.step == 1:  # the first loss shows how training starts
+            # The first loss shows how training starts; a resumed run skips what its record holds.
+            if (self.step % cfg["log_every"] == 0 or self.step == 1) and self.step > self.recorded.last_step:
                 batch = self.all_sum(torch.stack([loss.detach().float() * (len(index) / self.world),
                                                   batch_correct.float()]))
                 batch_loss, batch_acc = (batch / len(index)).tolist()
@@ -430,13 +479,15 @@ class Engine:
     def evaluate(self, split, detailed=False, batch_size=1000):
         """Loss and accuracy on a split; with detailed, also the `Evaluation` of its predictions."""
         self.model.eval()
-        probs = []
+        logits = []
         for i in range(0, len(split), batch_size):
             x, _ = self.batch(split, slice(i, i + batch_size), False)
             with torch.autocast(**self.autocast):
-                probs.append(self.model(x).float().softmax(1))
-        p = torch.cat(probs)
-        loss = F.nll_loss(p.clamp_min(1e-12).log(), split.labels).item()
+                logits.append(self.model(x).float())
+        logits = torch.cat(logits)
+        # The training objective (label smoothing included), so train, val and test losses compare.
+        loss = F.cross_entropy(logits, split.labels, label_smoothing=self.cfg["label_smoothing"]).item()
+        p = logits.softmax(1)
         pred = p.argmax(1)
         acc = (pred == split.labels).float().mean().item()
         if not detailed:

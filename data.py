@@ -8,6 +8,7 @@ import hashlib
 import math
 import os
 import pickle
+import shutil
 from dataclasses import dataclass, field
 
 import torch
@@ -48,11 +49,13 @@ class Dataset:
     source: str
     content_hash: str  # sha256 of the data files (or of the generated tensors)
     files: list = field(default_factory=list)  # the files the content hash covers
+    seed: int = 0  # which subset and split of the files
 
     @property
     def version(self):
-        """Content hash plus the split: two runs share a version only if they saw the same data."""
-        spec = f"{self.content_hash}|{len(self.train)}|{len(self.val)}|{len(self.test)}|{','.join(self.classes)}"
+        """Content hash plus the seeded split: two runs share a version only if they saw the same images."""
+        spec = (f"{self.content_hash}|{len(self.train)}|{len(self.val)}|{len(self.test)}|{','.join(self.classes)}"
+                f"|seed {self.seed}")
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
     def describe(self):
@@ -61,13 +64,13 @@ class Dataset:
                 "version": self.version, "content_hash": self.content_hash,
                 "source": self.source, "classes": list(self.classes),
                 "train_size": len(self.train), "val_size": len(self.val),
-                "test_size": len(self.test),
+                "test_size": len(self.test), "split_seed": self.seed,
                 "mean": [round(m, 6) for m in self.mean], "std": [round(s, 6) for s in self.std]}
 
     def to(self, device):
         return Dataset(self.train.to(device), self.val.to(device), self.test.to(device),
                        self.classes, self.mean, self.std, self.source, self.content_hash,
-                       self.files)
+                       self.files, self.seed)
 
 
 def load(name, data_dir, *, skip_checksum=False, train_size=None, val_fraction=0.1, seed=0):
@@ -84,7 +87,7 @@ def load(name, data_dir, *, skip_checksum=False, train_size=None, val_fraction=0
             f"CIFAR-10-format copy at {os.path.dirname(files[0])} (checksums not verified)"
     train, val = split(xtr, ytr, train_size, val_fraction, seed)
     mean, std = channel_stats(train.images)
-    return Dataset(train, val, Split(xte, yte), CLASSES, mean, std, source, content_hash, files)
+    return Dataset(train, val, Split(xte, yte), CLASSES, mean, std, source, content_hash, files, seed)
 
 
 def cifar10_files(data_dir, skip_checksum):
@@ -106,10 +109,13 @@ def cifar10_files(data_dir, skip_checksum):
             raise DataError(f"{bad[0]} does not match the official CIFAR-10 checksum (a modified or "
                             f"re-encoded copy?); pass --skip-checksum to load it anyway")
         return paths
+    created = not os.path.isdir(data_dir)
     try:
         os.makedirs(data_dir, exist_ok=True)
         CIFAR10(data_dir, train=True, download=True)  # reuses a verified archive already in data_dir
     except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad archive is a RuntimeError
+        if created:  # a mistyped --data-dir leaves no empty folder behind
+            shutil.rmtree(data_dir, ignore_errors=True)
         raise DataError(f"CIFAR-10 is not in {data_dir} and could not be downloaded ({reason(e)}): "
                         f"put {ARCHIVE} or the extracted {BATCH_DIR}/ folder in {data_dir}, "
                         f"or try --dataset synthetic, which needs no data") from None
@@ -190,9 +196,18 @@ def split(images, labels, train_size, val_fraction, seed):
     return Split(images[train], labels[train]), Split(images[val], labels[val])
 
 
-def channel_stats(images):
-    x = images.double() / 255
-    return (tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).tolist()))
+def channel_stats(images, chunk=4096):
+    """Per-channel mean and standard deviation in [0, 1], from exact integer sums over chunks
+    (a float64 copy of the training set would take over 1 GB)."""
+    total, squares = torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64)
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].to(torch.int64)
+        total += x.sum(dim=(0, 2, 3))
+        squares += (x * x).sum(dim=(0, 2, 3))
+    n = images.numel() // 3
+    mean = total.double() / n
+    var = (squares.double() - total.double() * mean) / (n - 1)  # unbiased, as torch.std
+    return tuple((mean / 255).tolist()), tuple((var.sqrt() / 255).tolist())
 
 
 @functools.lru_cache(maxsize=8)

@@ -7,6 +7,7 @@ neptune.ai's hosted app closed on 2026-03-05: online mode reaches a self-hosted 
 (the API token encodes its address). The mirror image of wandb_setup_script.py.
 """
 import getpass
+import glob
 import json
 import os
 import re
@@ -17,14 +18,36 @@ import numpy as np
 from neptune.types import File
 from neptune.utils import stringify_unsupported
 
+import alexnet
 import tracking
 
 TOKEN_PLACE = "the Neptune app's user menu (bottom left) > Get your API token"
 PROJECT = re.compile(r"^[\w.-]+/[\w.-]+$")
+SOURCE = os.path.dirname(os.path.abspath(__file__))
+
+
+def operations(folder):
+    """Every operation of one run's offline or async queue (JSON lines, `data-N.log`), in order.
+    A line cut short by a hard kill (the client writes through a buffer) ends the log."""
+    ops = []
+    for log in sorted(glob.glob(os.path.join(folder, "data-*.log")), key=lambda p: int(p.rsplit("-", 1)[1][:-4])):
+        with open(log) as f:
+            for line in f:
+                try:
+                    ops.append(json.loads(line)["obj"])
+                except ValueError:
+                    return ops
+    return ops
+
+
+def assigned(ops, path):
+    values = [op["value"] for op in ops if op["type"].startswith("Assign") and "/".join(op["path"]) == path]
+    return values[-1] if values else None
 
 
 class NeptuneTracker(tracking.Tracker):
     name = "Neptune"
+    project_help = "Neptune project as workspace/project (default: NEPTUNE_PROJECT; needed online)"
 
     def __init__(self, args, run_dir):
         super().__init__(args, run_dir)
@@ -52,13 +75,19 @@ class NeptuneTracker(tracking.Tracker):
             if not self.token:
                 raise tracking.UsageError("no Neptune API token given; run with --mode offline to track locally")
 
+    def segments(self):
+        """The offline queue folders of this run id: one per segment of a resumed run."""
+        folders = glob.glob(os.path.join(self.data_dir, "offline", "run__*"))
+        return [f for f in folders if assigned(operations(f), "run_id") == self.run_id]
+
     def start(self, config, model, timeout_s=45):
         a = self.args
+        self.earlier = self.segments() if a.mode == "offline" else []
         try:
             self.run = tracking.call_with_timeout(lambda: neptune.init_run(
                 project=self.project, api_token=self.token, custom_run_id=self.run_id,
                 mode="async" if a.mode == "online" else "offline", name=a.name,
-                description=a.notes, tags=a.tags, source_files=["*.py"],
+                description=a.notes, tags=a.tags, source_files=[os.path.join(SOURCE, "*.py")],
                 capture_hardware_metrics=True, capture_stdout=True, capture_stderr=True), timeout_s)
         except TimeoutError:
             raise tracking.UsageError(f"no answer from the Neptune server within {timeout_s} s (neptune.ai's "
@@ -83,23 +112,44 @@ class NeptuneTracker(tracking.Tracker):
         for key, value in metrics.items():
             self.run[key].append(value, step=step)
 
-    def log_epoch(self, metrics, step):
+    def recorded(self):
+        if self.args.mode == "online":  # the server's copy of the resumed run
+            def steps(path):
+                return self.run[path].fetch_values()["step"].tolist() if self.run.exists(path) else []
+            return alexnet.Recorded(int(max(steps("train/batch_loss"), default=0)), {int(e) for e in steps("epoch")},
+                                    self.run.exists("test/acc"))
+        ops = [op for folder in self.earlier for op in operations(folder)]
+        series = {key: [v["step"] for op in ops if op["type"] == "LogFloats" and "/".join(op["path"]) == key
+                        for v in op["values"]] for key in ("train/batch_loss", "epoch")}
+        return alexnet.Recorded(int(max(series["train/batch_loss"], default=0)), {int(e) for e in series["epoch"]},
+                                assigned(ops, "test/acc") is not None)
+
+    def log_epoch(self, metrics, step, checkpoint=None):
+        if checkpoint:
+            self.log_model(checkpoint)
         for key, value in metrics.items():
             self.run[key].append(value, step=metrics["epoch"])
 
-    def log_checkpoint(self, checkpoint):
+    def log_model(self, checkpoint):
         # Offline, Neptune records the file's path, not its content: each version is its own file
         # under --out-dir that the engine never rewrites, so `neptune sync` uploads the right bytes.
         version = "final" if checkpoint.final else f"epoch_{checkpoint.epoch}"
         self.run[f"model/checkpoints/{version}"].upload(checkpoint.path)
         meta = {"epoch": checkpoint.epoch, "val_acc": checkpoint.val_acc,
                 "checkpoint": f"model/checkpoints/{version}"}
-        if checkpoint.final:
+        if checkpoint.final:  # the final version is the best one, with its test accuracy
             meta["test_acc"] = checkpoint.test_acc
             self.run["model/final"] = meta
+            self.run["model/best/test_acc"] = checkpoint.test_acc
         else:
             self.run["model/best"] = meta
         self.run["model/latest"] = meta
+
+    def log_results(self, evaluation, checkpoint, summary, step):
+        self.log_evaluation(evaluation)
+        self.log_model(checkpoint)
+        for key, value in summary.items():
+            self.run[key] = value
 
     def log_evaluation(self, evaluation):
         import matplotlib  # here, not at the top: MPLCONFIGDIR is set in __init__
@@ -125,14 +175,11 @@ class NeptuneTracker(tracking.Tracker):
                 File.as_image(m["image"]), name=f"test image {m['index']}",
                 description=f"true: {m['true']}, predicted: {m['predicted']} (p={m['probability']:.3f})")
 
-    def log_summary(self, summary):
-        for key, value in summary.items():
-            self.run[key] = value
-
-    def finish(self, status):
+    def finish(self, status, exit_code):
         if not hasattr(self, "run"):
             return
         self.run["status"] = status
+        self.run["exit_code"] = exit_code
         if status != "completed":
             self.run["sys/failed"] = True
         self.url = self.run.get_url() if self.args.mode == "online" else None
@@ -142,7 +189,7 @@ class NeptuneTracker(tracking.Tracker):
         if not hasattr(self, "run"):
             return ""
         if self.args.mode == "online":
-            return f"Neptune run: {self.url}"
+            return f"Neptune run: {getattr(self, 'url', None) or 'see the Neptune server'}"
         return (f"Neptune run saved offline in {self.data_dir}\n"
                 f"  upload it: neptune sync --path {self.args.out_dir} --project WORKSPACE/PROJECT")
 

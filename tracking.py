@@ -22,20 +22,29 @@ class UsageError(Exception):
 
 
 class Tracker:
-    """The few calls the engine makes to an experiment tracker; this base records nothing.
+    """The few calls an experiment tracker gets; this base records nothing (--mode disabled).
 
-    Order: start, log_dataset, then log_metrics / log_epoch / log_checkpoint during training,
-    log_evaluation, the final log_checkpoint and log_summary at the end, and finish.
+    `tracking.main` owns the run's lifecycle: the constructor (which asks for and checks
+    credentials, before any data is loaded), `start`, then `recorded` on a resumed run, and
+    `finish` at the end, whatever happened. The engine makes the calls in between: log_dataset,
+    log_metrics and log_epoch while training, log_results once at the end.
     """
     name = "none"
+    project_help = "tracker project"
 
     def __init__(self, args, run_dir):
         self.args = args
-        self.run_dir = run_dir  # this run's folder under --out-dir; its name is the run id
+        self.run_dir = run_dir  # this run's folder; its name is the run id
         self.run_id = os.path.basename(run_dir)
 
     def start(self, config, model):
-        """Open the run with the full config; `model` is there to record or watch."""
+        """Open the run (or reopen it, for a resumed run) with the full config; `model` is there to
+        record or watch."""
+
+    def recorded(self):
+        """What this run's record already holds from its earlier segments, read back from the
+        tool's own record (`alexnet.Recorded`)."""
+        return alexnet.Recorded()
 
     def log_dataset(self, info, files):
         """The dataset's description (`data.Dataset.describe()`) and the files it was read from."""
@@ -43,23 +52,20 @@ class Tracker:
     def log_metrics(self, metrics, step):
         """Per-step metrics at global optimizer step `step`."""
 
-    def log_epoch(self, metrics, step):
-        """Per-epoch metrics (they include "epoch"), at the global step the epoch ended on."""
+    def log_epoch(self, metrics, step, checkpoint=None):
+        """Per-epoch metrics (they include "epoch"), at the global step the epoch ended on, and the
+        epoch's new best model version (`alexnet.Checkpoint`, a file never rewritten) if it has one,
+        logged before the metrics."""
 
-    def log_checkpoint(self, checkpoint):
-        """A new model version (`alexnet.Checkpoint`); its file is never overwritten."""
+    def log_results(self, evaluation, checkpoint, summary, step):
+        """The test evaluation of the best checkpoint (`alexnet.Evaluation`), the final model version
+        and the summary (test/*, best/*), the summary last: when it is recorded, all are."""
 
-    def log_evaluation(self, evaluation):
-        """Confusion matrix, per-class accuracy and the most confident mistakes (`alexnet.Evaluation`)."""
-
-    def log_summary(self, summary):
-        """Final values: test/* and best/*."""
-
-    def finish(self, status):
+    def finish(self, status, exit_code):
         """Close the run; status is "completed", "failed" or "interrupted"."""
 
     def where(self):
-        """A line telling the user where the run's records are."""
+        """Lines telling the user where the run's records are, how to look at them and upload them."""
         return ""
 
     def write_architecture(self, model):
@@ -129,13 +135,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser(tool):
+def build_parser(tracker_class):
+    tool = tracker_class.name
     p = Parser(description=f"Train AlexNet on CIFAR-10 and track the run with {tool}.")
     p.add_argument("--mode", choices=["online", "offline", "disabled"], default="online",
                    help=f"online: sync to a {tool} server; offline: record locally, sync later; "
                         "disabled: no tracking (default: online)")
-    p.add_argument("--project", default=None,
-                   help="tracker project (default: the tracker's environment variable, else 'alexnet-cifar10')")
+    p.add_argument("--project", default=None, help=tracker_class.project_help)
     p.add_argument("--name", default=None, help="run name (default: the tracker's)")
     p.add_argument("--tags", nargs="*", default=[], help="run tags")
     p.add_argument("--notes", default=None, help="run notes / description")
@@ -170,8 +176,9 @@ def build_parser(tool):
     p.add_argument("--log-every", type=positive(int), default=50,
                    help="log per-step metrics every N optimizer steps (default: 50)")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
-                   help="continue the latest unfinished run in --out-dir (or the run folder RUN_DIR) "
-                        "from its next step, as the same tracker run; give the same flags as before")
+                   help="continue the latest unfinished run in --out-dir, or the run folder RUN_DIR "
+                        "(wherever it is: its parent is then the --out-dir), from its last saved state, "
+                        "as the same tracker run; give the same flags as before")
     return p
 
 
@@ -207,18 +214,29 @@ RESUME_MUST_MATCH = [*alexnet.RECIPES["default"], "dataset", "train_size", "skip
                      "dataset_version"]
 
 
+class Finished(Exception):
+    """--resume named a run that has finished: there is nothing to continue."""
+
+
 def find_resume_state(out_dir, which):
     """The resume state of the run to continue: `which` is a run folder, or "latest" in out_dir."""
     if which != "latest":
         path = which if os.path.isfile(which) else os.path.join(which, alexnet.Engine.RESUME_FILE)
         if not os.path.isfile(path):
+            if os.path.isfile(os.path.join(which, "history.json")):
+                raise Finished(which)
             raise UsageError(f"--resume {which}: no unfinished run there ({alexnet.Engine.RESUME_FILE} not found)")
-        return path
-    candidates = [os.path.join(out_dir, d, alexnet.Engine.RESUME_FILE) for d in os.listdir(out_dir)]
-    candidates = [c for c in candidates if os.path.isfile(c)]
-    if not candidates:
-        raise UsageError(f"--resume: no unfinished run in {out_dir} to continue")
-    return max(candidates, key=os.path.getmtime)
+        return os.path.abspath(path)
+    runs = [os.path.join(out_dir, d) for d in os.listdir(out_dir)]
+    runs = [r for r in runs if os.path.isfile(os.path.join(r, alexnet.Engine.RESUME_FILE))
+            or os.path.isfile(os.path.join(r, "history.json"))]
+    if not runs:
+        raise UsageError(f"--resume: nothing to continue yet in {out_dir} (a run saves its resume state at "
+                         "its first epoch's end, at most a minute apart after that, and when stopped)")
+    latest = max(runs, key=os.path.getmtime)
+    if not os.path.isfile(os.path.join(latest, alexnet.Engine.RESUME_FILE)):
+        raise Finished(latest)
+    return os.path.join(latest, alexnet.Engine.RESUME_FILE)
 
 
 def check_resumable(cfg, saved):
@@ -249,72 +267,135 @@ def start_distributed(device):
     return device
 
 
-def agree_on_run(run_id):
-    """Rank 0's run id for every process, or None everywhere if rank 0 could not open its tracker."""
+def agree(value):
+    """Rank 0's value for every process (under torchrun); rank 0 sends None when it cannot go on."""
     if not torch.distributed.is_initialized():
-        return run_id
-    box = [run_id]
+        return value
+    box = [value]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
 
 
+def resume_command(run_dir):
+    """The command that continues this run, as pasted from the current folder."""
+    python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd() + os.sep) else sys.executable
+    argv, skip = [], False
+    for i, word in enumerate(sys.argv):
+        if skip:
+            skip = False
+        elif word == "--resume":  # replaced by the run folder itself
+            skip = i + 1 < len(sys.argv) and not sys.argv[i + 1].startswith("-")
+        elif not word.startswith("--resume="):
+            argv.append(word)
+    return shlex.join([python, *argv, "--resume", os.path.relpath(run_dir)])
+
+
 def main(tracker_class, argv=None):
-    """Parse the command line, load the data, open the tracker, train; returns the exit code."""
-    args = build_parser(tracker_class.name).parse_args(argv)
+    """Parse the command line, check credentials, load the data, open the tracker's run, train,
+    close the run; returns the exit code."""
+    args = build_parser(tracker_class).parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines appear as they happen in a log file
     try:
-        device = resolve_device(args.device)
+        device = start_distributed(resolve_device(args.device))
+        if args.resume not in (None, "latest"):  # a run folder anywhere: its parent holds the tracker's data
+            args.out_dir = os.path.dirname(os.path.dirname(find_resume_state(None, args.resume)))
         args.out_dir = prepare_out_dir(args.out_dir) if RANK == 0 else os.path.abspath(args.out_dir)
         cfg = make_config(args)
-        saved = alexnet.load_state(find_resume_state(args.out_dir, args.resume)) if args.resume else None
+        state_path = find_resume_state(args.out_dir, args.resume) if args.resume else None
+        saved = alexnet.load_state(state_path) if state_path else None
+        run_id = saved["config"]["run_id"] if saved else f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        tracker = None
+        if RANK == 0:  # credentials are asked for and checked before the data is loaded
+            try:
+                cls = tracker_class if args.mode != "disabled" else Tracker
+                tracker = cls(args, os.path.dirname(state_path) if saved else os.path.join(args.out_dir, run_id))
+            finally:  # the other processes wait through the token prompt for rank 0's run id, or None
+                agree(run_id if tracker else None)
+        else:
+            run_id = agree(None)
+            if run_id is None:
+                return 2  # rank 0 could not open its tracker and has said why
+            tracker = Tracker(args, os.path.join(args.out_dir, run_id))
         dataset = data.load(args.dataset, args.data_dir, skip_checksum=args.skip_checksum,
                             train_size=args.train_size, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
-        device = start_distributed(device)
-        run_id = saved["config"]["run_id"] if saved else f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         cfg.update(run_id=run_id, dataset_version=dataset.version, world_size=int(os.environ.get("WORLD_SIZE", 1)),
                    **alexnet.environment(device))
         if saved:
             check_resumable(cfg, saved)
-        if RANK == 0:
-            tracker = None
-            try:
-                tracker = (tracker_class if args.mode != "disabled" else Tracker)(args, os.path.join(args.out_dir, run_id))
-            finally:  # the other processes wait through the token prompt for rank 0's run id, or None
-                agree_on_run(run_id if tracker else None)
-        else:
-            cfg["run_id"] = run_id = agree_on_run(None)
-            if run_id is None:
-                return 2  # rank 0 could not open its tracker and has said why
-            tracker = Tracker(args, os.path.join(args.out_dir, run_id))
-        run_dir = tracker.run_dir
-        engine = alexnet.Engine(cfg, dataset, tracker, device, run_dir)
+        engine = alexnet.Engine(cfg, dataset, tracker, device, tracker.run_dir)
         if saved:
             engine.restore(saved)
-            if RANK == 0:
-                print(f"resuming run {run_id} from step {engine.step} (epoch {len(engine.history) + 1})")
     except (UsageError, data.DataError, alexnet.CheckpointError) as e:
         return error(e, 2)
+    except Finished as e:
+        say(f"run {os.path.basename(str(e))} is finished: nothing to continue (its results: {e}/history.json)")
+        return 0
     except KeyboardInterrupt:
         return error("interrupted before training started; nothing was recorded", 130)
-    status, code, resume_hint = "failed", 1, None
+    return train(engine, tracker, saved is not None)
+
+
+def train(engine, tracker, resumed):
+    """Open the tracker's run, train, close the run whatever happened; returns the exit code."""
+    status, code, failure, abandoned = "failed", 1, None, None
     with engine.stop.deferred():  # a signal now waits for the step, the checkpoint and the tracker's flush
         try:
-            engine.run()
+            started = False
+            try:
+                with engine.stop.impatient():
+                    tracker.start(engine.cfg, engine.model)
+                started = True
+            finally:  # every process learns whether rank 0's run opened, so all end together if not
+                started = agree(started)
+            if not started:  # another process: rank 0 could not open its run and says why
+                raise UsageError("rank 0 could not open its tracker run")
+            if resumed:
+                recorded = tracker.recorded()
+                say(f"resuming run {tracker.run_id} from step {engine.step} (epoch {len(engine.history) + 1}); "
+                    f"its record holds steps to {recorded.last_step}, epochs {sorted(recorded.epochs) or 'none'}"
+                    + (", the results" if recorded.results else ""))
+            else:
+                recorded = None
+            engine.run(recorded)
             status, code = "completed", 0
+            if engine.stop.signum:  # a stop asked for during the last phase: the record is whole, the run not closed
+                engine.save_state()
+                raise alexnet.Interrupted(engine.stop.signum, engine.state_path)
         except UsageError as e:  # raised while the tracker opens its run (token, server)
-            code = error(e, 2)
+            code, failure = 2, e
         except alexnet.Interrupted as e:
             status, code = "interrupted", 128 + e.signum
-            resume_hint = (f"interrupted at step {engine.step}; saved {e.state_path}\n  continue with: "
-                           + shlex.join(["python", *sys.argv] + ([] if args.resume else ["--resume"])))
+        except alexnet.Abandoned as e:
+            status, code, abandoned = "interrupted", 130, f"{e}: stopped waiting for {tracker.name} to open the run"
         except (FloatingPointError, alexnet.CheckpointError) as e:
-            code = error(f"{e}; checkpoints already saved are kept in {run_dir}", 1)
+            failure = f"{e}; checkpoints already saved are kept in {tracker.run_dir}"
         finally:
-            tracker.finish(status)
+            if not abandoned:
+                try:
+                    with engine.stop.impatient():
+                        tracker.finish(status, code)
+                except alexnet.Abandoned as e:
+                    code = code or 130
+                    abandoned = f"{e}: stopped waiting for {tracker.name} to close the run"
+    if status == "completed" and code == 0:
+        engine.forget_state()
     if tracker.where():
-        print(tracker.where())
-    if resume_hint and RANK == 0:
-        print(resume_hint, file=sys.stderr)
+        say(tracker.where())
+    if status == "interrupted" and os.path.exists(engine.state_path):
+        say(f"interrupted at step {engine.step}; saved {engine.state_path}\n"
+            f"  continue with: {resume_command(tracker.run_dir)}", file=sys.stderr)
+    if failure:
+        error(failure, code)  # last, below the tracker's own closing lines
+    if abandoned:  # the client would wait again at exit; what it wrote so far stays on disk
+        say(f"{abandoned}; what it recorded so far is kept locally (above)", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return code
+
+
+def say(line, file=None):
+    if RANK == 0:
+        print(line, file=file or sys.stdout)

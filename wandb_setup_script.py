@@ -6,19 +6,31 @@
 The mirror image of neptune_integration.py: same flags, metrics, artifacts and order.
 """
 import getpass
+import glob
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
 
 import numpy as np
 import torch
 import wandb
 
+import alexnet
 import tracking
 
 KEY_URL = "https://wandb.ai/authorize"
-EXIT_CODES = {"completed": 0, "failed": 1, "interrupted": 130}
+SOURCE = os.path.dirname(os.path.abspath(__file__))
+
+
+def leet_records(log):
+    """Every record of a .wandb log, through W&B's own reader (`wandb leet inspect --json`)."""
+    wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
+    out = subprocess.run([wandb_cli, "leet", "inspect", "--json", log], capture_output=True, text=True,
+                         timeout=300).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 def weight_histograms(model, bins=64):
@@ -44,6 +56,7 @@ def weight_histograms(model, bins=64):
 
 class WandbTracker(tracking.Tracker):
     name = "W&B"
+    project_help = "W&B project (default: WANDB_PROJECT, else 'alexnet-cifar10')"
 
     def __init__(self, args, run_dir):
         super().__init__(args, run_dir)
@@ -58,6 +71,7 @@ class WandbTracker(tracking.Tracker):
 
     def authenticate(self, timeout_s=45):
         """Find the API key (env, `wandb login`, or a hidden prompt) and verify it with the server."""
+        where = "WANDB_API_KEY"
         if not os.environ.get("WANDB_API_KEY") and not wandb.login(prompt=False, verify=False):
             if not sys.stdin.isatty():
                 raise tracking.UsageError("no W&B API key: set WANDB_API_KEY (from "
@@ -67,6 +81,7 @@ class WandbTracker(tracking.Tracker):
             if not key:
                 raise tracking.UsageError("no W&B API key given; run with --mode offline to track locally")
             os.environ["WANDB_API_KEY"] = key  # this process and W&B's service only; never saved
+            where = "the key you typed"
         server = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
         try:
             tracking.call_with_timeout(lambda: wandb.login(verify=True), timeout_s)
@@ -74,11 +89,16 @@ class WandbTracker(tracking.Tracker):
             raise tracking.UsageError(f"no answer from the W&B server {server} within {timeout_s} s "
                                       "(no network?); run with --mode offline to track locally") from None
         except Exception as e:
-            raise tracking.UsageError(f"W&B could not verify the API key with {server}: {tracking.first_line(e)}; "
-                                      "check WANDB_API_KEY or run with --mode offline") from None
+            text = tracking.first_line(e)
+            if "busy" in text or "connect" in text.lower() or "timed out" in text.lower():
+                raise tracking.UsageError(f"no answer from the W&B server {server} (no network?): the key "
+                                          "was not checked; run with --mode offline to track locally") from None
+            raise tracking.UsageError(f"the W&B server {server} refused {where}: {text}; "
+                                      "run with --mode offline to track locally") from None
 
     def start(self, config, model):
         a = self.args
+        earlier = self.segments()
         try:
             self.run = wandb.init(project=a.project or os.environ.get("WANDB_PROJECT", "alexnet-cifar10"),
                                   name=a.name, tags=a.tags, notes=a.notes, config=config, mode=a.mode,
@@ -87,14 +107,46 @@ class WandbTracker(tracking.Tracker):
         except wandb.errors.Error as e:
             raise tracking.UsageError(f"W&B could not open the run: {tracking.first_line(e)}; "
                                       "run with --mode offline to track locally") from None
+        self.folder = os.path.dirname(self.run.dir)
+        self.earlier = [log for log in earlier if not log.startswith(self.folder + os.sep)]
+        self.url = self.run.url if a.mode == "online" else None
         self.run.define_metric("global_step", hidden=True)
         self.run.define_metric("train/batch_*", step_metric="global_step")
         self.run.define_metric("epoch")
-        self.run.define_metric("val/acc", step_metric="epoch", summary="max")
+        for name, _ in model.named_parameters():  # thousands of bins, kept out of the summary (a glob is not)
+            for kind in ("gradients", "parameters"):
+                self.run.define_metric(f"{kind}/{name}", step_metric="epoch", summary="none")
         self.run.summary["model/params"] = config["model_params"]
-        self.run.save(self.write_architecture(model), base_path=self.run_dir, policy="now")
+        # Copied into the run's files folder, not linked to: the run folder can move to another machine.
+        shutil.copy(self.write_architecture(model), self.run.dir)
+        self.run.save(os.path.join(self.run.dir, "architecture.txt"), base_path=self.run.dir, policy="now")
+        os.makedirs(os.path.join(self.run.dir, "source"), exist_ok=True)
+        for path in glob.glob(os.path.join(SOURCE, "*.py")):  # the code that ran, as Neptune's source_files
+            shutil.copy(path, os.path.join(self.run.dir, "source"))
+        self.run.save(os.path.join(self.run.dir, "source", "*.py"), base_path=self.run.dir, policy="now")
         self.model = model  # its histograms are logged at each epoch's end
         self.epoch_metrics_defined = False
+
+    def segments(self):
+        """The .wandb logs of this run id under --out-dir: one per segment of a resumed offline run."""
+        return sorted(glob.glob(os.path.join(self.args.out_dir, "wandb", f"*-{self.run_id}", f"run-{self.run_id}.wandb")))
+
+    def recorded(self):
+        if self.args.mode == "online":  # the server's summary of the resumed run
+            s = self.run.summary
+            return alexnet.Recorded(int(s.get("global_step", 0)), set(range(1, int(s.get("epoch", 0)) + 1)),
+                                    "test/acc" in s)
+        recorded = alexnet.Recorded()
+        for log in self.earlier:
+            for r in leet_records(log):
+                item = r["history"]["item"] if r["type"] == "history" else {}
+                if "train/batch_loss" in item:
+                    recorded.last_step = max(recorded.last_step, int(item["global_step"]))
+                if "val/acc" in item:
+                    recorded.epochs.add(int(item["epoch"]))
+                if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {}):
+                    recorded.results = True
+        return recorded
 
     def log_dataset(self, info, files):
         dataset = wandb.Artifact(info["name"], type="dataset", description=info["source"], metadata=info)
@@ -111,15 +163,16 @@ class WandbTracker(tracking.Tracker):
     def log_metrics(self, metrics, step):
         self.run.log({**metrics, "global_step": step}, step=step)
 
-    def log_epoch(self, metrics, step):
+    def log_epoch(self, metrics, step, checkpoint=None):
+        if checkpoint:
+            self.log_model(checkpoint)
         if not self.epoch_metrics_defined:  # per-epoch metrics plot against "epoch"
-            for key in metrics.keys() - {"epoch", "val/acc"}:
+            for key in metrics.keys() - {"epoch"}:
                 self.run.define_metric(key, step_metric="epoch")
             self.epoch_metrics_defined = True
-        self.run.log({**metrics, **weight_histograms(self.model)}, step=step)
-        self.step = step
+        self.run.log({**metrics, **weight_histograms(self.model)}, step=step, commit=True)
 
-    def log_checkpoint(self, checkpoint):
+    def log_model(self, checkpoint):
         meta = {"epoch": checkpoint.epoch, "val_acc": checkpoint.val_acc}
         aliases = ["best", "latest", f"epoch-{checkpoint.epoch}"]
         if checkpoint.final:
@@ -133,12 +186,18 @@ class WandbTracker(tracking.Tracker):
         elif checkpoint.final:
             print("W&B offline: the model registry needs a server; link the 'best' model after `wandb sync`")
 
-    def log_evaluation(self, evaluation):
+    def log_results(self, evaluation, checkpoint, summary, step):
+        # One step after training's last: a resumed run's earlier segment may hold that step's row.
+        self.log_evaluation(evaluation, step + 1)
+        self.log_model(checkpoint)
+        self.run.summary.update(summary)
+
+    def log_evaluation(self, evaluation, step):
         per_class = wandb.Table(columns=["class", "accuracy"],
                                 data=[[c, a] for c, a in zip(evaluation.classes, evaluation.per_class_acc)])
-        mistakes = wandb.Table(columns=["image", "true", "predicted", "probability"],
-                               data=[[wandb.Image(m["image"]), m["true"], m["predicted"], m["probability"]]
-                                     for m in evaluation.mistakes])
+        mistakes = wandb.Table(columns=["image", "test index", "true", "predicted", "probability"],
+                               data=[[wandb.Image(m["image"]), m["index"], m["true"], m["predicted"],
+                                      m["probability"]] for m in evaluation.mistakes])
         self.run.log({
             "test/confusion_matrix": wandb.plot.confusion_matrix(
                 y_true=evaluation.y_true.tolist(), preds=evaluation.y_pred.tolist(),
@@ -146,17 +205,11 @@ class WandbTracker(tracking.Tracker):
             "test/per_class_acc": wandb.plot.bar(per_class, "class", "accuracy", title="Test accuracy per class"),
             "test/per_class_table": per_class,
             "test/most_confident_mistakes": mistakes,
-        }, step=self.step)
+        }, step=step, commit=True)
 
-    def log_summary(self, summary):
-        self.run.summary.update(summary)
-
-    def finish(self, status):
-        if not hasattr(self, "run"):
-            return
-        self.folder = os.path.dirname(self.run.dir)
-        self.url = self.run.url if self.args.mode == "online" else None
-        self.run.finish(exit_code=EXIT_CODES[status])
+    def finish(self, status, exit_code):
+        if hasattr(self, "run"):
+            self.run.finish(exit_code=exit_code)
 
     def where(self):
         if not hasattr(self, "folder"):

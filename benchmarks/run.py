@@ -96,7 +96,7 @@ def engine_step_seconds(device, batch, steps):
 
 class Timed:
     """Wraps a tracker to time its calls: start and finish, and the epoch-end ones."""
-    EPOCH_END = ("log_epoch", "log_checkpoint")
+    EPOCH_END = ("log_epoch",)
 
     def __init__(self, tracker):
         self.tracker, self.times = tracker, {"epoch_end": 0.0}
@@ -123,7 +123,7 @@ def synthetic_dataset(size):
 
 def tracked_run(kind, device, batch, steps, log_every, out_dir):
     """One engine run on synthetic data with a tracker offline; its training time and tracker costs."""
-    args = tracking.build_parser(kind).parse_args(
+    args = tracking.build_parser(tracker_class(kind)).parse_args(
         ["--mode", "offline" if kind != "none" else "disabled", "--out-dir", out_dir, "--log-every", str(log_every)])
     args.out_dir = os.path.abspath(out_dir)
     cfg = tracking.make_config(args)
@@ -134,8 +134,9 @@ def tracked_run(kind, device, batch, steps, log_every, out_dir):
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         engine = alexnet.Engine(cfg, ds, tracker, device, run_dir)
         engine.finish = lambda: None  # the test evaluation is no part of what is compared
+        tracker.start(cfg, engine.model)
         engine.run()
-        tracker.finish("completed")
+        tracker.finish("completed", 0)
     return {"train_s": sum(e["epoch_time_s"] for e in engine.history), **tracker.times}
 
 
@@ -161,8 +162,10 @@ def wandb_watch_tracker():
             super().start(config, model)
             self.run.watch(model, log="all", log_freq=1000)
 
-        def log_epoch(self, metrics, step):
-            self.run.log(metrics, step=step)
+        def log_epoch(self, metrics, step, checkpoint=None):
+            if checkpoint:
+                self.log_model(checkpoint)
+            self.run.log(metrics, step=step, commit=True)
     return WatchTracker
 
 

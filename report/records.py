@@ -12,6 +12,10 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from neptune_integration import operations  # noqa: E402  (the scripts' own readers of their records)
+from wandb_setup_script import leet_records  # noqa: E402
+
 EPOCH_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_time_s", "throughput_img_s")
 SUMMARY_KEYS = ("test/loss", "test/acc", "best/val_acc", "best/epoch")
 
@@ -28,7 +32,7 @@ def leet(*args):
 
 def wandb_records(out_dir):
     """Every record of every segment's .wandb log."""
-    return [json.loads(line) for log in wandb_logs(out_dir) for line in leet(log).splitlines() if line.strip()]
+    return [r for log in wandb_logs(out_dir) for r in leet_records(log)]
 
 
 def neptune_folders(out_dir):
@@ -40,12 +44,7 @@ def neptune_folders(out_dir):
 
 def neptune_ops(out_dir):
     """Every operation of every segment's offline Neptune log."""
-    ops = []
-    for folder in neptune_folders(out_dir):
-        for log in sorted(glob.glob(os.path.join(folder, "data-*.log"))):
-            with open(log) as f:
-                ops += [json.loads(line)["obj"] for line in f if line.strip()]
-    return ops
+    return [op for folder in neptune_folders(out_dir) for op in operations(folder)]
 
 
 def read_wandb(out_dir):

@@ -7,9 +7,11 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+import records
 from conftest import (NEPTUNE_TOKEN, ROOT, SCRIPTS, WANDB_KEY, clean_env, neptune_assigned, neptune_ops,
                       neptune_series, run_script, wandb_epochs, wandb_records)
 
@@ -64,11 +66,10 @@ def recorded_test_acc(script, out, segments):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_then_resume_equals_an_uninterrupted_run(script, signum, uninterrupted, tmp_path):
+def test_sigterm_then_resume_equals_an_uninterrupted_run(script, uninterrupted, tmp_path):
     out = tmp_path / "D"
-    code, err = interrupt_in_epoch_2(script, out, signum, tmp_path)
-    assert code == 128 + signum, err[-2000:]
+    code, err = interrupt_in_epoch_2(script, out, signal.SIGTERM, tmp_path)
+    assert code == 143, err[-2000:]
     assert "Traceback" not in err and "--resume" in err
     resumed = run_script(script, args(out, extra=["--resume"]), tmp_path, **TOKENS)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -80,6 +81,93 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(script, signum, unint
     with open(out / run / "history.json") as f:
         assert json.load(f)["summary"] == uninterrupted["summary"]
     assert not os.path.exists(out / run / "resume.pt")  # finished: nothing left to resume
+    if script == "wandb_setup_script.py":  # the segment's exit code is the signal's, as a shell's
+        exits = [r["exit"].get("exit_code", 0) for r in wandb_records(str(out), 2) if r["type"] == "exit"]
+        assert exits == [143, 0]
+
+
+# Each link: (phase, signal) injected by tests/faults.py, then the exit code expected. Every phase
+# gets a signal and a kill -9; a kill -9 comes after a resume state exists, so its segment is a
+# resumed one. The run goes on with --resume after each link; the last link ends it.
+CHAIN = [("start", "INT", 130), ("start", "KILL", -9), ("dataset", "INT", 130), ("dataset", "KILL", -9),
+         ("step:6", "INT", 130), ("step:7", "KILL", -9), ("epoch:2", "INT", 130), ("epoch:3", "KILL", -9),
+         ("test", "INT", 130), ("test", "KILL", -9), ("checkpoint", "INT", 130), ("checkpoint", "KILL", -9),
+         ("finish", "KILL", -9), ("finish", "INT", 0)]
+CHAIN_ARGS = ["--mode", "offline", "--dataset", "synthetic", "--train-size", 284, "--epochs", 3, "--batch-size", 64,
+              "--seed", 5, "--device", "cpu", "--log-every", 1]
+
+
+def record(script, out):
+    """Epochs, per-step steps, final model versions and test accuracy in the tracker's record, all segments."""
+    if script == "wandb_setup_script.py":
+        rs = records.wandb_records(str(out))
+        items = [r["history"]["item"] for r in rs if r["type"] == "history"]
+        finals = [a for r in rs if r["type"] == "artifact" for a in [r["artifact"]]
+                  if a["type"] == "model" and "final" in a["aliases"]]
+        test_acc = [r["summary"]["update"]["test/acc"] for r in rs
+                    if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {})]
+        return ([int(i["epoch"]) for i in items if "val/acc" in i],
+                [int(i["global_step"]) for i in items if "train/batch_loss" in i], len(finals), test_acc)
+    ops = records.neptune_ops(str(out))
+    finals = [op for op in ops if op["type"] == "UploadFile" and op["path"] == ["model", "checkpoints", "final"]]
+    test_acc = [op["value"] for op in ops if op["type"] == "AssignFloat" and op["path"] == ["test", "acc"]]
+    return ([s for s, _ in neptune_series(ops, "val/acc")], [s for s, _ in neptune_series(ops, "train/batch_loss")],
+            len(finals), test_acc)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_fault_at_every_phase_then_resume_records_each_epoch_once(script, tmp_path):
+    """A signal and a kill -9 at each phase (tracker start, dataset, mid-epoch, after an epoch's
+    metrics, test evaluation, checkpoint write, finish), each followed by --resume: the record
+    holds every step and epoch exactly once and the test accuracy of an uninterrupted run."""
+    plain = run_script(script, [*CHAIN_ARGS, "--out-dir", tmp_path / "plain"], tmp_path, **TOKENS)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    want = record(script, tmp_path / "plain")
+    assert want[0] == [1, 2, 3] and want[1] == list(range(1, 13)) and want[2] == 1
+    out = tmp_path / "D"
+    for i, (phase, sig, code) in enumerate(CHAIN):
+        argv = [*CHAIN_ARGS, "--out-dir", out, *(["--resume"] if i else [])]
+        faulty = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "faults.py"), phase, sig, script,
+                                 *map(str, argv)], cwd=ROOT, env=clean_env(tmp_path, **TOKENS), capture_output=True,
+                                text=True, timeout=300, stdin=subprocess.DEVNULL)
+        assert faulty.returncode == code, (phase, sig, faulty.stdout[-1500:], faulty.stderr[-3000:])
+        assert "Traceback" not in faulty.stderr, (phase, sig, faulty.stderr[-3000:])
+    again = run_script(script, [*CHAIN_ARGS, "--out-dir", out, "--resume"], tmp_path, **TOKENS)
+    assert again.returncode == 0 and "finished" in again.stdout, again.stdout + again.stderr[-2000:]
+    epochs, steps, finals, test_acc = record(script, out)
+    assert epochs == [1, 2, 3] and steps == list(range(1, 13)) and finals == 1, (epochs, steps, finals)
+    assert test_acc == want[3]
+
+
+def test_hard_crash_before_any_state_says_nothing_to_continue_yet(tmp_path):
+    crashed = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "faults.py"), "step:2", "KILL",
+                              "neptune_integration.py", *map(str, CHAIN_ARGS), "--out-dir", tmp_path],
+                             cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert crashed.returncode == -9
+    nothing = run_script("neptune_integration.py", [*CHAIN_ARGS, "--out-dir", tmp_path, "--resume"], tmp_path)
+    assert nothing.returncode == 2 and "nothing to continue yet" in nothing.stderr
+    assert "Traceback" not in nothing.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_second_signal_during_a_slow_finish_stops_waiting(script, tmp_path):
+    """The tracker's finish hangs (as an upload to a slow server would): the first Ctrl-C is
+    noted, the second stops waiting, says where the records are, and exits non-zero."""
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "faults.py"), "slow-finish", "none", script,
+                             *map(str, CHAIN_ARGS), "--epochs", "1", "--out-dir", str(tmp_path)],
+                            cwd=ROOT, env=clean_env(tmp_path, **TOKENS), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    for line in proc.stdout:
+        if line.startswith("finishing slowly"):
+            break
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    out_text, err_text = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err_text[-2000:]
+    assert "stopped waiting" in err_text and "Traceback" not in err_text
+    assert ("wandb sync" if script == "wandb_setup_script.py" else "neptune sync") in out_text
+    assert record(script, tmp_path)[0] == [1]  # what was recorded before is there
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

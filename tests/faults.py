@@ -1,0 +1,96 @@
+"""Run a tracker script with a fault injected at one phase of the run (used by test_resume.py).
+
+    python tests/faults.py PHASE SIGNAL SCRIPT [flags...]
+
+PHASE is where the signal is sent to the process itself:
+  start       the tracker's run has just opened
+  dataset     the dataset has just been logged
+  step:N      during global optimizer step N
+  epoch:N     epoch N's metrics have just been logged (the state of epoch N is not saved yet)
+  checkpoint  while the final model version (final.pt) is being written
+  test        while the best checkpoint is evaluated on the test set
+  finish      the results are recorded; the tracker is closing its run
+  slow-finish no signal (SIGNAL is ignored): the tracker's finish first hangs for two minutes,
+              as an upload to a slow server would, after printing "finishing slowly"
+SIGNAL is INT, TERM or KILL (kill -9: no handler, no cleanup, nothing flushed).
+A resume state is saved at every epoch's end, as on a CPU at full size (epochs of a minute or more).
+"""
+import importlib
+import os
+import signal
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import alexnet  # noqa: E402
+import tracking  # noqa: E402
+
+
+def fault():
+    sys.stdout.flush()
+    os.kill(os.getpid(), getattr(signal, f"SIG{SIGNAL}"))
+
+
+def after(fn, when=lambda *a, **k: True):
+    def wrapped(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        if when(*args, **kwargs):
+            fault()
+        return result
+    return wrapped
+
+
+def before(fn, when=lambda *a, **k: True):
+    def wrapped(*args, **kwargs):
+        if when(*args, **kwargs):
+            fault()
+        return fn(*args, **kwargs)
+    return wrapped
+
+
+def half_written(fn):
+    """The final checkpoint's temporary file is half written when the fault comes."""
+    def wrapped(path, *args, **kwargs):
+        if os.path.basename(path) == "final.pt":
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path + ".tmp", "wb") as f:
+                f.write(b"half a checkpoint")
+            fault()
+        return fn(path, *args, **kwargs)
+    return wrapped
+
+
+PHASE, SIGNAL, SCRIPT, *ARGV = sys.argv[1:]
+alexnet.Engine.STATE_EVERY_S = 0.0
+module = importlib.import_module(os.path.basename(SCRIPT)[:-3])
+[Tracker] = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, tracking.Tracker) and v is not tracking.Tracker]
+phase, _, n = PHASE.partition(":")
+if phase == "start":
+    Tracker.start = after(Tracker.start)
+elif phase == "dataset":
+    Tracker.log_dataset = after(Tracker.log_dataset)
+elif phase == "step":
+    alexnet.Engine.stop_requested = before(alexnet.Engine.stop_requested, lambda self: self.step == int(n))
+elif phase == "epoch":
+    Tracker.log_epoch = after(Tracker.log_epoch, lambda self, metrics, *a: metrics["epoch"] == int(n))
+elif phase == "checkpoint":
+    alexnet.save_checkpoint = half_written(alexnet.save_checkpoint)
+elif phase == "test":
+    alexnet.Engine.evaluate = before(alexnet.Engine.evaluate, lambda self, split, detailed=False: detailed)
+elif phase == "finish":
+    Tracker.finish = before(Tracker.finish)
+elif phase == "slow-finish":
+    def hang(fn):
+        def wrapped(*args, **kwargs):
+            print("finishing slowly", flush=True)
+            time.sleep(120)
+            return fn(*args, **kwargs)
+        return wrapped
+    Tracker.finish = hang(Tracker.finish)
+else:
+    sys.exit(f"unknown phase {PHASE}")
+sys.argv = [SCRIPT, *ARGV]
+sys.exit(module.main())
