@@ -18,11 +18,13 @@ A tracker whose client is not installed is skipped and said so. The last line wi
 one JSON object with every figure and the hardware.
 """
 import argparse
+import atexit
 import contextlib
 import functools
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -85,7 +87,7 @@ def config(batch, epochs=1, log_every=50, seed=0):
 def engine_step_seconds(device, batch, steps):
     """The engine's training epoch of `steps` batches, per step; the first epoch is the warm-up."""
     ds = data.load("synthetic", None, train_size=batch * steps * 10 // 9, val_fraction=0.1)
-    engine = alexnet.Engine(config(batch, epochs=2), ds, tracking.Tracker(None, tempfile.mkdtemp()), device, "")
+    engine = alexnet.Engine(config(batch, epochs=2), ds, tracking.Tracker(None, "unused"), device, "")
     engine.train_one_epoch(1)
     sync(device)
     t0 = time.perf_counter()
@@ -278,6 +280,9 @@ def main():
     repeats = 3 if a.quick else 5
     out_dir = a.out_dir or tempfile.mkdtemp(prefix="bench-")
     os.makedirs(out_dir, exist_ok=True)
+    if not a.out_dir:  # its runs' checkpoints reach gigabytes: removed even when stopped (Ctrl-C, kill)
+        atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(out_dir, ".matplotlib"))
     res = {"hardware": hardware(device), "quick": a.quick}
     say = (lambda *x: print(*x, file=sys.stderr)) if a.json else print
@@ -349,8 +354,6 @@ def main():
     say(f"augmentation on one thread: PIL pipeline {aug['pil']:.0f} img/s, batched {aug['batched']:.0f} img/s, "
         f"{res['augment_speedup_vs_pil']:.1f}x")
     say(f"hardware: {json.dumps(res['hardware'])}")
-    if not a.out_dir:
-        shutil.rmtree(out_dir, ignore_errors=True)
     if a.json:
         print(json.dumps(res))
 

@@ -112,14 +112,37 @@ def pct(ratio):
     return f"{(ratio - 1) * 100:+.1f}%"
 
 
+class BenchmarkError(Exception):
+    """The benchmark file is empty or incomplete (a stopped benchmark)."""
+
+
+BENCH_KEYS = ("hardware", "engine_vs_bare_step_ratio", "wandb_overhead_ratio", "neptune_overhead_ratio",
+              "wandb_start_s", "neptune_start_s", "wandb_local_bytes_per_run", "wandb_log_call_ms",
+              "augment_speedup_vs_pil")
+
+
+def read_benchmark(path):
+    """The last JSON line of benchmarks/run.py --json output, with every figure the report uses."""
+    with open(path) as f:
+        lines = [line for line in f.read().splitlines() if line.strip().startswith("{")]
+    try:
+        bench = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise BenchmarkError(f"{path} holds no benchmark result (a stopped or failed run?): run "
+                             "`make benchmark` again") from None
+    missing = [k for k in BENCH_KEYS if k not in bench]
+    if missing:
+        raise BenchmarkError(f"{path} is an incomplete benchmark (no {', '.join(missing)}): run `make benchmark` again")
+    return bench
+
+
 def build(out_dir, bench_path, pdf_path):
+    """The report of the runs in out_dir; without a benchmark (bench_path None) its costs are left out."""
     w = records.read_wandb(os.path.join(out_dir, "wandb"))
     n = records.read_neptune(os.path.join(out_dir, "neptune"))
-    with open(bench_path) as f:
-        lines = [line for line in f.read().splitlines() if line.strip().startswith("{")]
-        bench = json.loads(lines[-1])
+    bench = read_benchmark(bench_path) if bench_path else None
     probes = probe_offline(tempfile.mkdtemp(prefix="probe-"))
-    cfg, hw = w["config"], bench["hardware"]
+    cfg, hw = w["config"], (bench or {}).get("hardware", {"cpu": w["config"].get("cpu"), "cpu_count": w["config"].get("cpu_count"), "device": w["config"].get("device")})
     data_source = next(json.loads(a["metadata"]) for a in w["dataset_artifacts"])["source"]
     shared_copy = "checksums not verified" in data_source
     os.makedirs(os.path.dirname(os.path.abspath(pdf_path)), exist_ok=True)
@@ -129,7 +152,8 @@ def build(out_dir, bench_path, pdf_path):
         criteria(rep, w, n, bench, probes)
         what_was_stored(rep, w, n)
         offline_matrix(rep, w, n, probes)
-        costs(rep, bench)
+        if bench:
+            costs(rep, bench)
         curves(rep, w, n)
         evaluation(rep, w, n)
         verdict(rep, w, n, bench)
@@ -222,8 +246,9 @@ def criteria(rep, w, n, bench, probes):
          "shows the run in a terminal. Neptune: the offline log is plain JSON lines, one operation per line, "
          "readable with any tool. Both use the same metric names here, so the two records read alike."],
         ["Usability", 3, 2,
-         f"Start: W&B {bench['wandb_start_s']:.1f} s, Neptune {bench['neptune_start_s']:.1f} s; finish: "
-         f"{bench['wandb_finish_s']:.1f} s and {bench['neptune_finish_s']:.1f} s. W&B: API key from "
+         (f"Start: W&B {bench['wandb_start_s']:.1f} s, Neptune {bench['neptune_start_s']:.1f} s; finish: "
+          f"{bench['wandb_finish_s']:.1f} s and {bench['neptune_finish_s']:.1f} s. " if bench else
+          "Start and finish times: not measured (no benchmark given). ") + "W&B: API key from "
          "https://wandb.ai/authorize, works without a server of your own. Neptune: token from the app's user "
          "menu, a workspace/project name, and in 2026 a server you run yourself; `neptune sync` needs "
          "setuptools<81 for pkg_resources."],
@@ -406,10 +431,12 @@ def verdict(rep, w, n, b):
         "## Start with W&B if",
         "you want a hosted service today, dataset lineage and a model registry, versions whose digests are "
         "computed on your machine even offline, a histogram type for gradients and weights, and offline segments of an "
-        "interrupted run that merge back into one run. Its cost here: a larger local footprint "
-        f"({b['wandb_local_bytes_per_run'] / 1e6:.1f} MB against {b['neptune_local_bytes_per_run'] / 1e6:.1f} MB for the "
-        f"benchmark run) and slower logging calls ({b['wandb_log_call_ms']:.2f} ms against "
-        f"{b['neptune_log_call_ms']:.2f} ms), neither of which mattered at the default interval.",
+        "interrupted run that merge back into one run. "
+        + (f"Its cost here: a larger local footprint "
+           f"({b['wandb_local_bytes_per_run'] / 1e6:.1f} MB against {b['neptune_local_bytes_per_run'] / 1e6:.1f} MB for the "
+           f"benchmark run) and slower logging calls ({b['wandb_log_call_ms']:.2f} ms against "
+           f"{b['neptune_log_call_ms']:.2f} ms), neither of which mattered at the default interval." if b else
+           "Its costs were not measured for this report (no benchmark given)."),
         "## Keep Neptune if",
         "you already run a self-hosted Neptune server or must keep every byte on premises with plain-text "
         "offline logs: its JSON-lines operation log is the easiest record to read and audit, its calls are the "
@@ -420,8 +447,8 @@ def verdict(rep, w, n, b):
         "W&B, unless a self-hosted Neptune server already exists: the study rated the tools close; the closing "
         "of neptune.ai's hosted app and the offline limits measured above now separate them.",
         "## Reproduce every figure",
-        "    make run                 # both scripts, offline, 25 epochs each",
-        "    make report              # benchmark, then this PDF",
+        "    make run                 # both scripts, offline, 25 epochs each, and a report of them",
+        "    make benchmark report    # the costs, then this PDF",
         "or step by step:",
         "    python wandb_setup_script.py --mode offline --out-dir runs/wandb",
         "    python neptune_integration.py --mode offline --out-dir runs/neptune",
@@ -439,15 +466,19 @@ def verdict(rep, w, n, b):
 def main():
     p = argparse.ArgumentParser(description="Build the W&B vs Neptune report from two offline runs and a benchmark.")
     p.add_argument("--out-dir", default="runs", help="holds wandb/ and neptune/, the two runs (default: runs)")
-    p.add_argument("--bench", default="runs/benchmark.json", help="output of benchmarks/run.py --json")
-    p.add_argument("--pdf", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "report.pdf"),
-                   help="where to write the PDF (default: report/report.pdf)")
+    p.add_argument("--bench", default=None, help="output of benchmarks/run.py --json (default: none, no costs section)")
+    p.add_argument("--pdf", default=None, help="where to write the PDF (default: OUT-DIR/report.pdf; the "
+                                              "committed report/report.pdf only when named)")
     a = p.parse_args()
     for need in (os.path.join(a.out_dir, "wandb"), os.path.join(a.out_dir, "neptune"), a.bench):
-        if not os.path.exists(need):
-            sys.exit(f"error: {need} not found: run `make run` and the benchmark first (see README)")
-    result = build(a.out_dir, a.bench, a.pdf)
-    print(f"wrote {a.pdf}: {result['pages']} pages")
+        if need and not os.path.exists(need):
+            sys.exit(f"error: {need} not found: run `make run` (and `make benchmark` for the costs) first (see README)")
+    pdf = a.pdf or os.path.join(a.out_dir, "report.pdf")
+    try:
+        result = build(a.out_dir, a.bench, pdf)
+    except BenchmarkError as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {pdf}: {result['pages']} pages")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ def test_content_hash_is_the_version_and_follows_the_files(tmp_path, cifar_dir):
     b = data.load("cifar10", copy, skip_checksum=True)
     assert b.content_hash != a.content_hash and b.version != a.version
     assert data.load("cifar10", cifar_dir, skip_checksum=True, train_size=100).version != a.version
+    # the same number of other images (another seed's subset and split) is another version
+    assert data.load("cifar10", cifar_dir, skip_checksum=True, seed=1).version != a.version
 
 
 def test_corrupt_batch_file_is_a_clear_error(tmp_path, cifar_dir):
@@ -52,6 +54,9 @@ def test_missing_data_without_network_says_where_to_put_it(tmp_path, monkeypatch
     with pytest.raises(data.DataError) as e:
         data.load("cifar10", str(tmp_path))
     assert "cifar-10-python.tar.gz" in str(e.value) and "--dataset synthetic" in str(e.value)
+    with pytest.raises(data.DataError):  # a mistyped folder is not left behind, empty
+        data.load("cifar10", str(tmp_path / "mistyped"))
+    assert not os.path.exists(tmp_path / "mistyped")
 
 
 def test_split_is_seeded_disjoint_and_sized():
@@ -67,6 +72,14 @@ def test_split_is_seeded_disjoint_and_sized():
     sub_tr, sub_va = data.split(x, y, 200, 0.25, seed=3)
     assert len(sub_tr) == 150 and len(sub_va) == 50
     assert torch.equal(tr1.images[:, 0, 0, 0], (tr1.labels % 256).to(torch.uint8))  # images follow labels
+
+
+def test_channel_statistics_equal_the_float64_formula():
+    x = torch.randint(0, 256, (1000, 3, 32, 32), dtype=torch.uint8)
+    mean, std = data.channel_stats(x, chunk=300)
+    f = x.double() / 255
+    assert mean == pytest.approx(f.mean(dim=(0, 2, 3)).tolist(), rel=1e-12)
+    assert std == pytest.approx(f.std(dim=(0, 2, 3)).tolist(), rel=1e-12)
 
 
 def test_normalization_uses_training_statistics():

@@ -209,3 +209,20 @@ def test_resume_bad_inputs(script, tmp_path):
     corrupt = run_script(script, args(tmp_path, extra=["--resume"]), tmp_path, **TOKENS)
     assert corrupt.returncode == 2 and "truncated or corrupt" in corrupt.stderr
     assert "Traceback" not in corrupt.stderr
+
+
+def test_resume_a_run_folder_outside_out_dir_continues_it_there(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    stopped = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "faults.py"), "step:6", "INT",
+                              "neptune_integration.py", *map(str, CHAIN_ARGS), "--out-dir", elsewhere],
+                             cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    [run] = [d for d in os.listdir(elsewhere) if d[0].isdigit()]
+    pasted = stopped.stderr.split("continue with: ")[1].splitlines()[0]
+    assert f"--resume {os.path.relpath(elsewhere / run, ROOT)}" in pasted and pasted.startswith(
+        os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) else sys.executable)
+    resumed = run_script("neptune_integration.py", [*CHAIN_ARGS, "--resume", elsewhere / run], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert sorted(os.listdir(elsewhere / run)) == ["architecture.txt", "checkpoints", "history.json"]
+    assert not os.path.exists(os.path.join(ROOT, "runs", run))  # not a new folder under the default --out-dir
+    assert record("neptune_integration.py", elsewhere)[:2] == ([1, 2, 3], list(range(1, 13)))

@@ -86,6 +86,32 @@ def test_best_checkpoint_is_evaluated_and_every_version_is_its_own_file(tmp_path
         assert json.load(f)["epochs"] == result["epochs"]
 
 
+def test_test_accuracy_is_the_best_checkpoints(tmp_path, monkeypatch):
+    """Validation says epoch 1 was best while training goes on: the test accuracy reported is
+    epoch 1's checkpoint's, not the last weights'; final.pt loads with torch.load as it is."""
+    evaluate = alexnet.Engine.evaluate
+    fake_val = iter([0.9, 0.5, 0.4, 0.3])
+
+    def epoch_1_is_best(self, split, detailed=False, batch_size=1000):
+        loss, acc, ev = evaluate(self, split, detailed, batch_size)
+        return (loss, next(fake_val), ev) if split is self.data.val else (loss, acc, ev)
+    monkeypatch.setattr(alexnet.Engine, "evaluate", epoch_1_is_best)
+    monkeypatch.setattr(alexnet.Engine, "STATE_EVERY_S", 0.0)  # resume.pt then holds the last epoch's weights
+    result, _ = train(tmp_path)
+    assert result["summary"]["best/epoch"] == 1
+    cfg = config()
+    ds = data.load("synthetic", None, train_size=640, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+    engine = alexnet.Engine(cfg, ds, tracking.Tracker(None, str(tmp_path / "x")), torch.device("cpu"), str(tmp_path / "x"))
+    final = torch.load(tmp_path / "run" / "checkpoints" / "final.pt")  # plain types: weights_only=True works
+    engine.model.load_state_dict(final["model"])
+    assert evaluate(engine, ds.test)[1] == result["summary"]["test/acc"] == final["test_acc"]
+    engine.model.load_state_dict(torch.load(tmp_path / "run" / "checkpoints" / "epoch_1.pt")["model"])
+    assert evaluate(engine, ds.test)[1] == result["summary"]["test/acc"]
+    last_weights = alexnet.load_state(str(tmp_path / "run" / "resume.pt"))["model"]  # the last epoch's weights
+    engine.model.load_state_dict(last_weights)
+    assert evaluate(engine, ds.test)[1] != result["summary"]["test/acc"]
+
+
 def test_same_seed_same_run(tmp_path):
     a, _ = train(tmp_path / "a", epochs=2)
     b, _ = train(tmp_path / "b", epochs=2)

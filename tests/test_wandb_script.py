@@ -44,8 +44,8 @@ def test_per_step_series_against_global_step(offline_run):
     assert all(0 <= s["train/batch_acc"] <= 1 for s in steps)
     metrics = {m.get("name") or m.get("glob_name"): m for m in of_type(offline_run["records"], "metric")}
     assert metrics["train/batch_*"]["step_metric"] == "global_step"
-    assert metrics["val/loss"]["step_metric"] == "epoch"
-    assert metrics["val/acc"]["summary"] == {"max": True}
+    assert metrics["val/loss"]["step_metric"] == "epoch" and metrics["val/acc"]["step_metric"] == "epoch"
+    assert metrics["parameters/features.0.weight"]["summary"] == {"none": True}
 
 
 def test_weight_histograms_every_epoch(offline_run):
@@ -124,7 +124,9 @@ def test_final_state_with_summary_reader(offline_run):
     assert state["state"] == "finished"
     for key, value in offline_run["history"]["summary"].items():  # test/* and best/*
         assert state["summary"][key] == pytest.approx(value), key
-    assert state["summary"]["val/acc"]["max"] == pytest.approx(max(e["val/acc"] for e in offline_run["history"]["epochs"]))
+    # the histograms' thousands of bins stay out of the summary: `wandb leet` shows test/acc on its first screen
+    keys = list(state["summary"])
+    assert not any(k.startswith(("gradients/", "parameters/")) for k in keys) and "test/acc" in keys[:18], keys
 
 
 def test_key_never_stored_and_home_untouched(offline_run):
