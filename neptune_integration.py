@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import sys
 
 import neptune
@@ -38,6 +39,17 @@ def operations(folder):
                 except ValueError:
                     return ops
     return ops
+
+
+def repoint(value, old, new):
+    """`value` (a decoded operation) with `old` replaced by `new` in every string."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, list):
+        return [repoint(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: repoint(v, old, new) for k, v in value.items()}
+    return value
 
 
 def assigned(ops, path):
@@ -83,11 +95,17 @@ class NeptuneTracker(tracking.Tracker):
     def start(self, config, model, timeout_s=45):
         a = self.args
         self.earlier = self.segments() if a.mode == "offline" else []
+        # Offline, Neptune records the source files' glob and reads the files at `neptune sync`:
+        # copies in the run folder travel with it.
+        source = os.path.join(self.run_dir, "source")
+        os.makedirs(source, exist_ok=True)
+        for path in glob.glob(os.path.join(SOURCE, "*.py")):
+            shutil.copy(path, source)
         try:
             self.run = tracking.call_with_timeout(lambda: neptune.init_run(
                 project=self.project, api_token=self.token, custom_run_id=self.run_id,
                 mode="async" if a.mode == "online" else "offline", name=a.name,
-                description=a.notes, tags=a.tags, source_files=[os.path.join(SOURCE, "*.py")],
+                description=a.notes, tags=a.tags, source_files=[os.path.join(source, "*.py")],
                 capture_hardware_metrics=True, capture_stdout=True, capture_stderr=True), timeout_s)
         except TimeoutError:
             raise tracking.UsageError(f"no answer from the Neptune server within {timeout_s} s (neptune.ai's "
@@ -184,6 +202,23 @@ class NeptuneTracker(tracking.Tracker):
             self.run["sys/failed"] = True
         self.url = self.run.get_url() if self.args.mode == "online" else None
         self.run.stop()
+
+    @staticmethod
+    def relocate(old, new):
+        """Offline, Neptune records uploads as absolute paths, read at `neptune sync`: re-point every
+        operation log under --out-dir from the old folder to the new."""
+        logs = glob.glob(os.path.join(new, ".neptune", "*", "*", "data-*.log"))
+        for log in logs:
+            with open(log) as f:
+                lines = f.read().splitlines(keepends=True)
+            with open(log + ".tmp", "w") as f:
+                for line in lines:
+                    try:
+                        f.write(json.dumps(repoint(json.loads(line), old, new)) + "\n")
+                    except ValueError:  # a line cut short by a hard kill stays as it was
+                        f.write(line)
+            os.replace(log + ".tmp", log)
+        return f"re-pointed {len(logs)} Neptune operation log(s) from {old} to {new}"
 
     def where(self):
         if not hasattr(self, "run"):

@@ -68,6 +68,11 @@ class Tracker:
         """Lines telling the user where the run's records are, how to look at them and upload them."""
         return ""
 
+    @staticmethod
+    def relocate(old, new):
+        """Re-point the tracker's local records in --out-dir `new`, copied or moved from `old`."""
+        return "nothing to re-point"
+
     def write_architecture(self, model):
         """The model's architecture as text in the run folder, for the tracker to upload."""
         path = os.path.join(self.run_dir, "architecture.txt")
@@ -175,6 +180,9 @@ def build_parser(tracker_class):
                    help="everything the run writes: checkpoints and the tracker's local data (default: runs/)")
     p.add_argument("--log-every", type=positive(int), default=50,
                    help="log per-step metrics every N optimizer steps (default: 50)")
+    p.add_argument("--moved-from", metavar="OLD_DIR",
+                   help="--out-dir was copied or moved here from OLD_DIR (another path or machine): re-point "
+                        "the tracker's local records to where they are now, then exit")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                    help="continue the latest unfinished run in --out-dir, or the run folder RUN_DIR "
                         "(wherever it is: its parent is then the --out-dir), from its last saved state, "
@@ -295,6 +303,12 @@ def main(tracker_class, argv=None):
     close the run; returns the exit code."""
     args = build_parser(tracker_class).parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines appear as they happen in a log file
+    if args.moved_from:
+        if not os.path.isdir(args.out_dir):
+            return error(f"--moved-from: --out-dir {args.out_dir} is not a folder", 2)
+        old, new = (os.path.abspath(p).rstrip(os.sep) for p in (args.moved_from, args.out_dir))
+        say(tracker_class.relocate(old, new))
+        return 0
     try:
         device = start_distributed(resolve_device(args.device))
         if args.resume not in (None, "latest"):  # a run folder anywhere: its parent holds the tracker's data

@@ -11,8 +11,10 @@ import json
 import math
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import torch
@@ -23,6 +25,72 @@ import tracking
 
 KEY_URL = "https://wandb.ai/authorize"
 SOURCE = os.path.dirname(os.path.abspath(__file__))
+
+
+# The .wandb log: a 7-byte header, then 32 KiB blocks of chunks (CRC-32 of kind and data, length,
+# kind: full, first, middle or last piece of a record), each record a serialized protobuf Record.
+LOG_HEADER, LOG_BLOCK, FULL, FIRST, MIDDLE, LAST = b":W&B\xe1\xbe\x00", 32768, 1, 2, 3, 4
+
+
+def read_log(path):
+    """The serialized records of a .wandb log, up to a tail cut short by a hard kill."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if not raw.startswith(LOG_HEADER):
+        raise ValueError(f"{path} is not a W&B run log")
+    records, record, pos = [], b"", len(LOG_HEADER)
+    while pos + 7 <= len(raw):
+        if LOG_BLOCK - pos % LOG_BLOCK < 7:  # a block's end too short for a chunk: zeros
+            pos += LOG_BLOCK - pos % LOG_BLOCK
+            continue
+        crc, size, kind = struct.unpack("<IHB", raw[pos:pos + 7])
+        chunk = raw[pos + 7:pos + 7 + size]
+        if len(chunk) < size or zlib.crc32(bytes([kind]) + chunk) != crc:
+            break
+        record, pos = record + chunk, pos + 7 + size
+        if kind in (FULL, LAST):
+            records.append(record)
+            record = b""
+    return records
+
+
+def write_log(path, records):
+    out = bytearray(LOG_HEADER)
+    for record in records:
+        first = True
+        while True:
+            room = LOG_BLOCK - len(out) % LOG_BLOCK
+            if room < 7:
+                out += bytes(room)
+                continue
+            piece, record = record[:room - 7], record[room - 7:]
+            kind = (FULL if not record else FIRST) if first else (LAST if not record else MIDDLE)
+            out += struct.pack("<IHB", zlib.crc32(bytes([kind]) + piece), len(piece), kind) + piece
+            first = False
+            if not record:
+                break
+    with open(path + ".tmp", "wb") as f:
+        f.write(out)
+    os.replace(path + ".tmp", path)
+
+
+def repoint(message, old, new):
+    """Every string in a protobuf message (paths, JSON values) with `old` replaced by `new`."""
+    for field, value in message.ListFields():
+        if field.message_type and field.message_type.GetOptions().map_entry:
+            for key in value:
+                if isinstance(value[key], str):
+                    value[key] = value[key].replace(old, new)
+                else:
+                    repoint(value[key], old, new)
+        elif field.type == field.TYPE_MESSAGE:
+            for item in (value if field.is_repeated else [value]):
+                repoint(item, old, new)
+        elif field.type == field.TYPE_STRING:
+            if field.is_repeated:
+                value[:] = [v.replace(old, new) for v in value]
+            else:
+                setattr(message, field.name, value.replace(old, new))
 
 
 def leet_records(log):
@@ -210,6 +278,30 @@ class WandbTracker(tracking.Tracker):
     def finish(self, status, exit_code):
         if hasattr(self, "run"):
             self.run.finish(exit_code=exit_code)
+
+    @staticmethod
+    def relocate(old, new):
+        """W&B keeps absolute paths in its run logs (staged files, model files, settings): re-point
+        every .wandb log under --out-dir, and the logs' symlinks, from the old folder to the new."""
+        from wandb.proto.wandb_internal_pb2 import Record
+        moved = 0
+        for log in sorted({os.path.realpath(p) for p in glob.glob(os.path.join(new, "wandb", "*", "*.wandb"))}):
+            records = []
+            for data in read_log(log):
+                record = Record()
+                record.ParseFromString(data)
+                repoint(record, old, new)
+                records.append(record.SerializeToString())
+            write_log(log, records)
+            moved += 1
+        for folder, dirs, files in os.walk(new):
+            for name in dirs + files:
+                link = os.path.join(folder, name)
+                if os.path.islink(link) and os.readlink(link).startswith(old + os.sep):
+                    target = new + os.readlink(link)[len(old):]
+                    os.remove(link)
+                    os.symlink(target, link)
+        return f"re-pointed {moved} W&B run log(s) from {old} to {new}"
 
     def where(self):
         if not hasattr(self, "folder"):

@@ -1,0 +1,51 @@
+"""A finished run's --out-dir copied to another path and the original deleted: after `--moved-from`,
+the official readers read it, nothing in the records points at the old path, and every file the
+records point to (what `wandb sync` / `neptune sync` would upload) is there."""
+import glob
+import json
+import os
+import shutil
+
+import pytest
+
+import records
+from conftest import NEPTUNE_TOKEN, SCRIPTS, WANDB_KEY, quick_args, run_script
+
+TOKENS = {"WANDB_API_KEY": WANDB_KEY, "NEPTUNE_API_TOKEN": NEPTUNE_TOKEN}
+
+
+def referenced(script, out):
+    """The records' text and every file (or glob) they point to."""
+    if script == "wandb_setup_script.py":
+        rs = records.wandb_records(str(out))
+        [log] = records.wandb_logs(str(out))
+        files = [os.path.join(os.path.dirname(log), "files", f["path"])
+                 for r in rs if r["type"] == "files" for f in r["files"]["files"]]
+        manifests = [e for r in rs if r["type"] == "artifact" for e in r["artifact"]["manifest"]["contents"]]
+        files += [e["local_path"] for e in manifests if e.get("local_path")]
+        files += [e["ref"][len("file://"):] for e in manifests if e.get("ref", "").startswith("file://")]
+        return json.dumps(rs), files
+    ops = records.neptune_ops(str(out))
+    files = [op["file_path"] for op in ops if op["type"] == "UploadFile" and op.get("file_path")]
+    files += [g for op in ops if op["type"] == "UploadFileSet" for g in op["file_globs"]]
+    files += [path for op in ops if op["type"] == "TrackFilesToArtifact" for path, _ in op["entries"]]
+    return json.dumps(ops), files
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_copied_out_dir_keeps_every_referenced_file(script, cifar_dir, tmp_path):
+    old, new = tmp_path / "old", tmp_path / "elsewhere" / "new"
+    result = run_script(script, quick_args(cifar_dir, old, epochs=2), tmp_path, **TOKENS)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shutil.copytree(old, new, symlinks=True)
+    shutil.rmtree(old)
+    moved = run_script(script, ["--out-dir", new, "--moved-from", old], tmp_path)
+    assert moved.returncode == 0 and "re-pointed 1" in moved.stdout, moved.stdout + moved.stderr
+    text, files = referenced(script, new)
+    assert str(old) not in text
+    assert len(files) >= 8 and [f for f in files if not glob.glob(f)] == []
+    if script == "wandb_setup_script.py":  # model versions point at checkpoints under the new folder
+        assert sum(f.startswith(str(new)) and f.endswith(".pt") for f in files) >= 2
+    links = [os.path.join(d, n) for d, dirs, names in os.walk(new) for n in dirs + names
+             if os.path.islink(os.path.join(d, n))]
+    assert all(os.path.exists(link) for link in links), links
