@@ -298,8 +298,13 @@ class Engine:
                              "path": os.path.join(self.run_dir, "checkpoints", f"epoch_{epoch}.pt")}
                 checkpoint = Checkpoint(self.best["path"], epoch, val_acc, is_best=True)
                 if epoch not in self.recorded.epochs or not os.path.exists(checkpoint.path):
-                    self.save(save_checkpoint, checkpoint.path, self.model, epoch=epoch, val_acc=val_acc,
-                              config=cfg)
+                    try:
+                        self.save(save_checkpoint, checkpoint.path, self.model, epoch=epoch, val_acc=val_acc,
+                                  config=cfg)
+                    except CheckpointError:  # the epoch's metrics are recorded all the same
+                        if epoch not in self.recorded.epochs:
+                            self.tracker.log_epoch(metrics, self.step, None)
+                        raise
             if epoch not in self.recorded.epochs:  # the model version first: a recorded epoch has its version
                 self.tracker.log_epoch(metrics, self.step, checkpoint)
             self.say(f"epoch {epoch}/{cfg['epochs']}  train loss {train_loss:.4f} acc {train_acc:.4f}"

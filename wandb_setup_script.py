@@ -181,9 +181,6 @@ class WandbTracker(tracking.Tracker):
         self.run.define_metric("global_step", hidden=True)
         self.run.define_metric("train/batch_*", step_metric="global_step")
         self.run.define_metric("epoch")
-        for name, _ in model.named_parameters():  # thousands of bins, kept out of the summary (a glob is not)
-            for kind in ("gradients", "parameters"):
-                self.run.define_metric(f"{kind}/{name}", step_metric="epoch", summary="none")
         self.run.summary["model/params"] = config["model_params"]
         # Copied into the run's files folder, not linked to: the run folder can move to another machine.
         shutil.copy(self.write_architecture(model), self.run.dir)
@@ -238,7 +235,10 @@ class WandbTracker(tracking.Tracker):
             for key in metrics.keys() - {"epoch"}:
                 self.run.define_metric(key, step_metric="epoch")
             self.epoch_metrics_defined = True
-        self.run.log({**metrics, **weight_histograms(self.model)}, step=step, commit=True)
+        histograms = weight_histograms(self.model)
+        self.run.log({**metrics, **histograms}, step=step, commit=True)
+        for key in histograms:  # thousands of bins would bury test/acc in the summary (`wandb leet`);
+            del self.run.summary[key]  # define_metric(summary="none") misses names with dots, as these
 
     def log_model(self, checkpoint):
         meta = {"epoch": checkpoint.epoch, "val_acc": checkpoint.val_acc}
