@@ -365,7 +365,9 @@ def train(engine, tracker, resumed):
                 raise UsageError("rank 0 could not open its tracker run")
             if resumed:
                 recorded = tracker.recorded()
-                say(f"resuming run {tracker.run_id} from step {engine.step} (epoch {len(engine.history) + 1}); "
+                done = len(engine.history)
+                at = f"epoch {done + 1}" if done < engine.cfg["epochs"] else "the test evaluation"
+                say(f"resuming run {tracker.run_id} from step {engine.step} ({at}); "
                     f"its record holds steps to {recorded.last_step}, epochs {sorted(recorded.epochs) or 'none'}"
                     + (", the results" if recorded.results else ""))
             else:
