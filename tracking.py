@@ -10,6 +10,7 @@ import shlex
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,6 +20,14 @@ import data
 
 class UsageError(Exception):
     """A mistake the user can fix (bad flag, missing token, unwritable folder): one line, exit 2."""
+
+
+@dataclass
+class Recorded:  # GLUE: main's refactored interface, here so mlflow_tracking.py runs on this branch
+    """What the tracker's record of this run already holds, from earlier segments of a resumed run."""
+    last_step: int = 0
+    epochs: set = field(default_factory=set)
+    results: bool = False
 
 
 class Tracker:
