@@ -1,6 +1,6 @@
-"""Real MLflow runs read back with MlflowClient: offline from the local SQLite store, online from a
-real `mlflow server`; a server with basic auth, a closed port and a web server that is not MLflow
-each end in one line."""
+"""Real MLflow runs read back with MlflowClient: offline from the local SQLite store, online from
+real `mlflow server`s (one with basic auth); an interrupted run resumes as the same MLflow run;
+a wrong password, no credentials, a closed port or a web server that is not MLflow end in one line."""
 import contextlib
 import json
 import os
@@ -19,6 +19,7 @@ import wandb_setup_script
 from conftest import (NEPTUNE_TOKEN, answer_prompt, files_containing, neptune_ops, neptune_series, quick_args,
                       run_script)
 from test_cli import assert_one_line_error
+from test_resume import args as resume_args, interrupt_in_epoch_2
 
 EPOCH_KEYS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_time_s", "throughput_img_s"]
 ADMIN, PASSWORD = "admin", "correct-horse-battery-staple"
@@ -90,16 +91,23 @@ def servers(tmp_path_factory):
             stop(proc)
 
 
+def our_run_id(out):
+    [run_id] = [d for d in os.listdir(out) if d[0].isdigit()]
+    return run_id
+
+
 def read_back(uri, out):
-    """The run's MLflow record, the engine's history.json beside it, and a client on the store."""
+    """The MLflow record of the run in `out` (the only MLflow run with its run id), and a client on the store."""
     from mlflow import MlflowClient  # here: the pytest process imports mlflow only under a running test
-    [run_dir] = [d for d in os.listdir(out) if d[0].isdigit()]
-    with open(out / run_dir / "history.json") as f:
-        history = json.load(f)
     client = MlflowClient(uri, uri)
     experiment = client.get_experiment_by_name("alexnet-cifar10")
-    [run] = client.search_runs([experiment.experiment_id], f"tags.run_id = '{run_dir}'")
-    return dict(client=client, run=run, history=history, model=f"alexnet-cifar10-{run_dir}")
+    [run] = client.search_runs([experiment.experiment_id], f"tags.run_id = '{our_run_id(out)}'")
+    return dict(client=client, run=run, model=f"alexnet-cifar10-{our_run_id(out)}")
+
+
+def engine_history(out):
+    with open(out / our_run_id(out) / "history.json") as f:
+        return json.load(f)
 
 
 def series(record, key):
@@ -120,7 +128,8 @@ def offline_run(cifar_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     result = run_script("mlflow_tracking.py", quick_args(cifar_dir, out, epochs=3), home, **LOCAL)
     assert result.returncode == 0, result.stderr[-3000:]
-    return dict(result=result, home=home, out=out, **read_back(f"sqlite:///{out}/mlflow.db", out))
+    return dict(result=result, home=home, out=out, history=engine_history(out),
+                **read_back(f"sqlite:///{out}/mlflow.db", out))
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +140,7 @@ def online_run(cifar_dir, servers, tmp_path_factory):
                                                "--name", "online-run", "--tags", "smoke", "--notes", "a note"],
                         home, MLFLOW_TRACKING_URI=servers["plain"], **LOCAL)
     assert result.returncode == 0, result.stderr[-3000:]
-    return dict(result=result, home=home, out=out, **read_back(servers["plain"], out))
+    return dict(result=result, home=home, out=out, history=engine_history(out), **read_back(servers["plain"], out))
 
 
 RECORDS = ["offline_run", "online_run"]
@@ -207,6 +216,24 @@ def test_offline_home_untouched_and_where(offline_run):
 
 def test_online_where_names_the_run_page(online_run, servers):
     assert f"{servers['plain']}/#/experiments/" in online_run["result"].stdout
+
+
+def test_interrupt_then_resume_continues_the_same_mlflow_run(tmp_path):
+    out = tmp_path / "D"
+    code, err = interrupt_in_epoch_2("mlflow_tracking.py", out, signal.SIGINT, tmp_path)
+    assert code == 130, err[-2000:]
+    interrupted = read_back(f"sqlite:///{out}/mlflow.db", out)
+    assert interrupted["run"].info.status == "KILLED"
+    resumed = run_script("mlflow_tracking.py", resume_args(out, extra=["--resume"]), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    record = read_back(f"sqlite:///{out}/mlflow.db", out)  # still one run with our run id
+    assert record["run"].info.run_id == interrupted["run"].info.run_id and record["run"].info.status == "FINISHED"
+    assert len(record["run"].inputs.dataset_inputs) == 1
+    assert series(record, "val/acc") == [(e["epoch"], pytest.approx(e["val/acc"])) for e in engine_history(out)["epochs"]]
+    assert [step for step, _ in series(record, "epoch")] == [1, 2, 3]  # each epoch once
+    assert [step for step, _ in series(record, "train/batch_loss")] == [1, *range(3, 3 * 9 + 1, 3)]  # 576 images / 64
+    versions = record["client"].search_model_versions(f"name = '{record['model']}'")
+    assert record["client"].get_registered_model(record["model"]).aliases["final"] == max(v.version for v in versions)
 
 
 def online(tmp_path):
