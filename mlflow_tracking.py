@@ -1,13 +1,12 @@
 """Train AlexNet on CIFAR-10 and track it with MLflow (client 3.17).
 
-    python mlflow_tracking.py --mode offline                              # a local store; `mlflow ui` on it
-    MLFLOW_TRACKING_URI=http://host:5000 python mlflow_tracking.py       # online: an MLflow tracking server
+    python mlflow_tracking.py --mode offline                        # a local store; `mlflow ui` on it
+    MLFLOW_TRACKING_URI=http://host:5000 python mlflow_tracking.py  # online: an MLflow tracking server
 
 Online, a server that asks for credentials gets MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD,
 MLFLOW_TRACKING_TOKEN, or a prompt. The mirror image of wandb_setup_script.py and neptune_integration.py.
 """
 import getpass
-import json
 import os
 import re
 import sys

@@ -229,7 +229,8 @@ def test_interrupt_then_resume_continues_the_same_mlflow_run(tmp_path):
     record = read_back(f"sqlite:///{out}/mlflow.db", out)  # still one run with our run id
     assert record["run"].info.run_id == interrupted["run"].info.run_id and record["run"].info.status == "FINISHED"
     assert len(record["run"].inputs.dataset_inputs) == 1
-    assert series(record, "val/acc") == [(e["epoch"], pytest.approx(e["val/acc"])) for e in engine_history(out)["epochs"]]
+    engine = engine_history(out)["epochs"]
+    assert series(record, "val/acc") == [(e["epoch"], pytest.approx(e["val/acc"])) for e in engine]
     assert [step for step, _ in series(record, "epoch")] == [1, 2, 3]  # each epoch once
     assert [step for step, _ in series(record, "train/batch_loss")] == [1, *range(3, 3 * 9 + 1, 3)]  # 576 images / 64
     versions = record["client"].search_model_versions(f"name = '{record['model']}'")
