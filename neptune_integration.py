@@ -15,7 +15,6 @@ import shutil
 import sys
 
 import neptune
-import numpy as np
 from neptune.types import File
 from neptune.utils import stringify_unsupported
 
@@ -170,20 +169,8 @@ class NeptuneTracker(tracking.Tracker):
             self.run[key] = value
 
     def log_evaluation(self, evaluation):
-        import matplotlib  # here, not at the top: MPLCONFIGDIR is set in __init__
-        matplotlib.use("Agg")
         from matplotlib import pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 6))
-        im = ax.imshow(evaluation.confusion, cmap="Blues")
-        ax.set(xticks=range(len(evaluation.classes)), yticks=range(len(evaluation.classes)),
-               xticklabels=evaluation.classes, yticklabels=evaluation.classes,
-               xlabel="predicted", ylabel="true", title="Test confusion matrix")
-        plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
-        for (i, j), n in np.ndenumerate(evaluation.confusion):
-            ax.text(j, i, n, ha="center", va="center", fontsize=7,
-                    color="white" if n > evaluation.confusion.max() / 2 else "black")
-        fig.colorbar(im, ax=ax)
-        fig.tight_layout()
+        fig = self.confusion_figure(evaluation)
         self.run["test/confusion_matrix"].upload(File.as_image(fig))
         plt.close(fig)
         self.run["test/confusion_matrix_counts"] = json.dumps(evaluation.confusion.tolist())

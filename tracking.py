@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import torch
 
 import alexnet
@@ -80,6 +81,24 @@ class Tracker:
         with open(path, "w") as f:
             f.write(f"{model}\n\ntrainable parameters: {alexnet.count_params(model):,}\n")
         return path
+
+    def confusion_figure(self, evaluation):
+        """The test confusion matrix as a matplotlib figure, for the tracker to upload; close it after."""
+        import matplotlib  # here, not at the top: the tracker sets MPLCONFIGDIR first
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 6))
+        im = ax.imshow(evaluation.confusion, cmap="Blues")
+        ax.set(xticks=range(len(evaluation.classes)), yticks=range(len(evaluation.classes)),
+               xticklabels=evaluation.classes, yticklabels=evaluation.classes,
+               xlabel="predicted", ylabel="true", title="Test confusion matrix")
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+        for (i, j), n in np.ndenumerate(evaluation.confusion):
+            ax.text(j, i, n, ha="center", va="center", fontsize=7,
+                    color="white" if n > evaluation.confusion.max() / 2 else "black")
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        return fig
 
 
 def call_with_timeout(fn, seconds):

@@ -12,7 +12,7 @@ Each comparison alternates its variants over several repeats and reports medians
   wandb.watch); the tracker's epoch-end calls, run start and finish, timed apart;
 - augmentation: batched uint8 augmentation + normalization vs the study's per-image PIL pipeline
   through a DataLoader, both on one thread (and on the GPU, when there is one);
-- logging latency: one wandb.log / one Neptune append, offline;
+- logging latency: one wandb.log / one Neptune append / one mlflow.log_metric, offline;
 - disk footprint and file count of each tracker's local run data.
 A tracker whose client is not installed is skipped and said so. The last line with --json is
 one JSON object with every figure and the hardware.
@@ -151,6 +151,9 @@ def tracker_class(kind):
     if kind == "neptune":
         from neptune_integration import NeptuneTracker
         return NeptuneTracker
+    if kind == "mlflow":
+        from mlflow_tracking import MlflowTracker
+        return MlflowTracker
     return tracking.Tracker
 
 
@@ -172,17 +175,18 @@ def wandb_watch_tracker():
 
 
 def local_footprint(kind, out_dir):
-    """Bytes and files of the tracker's own local data (checkpoints, which it references, excluded)."""
+    """Bytes and files of the tracker's own local data: the checkpoints W&B and Neptune reference
+    are excluded; the copy of each model version in MLflow's artifact store is counted."""
     roots = {"wandb": ["wandb", ".wandb-data", ".wandb-cache", ".wandb-artifacts", ".wandb-config"],
-             "neptune": [".neptune"]}[kind.split("_")[0]]
+             "neptune": [".neptune"], "mlflow": ["mlflow.db", "mlartifacts"]}[kind.split("_")[0]]
     size = files = 0
     for root in roots:
-        for folder, _, names in os.walk(os.path.join(out_dir, root)):
-            for name in names:
-                path = os.path.join(folder, name)
-                if not os.path.islink(path):
-                    size += os.path.getsize(path)
-                    files += 1
+        root = os.path.join(out_dir, root)
+        paths = [root] if os.path.isfile(root) else [os.path.join(d, n) for d, _, ns in os.walk(root) for n in ns]
+        for path in paths:
+            if not os.path.islink(path):
+                size += os.path.getsize(path)
+                files += 1
     return size, files
 
 
@@ -197,6 +201,15 @@ def log_latency(kind, calls, out_dir):
             run.log({"x": float(i)}, step=i)
         per_call = (time.perf_counter() - t0) / calls
         run.finish()
+    elif kind == "mlflow":
+        import mlflow  # imported already by the tracked runs, with its config folder under --out-dir
+        mlflow.set_tracking_uri(f"sqlite:///{out_dir}/mlflow.db")
+        mlflow.start_run(experiment_id=mlflow.create_experiment(f"latency-{time.time_ns()}", artifact_location=out_dir))
+        t0 = time.perf_counter()
+        for i in range(calls):
+            mlflow.log_metric("x", float(i), step=i, synchronous=False)  # queued, as the script's per-step metrics
+        per_call = (time.perf_counter() - t0) / calls
+        mlflow.end_run()
     else:
         import neptune
         os.environ["NEPTUNE_DATA_DIRECTORY"] = os.path.join(out_dir, ".neptune")
@@ -305,9 +318,9 @@ def main():
     # (epoch metrics, histograms, model version) are timed apart: they come once an epoch.
     t_batch, t_steps = (64, 60) if cpu else (256, 500)
     t_repeats = repeats + 2
-    kinds = [k for k in ("wandb", "neptune") if available(k)]
-    names = {"wandb": "W&B", "neptune": "Neptune", "wandb_watch": "W&B with wandb.watch"}
-    for kind in {"wandb", "neptune"} - set(kinds):
+    kinds = [k for k in ("wandb", "neptune", "mlflow") if available(k)]
+    names = {"wandb": "W&B", "neptune": "Neptune", "mlflow": "MLflow", "wandb_watch": "W&B with wandb.watch"}
+    for kind in {"wandb", "neptune", "mlflow"} - set(kinds):
         say(f"{names[kind]}: not installed here, not measured")
     measured = kinds + (["wandb_watch"] if a.compare_watch and "wandb" in kinds else [])
     variants = ["none", *measured]

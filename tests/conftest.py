@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.join(ROOT, "report"))
 import data  # noqa: E402
 import records  # noqa: E402
 
-SCRIPTS = ["wandb_setup_script.py", "neptune_integration.py"]
+SCRIPTS = ["wandb_setup_script.py", "neptune_integration.py", "mlflow_tracking.py"]
 WANDB_KEY = "wandbfakekey" + "0123456789abcdef" * 3  # W&B wants 40+ characters
 NEPTUNE_TOKEN = "neptunefaketoken" + "fedcba9876543210" * 3
 NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
@@ -47,8 +47,9 @@ def cifar_dir(tmp_path_factory):
 
 def clean_env(home, **extra):
     """The environment of a user with an empty home and no tracker credentials."""
+    # Without PYTEST_CURRENT_TEST: MLflow turns its telemetry (a file under home) off under pytest.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("WANDB_", "NEPTUNE_")) and k != "MPLCONFIGDIR"}
+           if not k.startswith(("WANDB_", "NEPTUNE_", "MLFLOW_")) and k not in ("MPLCONFIGDIR", "PYTEST_CURRENT_TEST")}
     env.update(HOME=str(home), PYTHONUNBUFFERED="1", **NO_NETWORK)
     env.update(extra)
     return env
@@ -81,6 +82,20 @@ def wandb_epochs(records_):
     return [r["history"]["item"] for r in records_ if r["type"] == "history" and "epoch" in r["history"]["item"]]
 
 
+def mlflow_record(out_dir):
+    """The MLflow client on the offline store in out_dir, and its one run (all segments: one run)."""
+    from mlflow import MlflowClient  # here: the pytest process imports mlflow only under a running test
+    uri = f"sqlite:///{out_dir}/mlflow.db"
+    client = MlflowClient(uri, uri)
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return client, run
+
+
+def mlflow_series(out_dir, key):
+    client, run = mlflow_record(out_dir)
+    return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+
+
 def neptune_ops(out_dir, segments=1):
     """Every operation of the run's offline Neptune logs (JSON lines under its data directory)."""
     assert len(records.neptune_folders(out_dir)) == segments, records.neptune_folders(out_dir)
@@ -111,13 +126,14 @@ def files_containing(root, secret):
     return hits
 
 
-def answer_prompt(args, home, prompt, answer, timeout=120, **env):
-    """Run a script on a pseudo-terminal, type `answer` at `prompt`; its exit code, screen, and seconds."""
+def answer_prompt(args, home, prompt, answer, timeout=120, more=(), **env):
+    """Run a script on a pseudo-terminal, type `answer` at `prompt` (then each (prompt, answer) of
+    `more` in turn); its exit code, screen, and seconds."""
     pid, fd = pty.fork()
     if pid == 0:
         os.chdir(ROOT)
         os.execve(sys.executable, [sys.executable, *map(str, args)], clean_env(home, **env))
-    screen, answered, start = b"", False, time.time()
+    todo, screen, seen, start = [(prompt, answer), *more], b"", 0, time.time()
     while time.time() - start < timeout:
         try:
             chunk = os.read(fd, 4096)
@@ -126,9 +142,9 @@ def answer_prompt(args, home, prompt, answer, timeout=120, **env):
         if not chunk:
             break
         screen += chunk
-        if not answered and prompt.encode() in screen:
-            os.write(fd, answer.encode() + b"\n")
-            answered = True
+        if todo and todo[0][0].encode() in screen[seen:]:
+            os.write(fd, todo.pop(0)[1].encode() + b"\n")
+            seen = len(screen)
     _, status = os.waitpid(pid, 0)
-    assert answered, screen.decode(errors="replace")
+    assert not todo, screen.decode(errors="replace")
     return os.waitstatus_to_exitcode(status), screen.decode(errors="replace"), time.time() - start

@@ -9,9 +9,14 @@ import shutil
 import pytest
 
 import records
-from conftest import NEPTUNE_TOKEN, SCRIPTS, WANDB_KEY, quick_args, run_script
+from conftest import NEPTUNE_TOKEN, SCRIPTS, WANDB_KEY, mlflow_record, quick_args, run_script
 
 TOKENS = {"WANDB_API_KEY": WANDB_KEY, "NEPTUNE_API_TOKEN": NEPTUNE_TOKEN}
+
+
+def artifacts(client, run_id, path=None):
+    return [f for e in client.list_artifacts(run_id, path)
+            for f in (artifacts(client, run_id, e.path) if e.is_dir else [e.path])]
 
 
 def referenced(script, out):
@@ -25,6 +30,16 @@ def referenced(script, out):
         files += [e["local_path"] for e in manifests if e.get("local_path")]
         files += [e["ref"][len("file://"):] for e in manifests if e.get("ref", "").startswith("file://")]
         return json.dumps(rs), files
+    if script == "mlflow_tracking.py":  # the store's text (every location it records) and the run's artifacts
+        import sqlite3
+        client, run = mlflow_record(out)
+        with sqlite3.connect(out / "mlflow.db") as db:
+            text = json.dumps([row for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                               .fetchall() for row in db.execute(f'SELECT * FROM "{table}"').fetchall()], default=str)
+        local = run.info.artifact_uri[len("file://"):]
+        files = [os.path.join(local, a) for a in artifacts(client, run.info.run_id)]
+        files += [v.source[len("file://"):] for v in client.search_model_versions()]
+        return text, files
     ops = records.neptune_ops(str(out))
     files = [op["file_path"] for op in ops if op["type"] == "UploadFile" and op.get("file_path")]
     files += [g for op in ops if op["type"] == "UploadFileSet" for g in op["file_globs"]]

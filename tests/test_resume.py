@@ -12,8 +12,8 @@ import time
 import pytest
 
 import records
-from conftest import (NEPTUNE_TOKEN, ROOT, SCRIPTS, WANDB_KEY, clean_env, neptune_assigned, neptune_ops,
-                      neptune_series, run_script, wandb_epochs, wandb_records)
+from conftest import (NEPTUNE_TOKEN, ROOT, SCRIPTS, WANDB_KEY, clean_env, mlflow_record, mlflow_series,
+                      neptune_assigned, neptune_ops, neptune_series, run_script, wandb_epochs, wandb_records)
 
 COMPARED = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr"]
 TOKENS = {"WANDB_API_KEY": WANDB_KEY, "NEPTUNE_API_TOKEN": NEPTUNE_TOKEN}
@@ -50,8 +50,11 @@ def interrupt_in_epoch_2(script, out, signum, home):
 def recorded_epochs(script, out, segments):
     if script == "wandb_setup_script.py":
         return [{k: e[k] for k in COMPARED} for e in wandb_epochs(wandb_records(str(out), segments))]
-    ops = neptune_ops(str(out), segments)
-    series = {k: neptune_series(ops, k) for k in COMPARED}
+    if script == "mlflow_tracking.py":  # one MLflow run, whatever the segments
+        series = {k: mlflow_series(out, k) for k in COMPARED}
+    else:
+        ops = neptune_ops(str(out), segments)
+        series = {k: neptune_series(ops, k) for k in COMPARED}
     return [{k: series[k][i][1] for k in COMPARED} for i in range(len(series["epoch"]))]
 
 
@@ -108,6 +111,11 @@ def record(script, out):
                     if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {})]
         return ([int(i["epoch"]) for i in items if "val/acc" in i],
                 [int(i["global_step"]) for i in items if "train/batch_loss" in i], len(finals), test_acc)
+    if script == "mlflow_tracking.py":
+        client, run = mlflow_record(out)
+        finals = [v for v in client.search_model_versions() if "test_acc" in v.tags]
+        return ([s for s, _ in mlflow_series(out, "val/acc")], [s for s, _ in mlflow_series(out, "train/batch_loss")],
+                len(finals), [v for _, v in mlflow_series(out, "test/acc")])
     ops = records.neptune_ops(str(out))
     finals = [op for op in ops if op["type"] == "UploadFile" and op["path"] == ["model", "checkpoints", "final"]]
     test_acc = [op["value"] for op in ops if op["type"] == "AssignFloat" and op["path"] == ["test", "acc"]]
@@ -166,7 +174,8 @@ def test_second_signal_during_a_slow_finish_stops_waiting(script, tmp_path):
     out_text, err_text = proc.communicate(timeout=60)
     assert proc.returncode == 130, err_text[-2000:]
     assert "stopped waiting" in err_text and "Traceback" not in err_text
-    assert ("wandb sync" if script == "wandb_setup_script.py" else "neptune sync") in out_text
+    assert {"wandb_setup_script.py": "wandb sync", "neptune_integration.py": "neptune sync",
+            "mlflow_tracking.py": "mlflow ui"}[script] in out_text
     assert record(script, tmp_path)[0] == [1]  # what was recorded before is there
 
 
@@ -179,6 +188,8 @@ def test_non_finite_loss_stops_and_marks_the_run_failed(script, tmp_path):
     if script == "wandb_setup_script.py":
         [exit_record] = [r["exit"] for r in wandb_records(str(tmp_path)) if r["type"] == "exit"]
         assert exit_record["exit_code"] == 1
+    elif script == "mlflow_tracking.py":
+        assert mlflow_record(tmp_path)[1].info.status == "FAILED"
     else:
         ops = neptune_ops(str(tmp_path))
         assert neptune_assigned(ops, "sys/failed") is True and neptune_assigned(ops, "status") == "failed"
