@@ -28,6 +28,6 @@ report: .venv/installed
 	$(PY) report/build.py --out-dir $(OUT) --bench $(OUT)/benchmark.json --pdf report/report.pdf
 
 test: .venv/installed
-	$(PY) -m pytest -q --durations=8 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=8 tests
 
 .PHONY: run benchmark report test
