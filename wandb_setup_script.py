@@ -152,17 +152,30 @@ class WandbTracker(tracking.Tracker):
             where = "the key you typed"
         server = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
         try:
-            tracking.call_with_timeout(lambda: wandb.login(verify=True), timeout_s)
-        except TimeoutError:
+            refused = self.verify_key(timeout_s)
+        except subprocess.TimeoutExpired:
             raise tracking.UsageError(f"no answer from the W&B server {server} within {timeout_s} s "
                                       "(no network?); run with --mode offline to track locally") from None
-        except Exception as e:
-            text = tracking.first_line(e)
-            if "busy" in text or "connect" in text.lower() or "timed out" in text.lower():
-                raise tracking.UsageError(f"no answer from the W&B server {server} (no network?): the key "
-                                          "was not checked; run with --mode offline to track locally") from None
-            raise tracking.UsageError(f"the W&B server {server} refused {where}: {text}; "
-                                      "run with --mode offline to track locally") from None
+        if refused and any(w in refused.lower() for w in ("busy", "connect", "timed out", "resolve")):
+            raise tracking.UsageError(f"no answer from the W&B server {server} (no network?): the key "
+                                      "was not checked; run with --mode offline to track locally")
+        if refused:
+            raise tracking.UsageError(f"the W&B server {server} refused {where}: {refused}; "
+                                      "run with --mode offline to track locally")
+
+    @staticmethod
+    def verify_key(timeout_s):
+        """W&B's reason for refusing the key, or None if the server accepts it. Checked by
+        wandb.login(verify=True) in a child process: a server that never answers leaves W&B's
+        service waiting on it, and this process would wait for that service at exit."""
+        check = ("import sys, wandb\ntry:\n    wandb.login(verify=True)\n"
+                 "except Exception as e:\n    print('REFUSED', e, file=sys.stderr)\n    sys.exit(1)")
+        result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=timeout_s,
+                                stdin=subprocess.DEVNULL)
+        if result.returncode == 0:
+            return None
+        reason = result.stderr.rpartition("REFUSED ")[2] or result.stderr.strip() or "no reason given"
+        return tracking.first_line(reason)
 
     def start(self, config, model):
         a = self.args

@@ -2,6 +2,7 @@
 import os
 import pickle
 import pty
+import signal
 import subprocess
 import sys
 import time
@@ -145,6 +146,14 @@ def answer_prompt(args, home, prompt, answer, timeout=120, more=(), **env):
         if todo and todo[0][0].encode() in screen[seen:]:
             os.write(fd, todo.pop(0)[1].encode() + b"\n")
             seen = len(screen)
-    _, status = os.waitpid(pid, 0)
+    while True:  # still running after the timeout: a hang is a failure, not a wait
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.time() - start > timeout:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            break
+        time.sleep(0.2)
     assert not todo, screen.decode(errors="replace")
     return os.waitstatus_to_exitcode(status), screen.decode(errors="replace"), time.time() - start
