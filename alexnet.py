@@ -1,7 +1,7 @@
-"""The CIFAR-10 AlexNet of the original study and the training engine both tracker scripts drive.
+"""The CIFAR-10 AlexNet of the original study and the training engine the tracker scripts drive.
 
 The engine knows no tracker: it reports through the `Tracker` interface (tracking.py) at fixed
-points — start, dataset, step and epoch metrics, checkpoints, evaluation, summary, finish.
+points — dataset, step metrics, epoch metrics with a new best checkpoint, and the results.
 """
 import contextlib
 import json

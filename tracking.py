@@ -1,6 +1,7 @@
-"""What both tracker scripts share: the tracker interface, the command line, and `main()`.
+"""What the tracker scripts share: the tracker interface, the command line, and `main()`.
 
-`wandb_setup_script.py` and `neptune_integration.py` each implement `Tracker` and call `main`.
+`wandb_setup_script.py`, `neptune_integration.py` and `mlflow_tracking.py` each implement
+`Tracker` and call `main`, which owns the tracker run's lifecycle.
 """
 import argparse
 import os
