@@ -135,16 +135,17 @@ class NeptuneTracker(tracking.Tracker):
                 return self.run[path].fetch_values()["step"].tolist() if self.run.exists(path) else []
             return alexnet.Recorded(int(max(steps("train/batch_loss"), default=0)), {int(e) for e in steps("epoch")},
                                     self.run.exists("test/acc"))
+        # A kill -9 may cut the log between two operations: each check reads the call's last one.
         ops = [op for folder in self.earlier for op in operations(folder)]
         series = {key: [v["step"] for op in ops if op["type"] == "LogFloats" and "/".join(op["path"]) == key
-                        for v in op["values"]] for key in ("train/batch_loss", "epoch")}
-        return alexnet.Recorded(int(max(series["train/batch_loss"], default=0)), {int(e) for e in series["epoch"]},
+                        for v in op["values"]] for key in ("train/batch_acc", "epoch")}
+        return alexnet.Recorded(int(max(series["train/batch_acc"], default=0)), {int(e) for e in series["epoch"]},
                                 assigned(ops, "test/acc") is not None)
 
     def log_epoch(self, metrics, step, checkpoint=None):
         if checkpoint:
             self.log_model(checkpoint)
-        for key, value in metrics.items():
+        for key, value in sorted(metrics.items(), key=lambda kv: kv[0] == "epoch"):  # "epoch" last
             self.run[key].append(value, step=metrics["epoch"])
 
     def log_model(self, checkpoint):
@@ -165,7 +166,7 @@ class NeptuneTracker(tracking.Tracker):
     def log_results(self, evaluation, checkpoint, summary, step):
         self.log_evaluation(evaluation)
         self.log_model(checkpoint)
-        for key, value in summary.items():
+        for key, value in sorted(summary.items(), key=lambda kv: kv[0] == "test/acc"):  # "test/acc" last
             self.run[key] = value
 
     def log_evaluation(self, evaluation):
