@@ -1,9 +1,10 @@
-# make run        set up, train and track the job with both tools offline (no account needed),
+# make run        set up, train and track the job with each tool offline (no account needed),
 #                 then build a report of those runs: $(OUT)/report.pdf
 # make benchmark  the engine's and the trackers' costs: $(OUT)/benchmark.json
-# make report     rebuild the committed report/report.pdf from the runs and the benchmark in $(OUT)
+# make evidence   replace report/evidence with the runs (and benchmark) in $(OUT)
+# make report     rebuild the committed report/report.pdf from report/evidence alone
 # make test       set up, then run the test suite
-# Variables: DATA (CIFAR-10 folder, default data), OUT (default runs), ARGS (more flags for both scripts).
+# Variables: DATA (CIFAR-10 folder, default data), OUT (default runs), ARGS (more flags for every script).
 PY := .venv/bin/python
 DATA ?= data
 OUT ?= runs
@@ -17,17 +18,21 @@ ARGS ?=
 run: .venv/installed
 	$(PY) wandb_setup_script.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/wandb $(ARGS)
 	$(PY) neptune_integration.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/neptune $(ARGS)
-	$(PY) report/build.py --out-dir $(OUT) $(if $(wildcard $(OUT)/benchmark.json),--bench $(OUT)/benchmark.json)
+	$(PY) mlflow_tracking.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/mlflow $(ARGS)
+	$(PY) report/build.py --runs $(OUT) --pdf $(OUT)/report.pdf
 
 benchmark: .venv/installed
 	mkdir -p $(OUT)
 	$(PY) benchmarks/run.py --quick --json > $(OUT)/benchmark.json.part
 	mv $(OUT)/benchmark.json.part $(OUT)/benchmark.json
 
+evidence: .venv/installed
+	$(PY) report/collect.py --runs $(OUT) $(if $(wildcard $(OUT)/benchmark.json),--bench $(OUT)/benchmark.json)
+
 report: .venv/installed
-	$(PY) report/build.py --out-dir $(OUT) --bench $(OUT)/benchmark.json --pdf report/report.pdf
+	$(PY) report/build.py --pdf report/report.pdf
 
 test: .venv/installed
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=8 tests
 
-.PHONY: run benchmark report test
+.PHONY: run benchmark evidence report test

@@ -20,24 +20,11 @@ from neptune.utils import stringify_unsupported
 
 import alexnet
 import tracking
+from neptune_export import assigned, operations  # the reader of Neptune's operation log
 
 TOKEN_PLACE = "the Neptune app's user menu (bottom left) > Get your API token"
 PROJECT = re.compile(r"^[\w.-]+/[\w.-]+$")
 SOURCE = os.path.dirname(os.path.abspath(__file__))
-
-
-def operations(folder):
-    """Every operation of one run's offline or async queue (JSON lines, `data-N.log`), in order.
-    A line cut short by a hard kill (the client writes through a buffer) ends the log."""
-    ops = []
-    for log in sorted(glob.glob(os.path.join(folder, "data-*.log")), key=lambda p: int(p.rsplit("-", 1)[1][:-4])):
-        with open(log) as f:
-            for line in f:
-                try:
-                    ops.append(json.loads(line)["obj"])
-                except ValueError:
-                    return ops
-    return ops
 
 
 def repoint(value, old, new):
@@ -49,11 +36,6 @@ def repoint(value, old, new):
     if isinstance(value, dict):
         return {k: repoint(v, old, new) for k, v in value.items()}
     return value
-
-
-def assigned(ops, path):
-    values = [op["value"] for op in ops if op["type"].startswith("Assign") and "/".join(op["path"]) == path]
-    return values[-1] if values else None
 
 
 class NeptuneTracker(tracking.Tracker):
@@ -158,9 +140,7 @@ class NeptuneTracker(tracking.Tracker):
         if checkpoint.final:  # the final version is the best one, with its test accuracy
             meta["test_acc"] = checkpoint.test_acc
             self.run["model/final"] = meta
-            self.run["model/best/test_acc"] = checkpoint.test_acc
-        else:
-            self.run["model/best"] = meta
+        self.run["model/best"] = meta  # as W&B's aliases best and latest: the newest version logged
         self.run["model/latest"] = meta
 
     def log_results(self, evaluation, checkpoint, summary, step):

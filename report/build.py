@@ -1,124 +1,44 @@
-"""Build the comparison report (report/report.pdf) from the runs in --out-dir and a benchmark.
+"""Build the comparison report (a PDF) from the three tools' records of one job and a benchmark.
 
-    python report/build.py --out-dir runs --bench runs/benchmark.json
+    python report/build.py                                   # report/report.pdf from report/evidence
+    python report/build.py --runs runs --pdf runs/report.pdf  # a report of your own runs (`make run`)
 
---out-dir holds the two runs of the same job as `make run` writes them: wandb/ (W&B offline)
-and neptune/ (Neptune offline). Every number in the report is read from those records (each
-tool's own, not the engine's), from the benchmark's JSON, or from probes of the installed clients.
+The folder given by --runs holds the job as each script recorded it offline: wandb/ (W&B),
+neptune/ (Neptune) and mlflow/ (MLflow), plus the optional files report/collect.py adds
+(benchmark.json, footprint.json, leet_screen.txt, torchrun.json, mlflow_ui.png, export.txt).
+Every number is read from those records, the benchmark or a probe of the installed clients; every
+rating and matrix cell comes from report/rubric.py; the text is laid out by Typst.
 """
 import argparse
+import datetime
 import json
 import os
+import shutil
 import sys
 import tempfile
-import textwrap
-import time
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402
-from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+import probes as client_probes  # noqa: E402
 import records  # noqa: E402
-from tracking import first_line  # noqa: E402
+import rubric  # noqa: E402
 
-A4 = (8.27, 11.69)
-SECTIONS = ["1. What was compared and how", "2. The nine criteria", "3. Offline capability matrix",
-            "4. Measured cost", "5. Training results from each tool's records", "6. Which tool for whom, in 2026"]
-W_COLOR, N_COLOR = "#d9a400", "#1f5fbf"
-
-
-def probe_offline(work):
-    """Ask the installed clients, in offline mode, for what the matrix claims they refuse."""
-    import neptune
-    import wandb
-    found = {}
-    os.environ["NEPTUNE_DATA_DIRECTORY"] = os.path.join(work, ".neptune")
-    try:
-        neptune.init_model(key="PROBE", project="probe/probe", mode="offline")
-        found["neptune_registry"] = "accepted"
-    except Exception as e:
-        found["neptune_registry"] = f"{type(e).__name__}: {first_line(e)}"
-    run = wandb.init(mode="offline", dir=work, project="probe", settings=wandb.Settings(silent=True))
-    try:
-        run.use_artifact("dataset:latest")
-        found["wandb_use_artifact"] = "accepted"
-    except Exception as e:
-        found["wandb_use_artifact"] = f"{type(e).__name__}: {first_line(e)}"
-    run.finish()
-    found["versions"] = {"wandb": wandb.__version__, "neptune": neptune.__version__}
-    return found
-
-
-class Report:
-    def __init__(self, pdf):
-        self.pdf, self.page = pdf, 0
-
-    def new_page(self, title=None):
-        self.page += 1
-        fig = plt.figure(figsize=A4)
-        fig.text(0.5, 0.025, f"W&B vs Neptune on AlexNet/CIFAR-10 - page {self.page}", ha="center", size=7, color="grey")
-        if title:
-            fig.text(0.07, 0.95, title, size=15, weight="bold")
-        return fig
-
-    def save(self, fig):
-        self.pdf.savefig(fig)
-        plt.close(fig)
-
-    @staticmethod
-    def text(fig, y, paragraphs, size=9.5, width=98, x=0.07, gap=0.6):
-        """Wrapped paragraphs from height y down; returns the height below them."""
-        line = size / 72 / A4[1] * 1.45
-        for para in paragraphs:
-            bold = para.startswith("## ")
-            wrapped = textwrap.wrap(para[3:] if bold else para, width=width) or [""]
-            for text in wrapped:
-                fig.text(x, y, text, size=size + (1.5 if bold else 0), weight="bold" if bold else "normal", va="top",
-                         family="monospace" if para.startswith("    ") else "sans-serif")
-                y -= line
-            y -= line * gap
-        return y
-
-    @staticmethod
-    def table(fig, top, columns, rows, widths, size=7.5, header_color="#e8e8e8"):
-        """A table whose cells wrap to their column's width in characters; returns the height below it."""
-        line = size / 72 / A4[1] * 1.35
-        x0, total = 0.07, 0.86
-        scale = total / sum(widths)
-        y = top
-        for r, row in enumerate([columns] + rows):
-            # ~9/size characters per width unit; bold (header, first column) is wider
-            cells = [textwrap.wrap(str(c), width=max(4, int(w * 9 / size * (0.85 if r == 0 or k == 0 else 1))))
-                     or [""] for k, (c, w) in enumerate(zip(row, widths))]
-            height = max(len(c) for c in cells) * line + line * 0.6
-            x = x0
-            for c, (lines, w) in enumerate(zip(cells, widths)):
-                fig.patches.append(plt.Rectangle((x, y - height), w * scale, height, transform=fig.transFigure,
-                                                 fill=r == 0, facecolor=header_color, edgecolor="#999999", lw=0.5))
-                for k, text in enumerate(lines):
-                    fig.text(x + 0.005, y - line * (0.35 + k) - line * 0.3, text, size=size, va="top",
-                             weight="bold" if r == 0 or c == 0 else "normal")
-                x += w * scale
-            y -= height
-        return y - 0.015
-
-
-def pct(ratio):
-    return f"{(ratio - 1) * 100:+.1f}%"
+EVIDENCE = os.path.join(HERE, "evidence")
+TOOLS = rubric.TOOLS
+COLORS = {"W&B": "#d9a400", "Neptune": "#1f5fbf", "MLflow": "#0b8a55"}
+PREFIX = rubric.BENCH_PREFIX
 
 
 class BenchmarkError(Exception):
     """The benchmark file is empty or incomplete (a stopped benchmark)."""
 
 
-BENCH_KEYS = ("hardware", "engine_vs_bare_step_ratio", "wandb_overhead_ratio", "neptune_overhead_ratio",
-              "wandb_start_s", "neptune_start_s", "wandb_local_bytes_per_run", "wandb_log_call_ms",
-              "augment_speedup_vs_pil")
+BENCH_KEYS = ("hardware", "engine_vs_bare_step_ratio", "overhead_run_spread", "augment_speedup_vs_pil",
+              *(f"{p}_{k}" for p in PREFIX.values() for k in ("overhead_ratio", "start_s", "finish_s", "epoch_end_s",
+                                                              "log_call_ms", "local_bytes_per_run")))
 
 
 def read_benchmark(path):
@@ -136,349 +56,565 @@ def read_benchmark(path):
     return bench
 
 
-def build(out_dir, bench_path, pdf_path):
-    """The report of the runs in out_dir; without a benchmark (bench_path None) its costs are left out."""
-    w = records.read_wandb(os.path.join(out_dir, "wandb"))
-    n = records.read_neptune(os.path.join(out_dir, "neptune"))
-    bench = read_benchmark(bench_path) if bench_path else None
-    probes = probe_offline(tempfile.mkdtemp(prefix="probe-"))
-    cfg, hw = w["config"], (bench or {}).get("hardware", {"cpu": w["config"].get("cpu"), "cpu_count": w["config"].get("cpu_count"), "device": w["config"].get("device")})
-    data_source = next(json.loads(a["metadata"]) for a in w["dataset_artifacts"])["source"]
-    shared_copy = "checksums not verified" in data_source
-    os.makedirs(os.path.dirname(os.path.abspath(pdf_path)), exist_ok=True)
-    with PdfPages(pdf_path) as pdf:
-        rep = Report(pdf)
-        overview(rep, w, n, cfg, hw, probes, data_source, shared_copy)
-        criteria(rep, w, n, bench, probes)
-        what_was_stored(rep, w, n)
-        offline_matrix(rep, w, n, probes)
-        if bench:
-            costs(rep, bench)
-        curves(rep, w, n)
-        evaluation(rep, w, n)
-        verdict(rep, w, n, bench)
-        info = pdf.infodict()
-        info["Title"] = "Weights & Biases vs Neptune, 2026: one AlexNet/CIFAR-10 job tracked twice"
-    return {"pages": rep.page, "wandb": w, "neptune": n, "bench": bench}
+# Numbers that read right: a unit chosen by magnitude, digits by size, plurals, noise-aware differences.
+def seconds(s):
+    if s < 1e-3:
+        return f"{s * 1e6:.3g} µs"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    if s < 120:
+        return f"{s:.3g} s"
+    return f"{s / 60:.3g} min"
 
 
-def overview(rep, w, n, cfg, hw, probes, data_source, shared_copy):
-    fig = rep.new_page()
-    fig.text(0.07, 0.93, "Weights & Biases vs Neptune, 2026", size=20, weight="bold")
-    fig.text(0.07, 0.905, "One AlexNet/CIFAR-10 training job, tracked twice, compared from what each tool stored",
-             size=11, color="#444444")
-    fig.text(0.07, 0.885, f"Built {time.strftime('%Y-%m-%d')} by report/build.py from the runs and a benchmark "
-                          "in this repository", size=8, color="grey")
-    epochs = len(w["epochs"])
-    data_line = (f"The data is the shared JPEG-derived copy of CIFAR-10 (re-encoded images; per-channel means "
-                 f"agree with the official release to 4 decimals, standard deviations are about 1% lower), loaded "
-                 f"with --skip-checksum: {data_source}." if shared_copy else f"Data: {data_source}.")
-    rep.text(fig, 0.85, [
-        "## " + SECTIONS[0],
-        f"The job: the original study's CIFAR-10 AlexNet (5 convolutions, 3 linear layers, "
-        f"{cfg['model_params']:,} parameters), trained with the '{cfg['recipe']}' recipe: {cfg['optimizer']} "
-        f"at lr {cfg['lr']}, batch {cfg['batch_size']}, {cfg['warmup_epochs']} warmup epoch(s), {cfg['schedule']} "
-        f"schedule, label smoothing {cfg['label_smoothing']}, seed {cfg['seed']}, {cfg['val_fraction']:.0%} of the "
-        f"training images held out for validation, {cfg['epochs']} epochs"
-        + (f" on a {cfg['train_size']:,}-image subset of the training set" if cfg.get("train_size") else "") + ".",
-        data_line,
-        f"The same job ran twice from the same command line and seed: once with wandb_setup_script.py (W&B client "
-        f"{probes['versions']['wandb']}), once with neptune_integration.py (Neptune client "
-        f"{probes['versions']['neptune']}), both in offline mode on {cfg['device']} ({cfg['device_name']}, "
-        f"{cfg['cpu_count']} cores), torch {cfg['torch_version']}. Both scripts drive one training engine through the "
-        "same tracker interface, so a difference between the two runs is a difference between the tools. Each run "
-        f"recorded {epochs} epochs (W&B: {w['segments']} log segment(s), Neptune: {n['segments']}).",
-        "Everything below is read back from each tool's own local records: W&B's .wandb transaction log through "
-        "its official reader (wandb leet inspect --json) and Neptune's offline operation log (JSON lines under "
-        ".neptune/). The costs come from benchmarks/run.py, run on one machine in one process: "
-        f"{hw['cpu']}, {hw['cpu_count']} cores.",
-        "## What changed since the original study",
-        "neptune.ai's hosted app closed on 2026-03-05 and its data was deleted. The Neptune client (1.14) still "
-        "works offline and against self-hosted Neptune servers; its model registry is deprecated and refuses "
-        f"offline mode (asked now: \"{probes['neptune_registry']}\"). W&B refuses use_artifact offline (asked now: "
-        f"\"{probes['wandb_use_artifact']}\"), so an offline run can produce a dataset version but not consume one. "
-        "Neptune's offline mode records the path of an uploaded file, not its content: a file changed before "
-        "`neptune sync` uploads the changed bytes, so every checkpoint here is its own, never rewritten file.",
-        "## How to read the ratings",
-        "The original study rated each tool 1-3 on nine criteria from impressions. Here the scale is the same "
-        "(1: does not have it, 2: satisfactory, 3: works well and is easy), and every rating states the evidence "
-        "that earns it: what the runs stored, what the clients refused, and what was measured.",
-    ])
-    rep.save(fig)
+def size(n):
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
 
 
-def criteria(rep, w, n, bench, probes):
-    wm, nm = w["model_artifacts"], n["checkpoints"]
-    w_ds = w["dataset_artifacts"][0]
-    refs = [e for e in w_ds["manifest"]["contents"] if e.get("ref")]
-    hashed = sum(1 for _, h in n["tracked_files"] if h)
-    rows = [
-        ["Dataset versioning", 3, 2,
-         f"W&B: a 'dataset' artifact, digest {w_ds['digest'][:12]}, over dataset.json and {len(refs)} data files "
-         f"checksummed in place (md5 per file in the manifest) - computed offline. Neptune: track_files recorded "
-         f"{len(n['tracked_files'])} paths, {hashed} with a hash: offline the artifact hash is only computed at "
-         f"`neptune sync`, so a file changed before sync changes the version; dataset/version field "
-         f"{n['dataset'].get('version')}. W&B cannot use_artifact offline (lineage needs a server)."],
-        ["Model versioning", 3, 2,
-         f"W&B: {len(wm)} 'model' artifact versions with aliases ({', '.join(sorted(set(a for m in wm for a in m['aliases'])))}) "
-         f"and metadata (epoch, val acc, test acc on the final); the registry link needs a server. Neptune: "
-         f"{len(nm)} checkpoint uploads under model/checkpoints/ plus model/best and model/final fields; the model "
-         "registry is deprecated and refuses offline mode, and offline uploads record paths, not bytes."],
-        ["Collaboration", 3, 1,
-         "Both share runs only through a server. W&B: hosted service and self-hosted server, teams, `wandb sync` "
-         "of offline runs. Neptune: the hosted app closed on 2026-03-05; sharing now needs running your own "
-         "Neptune server, and offline segments of one resumed run arrive as separate runs."],
-        ["Framework integration", 3, 2,
-         f"PyTorch: W&B recorded gradient and parameter histograms {w['histogram_logs']} times (wandb.watch's "
-         f"histograms, binned by the script once an epoch); Neptune's core client has no histogram type. Both took the "
-         f"same tracker interface in one file; both run under torchrun with one run per launch."],
-        ["Report generation and management", 2, 1,
-         "Neither builds a report offline: this PDF is built from their records by report/build.py. W&B Reports "
-         "and Neptune dashboards live on a server; W&B's remains available as a service, Neptune's needs a "
-         "self-hosted server."],
-        ["Model visualization", 3, 2,
-         f"W&B: native confusion matrix (wandb.plot.confusion_matrix), per-class bar chart, a table of the "
-         f"{w['mistakes']} most confident mistakes with images, gradient histograms. Neptune: a confusion-matrix "
-         f"figure (rendered here with matplotlib), per-class fields, {n['mistakes']} mistake images with "
-         "descriptions; no histograms."],
-        ["Understandability", 3, 3,
-         "W&B: the offline log is binary but its official reader prints every record as JSON and `wandb leet` "
-         "shows the run in a terminal. Neptune: the offline log is plain JSON lines, one operation per line, "
-         "readable with any tool. Both use the same metric names here, so the two records read alike."],
-        ["Usability", 3, 2,
-         (f"Start: W&B {bench['wandb_start_s']:.1f} s, Neptune {bench['neptune_start_s']:.1f} s; finish: "
-          f"{bench['wandb_finish_s']:.1f} s and {bench['neptune_finish_s']:.1f} s. " if bench else
-          "Start and finish times: not measured (no benchmark given). ") + "W&B: API key from "
-         "https://wandb.ai/authorize, works without a server of your own. Neptune: token from the app's user "
-         "menu, a workspace/project name, and in 2026 a server you run yourself; `neptune sync` needs "
-         "setuptools<81 for pkg_resources."],
-        ["Debuggability", 3, 2,
-         f"Both captured the console (W&B {w['console_records']} console records, Neptune {n['console_lines']} "
-         f"stdout/stderr lines) and system metrics (W&B {w['system_metric_records']} samples, Neptune "
-         f"{n['hardware_points']} CPU/memory points); Neptune also uploaded the source files. A failed run is "
-         "marked failed by both. Interrupted and resumed offline, W&B's segments merge on sync by run id; "
-         "Neptune's do not (custom_run_id is not kept offline)."],
-    ]
-    for part, chunk in ((1, rows[:5]), (2, rows[5:])):
-        fig = rep.new_page(f"{SECTIONS[1]} ({part}/2)")
-        y = 0.92
-        if part == 1:
-            y = rep.text(fig, y, ["Scale: 1 does not have it, 2 satisfactory, 3 works well and is easy. "
-                                  "Evidence: what the offline runs of the same job stored, what the clients "
-                                  "refused, and the benchmark."])
-        rep.table(fig, y, ["Criterion", "W&B", "Neptune", "Evidence (from the runs and measurements)"],
-                  [[c, str(a), str(b), e] for c, a, b, e in chunk], [20, 6, 9, 65], size=8)
-        if part == 2:
-            total_w, total_n = sum(r[1] for r in rows), sum(r[2] for r in rows)
-            fig.text(0.07, 0.12, f"Total over the nine criteria: W&B {total_w} / 27, Neptune {total_n} / 27.",
-                     size=11, weight="bold")
-        rep.save(fig)
+def plural(n, word, words=None):
+    return f"{n:,} {word if n == 1 else words or word + 's'}"
 
 
-def what_was_stored(rep, w, n):
-    fig = rep.new_page("What each run stored: versions")
-    rows = []
-    for a in w["dataset_artifacts"] + w["model_artifacts"]:
-        meta = json.loads(a.get("metadata") or "{}")
-        detail = (f"version {meta.get('version')}, {meta.get('train_size')} train / {meta.get('val_size')} val / "
-                  f"{meta.get('test_size')} test" if a["type"] == "dataset" else
-                  f"epoch {meta.get('epoch')}, val acc {meta.get('val_acc', 0):.4f}"
-                  + (f", test acc {meta['test_acc']:.4f}" if "test_acc" in meta else ""))
-        rows.append([f"{a['type']} {a['name']}", a["digest"][:16], ", ".join(a["aliases"]), detail])
-    y = rep.text(fig, 0.92, ["## W&B artifacts (from the .wandb log)"])
-    y = rep.table(fig, y, ["Artifact", "Digest", "Aliases", "Metadata"], rows[:14], [30, 18, 22, 34], size=7)
-    y = rep.text(fig, y - 0.01, ["## Neptune fields and uploads (from the operation log)"])
-    nrows = [[p, os.path.basename(f or "")] for p, f in n["checkpoints"]][:12]
-    nrows += [["model/best", json.dumps(n["model_best"])[:80]], ["model/final", json.dumps(n["model_final"])[:80]],
-              ["dataset/files (track_files)", f"{len(n['tracked_files'])} paths; hashes recorded offline: "
-                                              f"{sum(1 for _, h in n['tracked_files'] if h)}"],
-              ["dataset/version", str(n["dataset"].get("version"))]]
-    rep.table(fig, y, ["Field", "Value (uploads: the recorded file path)"], nrows, [35, 69], size=7)
-    rep.save(fig)
+def pct(x):
+    return f"{x * 100:.2f}%"
 
 
-def offline_matrix(rep, w, n, probes):
-    works, server, none = "works offline", "needs a server", "unavailable"
-    hashed = sum(1 for _, h in n["tracked_files"] if h)
-    rows = [
-        ["Config, metrics, summary", works, works, f"{len(w['epochs'])} / {len(n['epochs'])} epochs recorded"],
-        ["System metrics", works, works, f"{w['system_metric_records']} W&B samples; {n['hardware_points']} Neptune points"],
-        ["Console capture", works, works, f"{w['console_records']} / {n['console_lines']} records"],
-        ["Dataset version (hash)", works, server if not hashed else works,
-         f"W&B digest {w['dataset_artifacts'][0]['digest'][:12]} offline; Neptune track_files: {hashed} of "
-         f"{len(n['tracked_files'])} hashed offline (at sync otherwise)"],
-        ["Dataset lineage (use a version)", server, none, f"W&B offline: {probes['wandb_use_artifact']}"],
-        ["Model versions", works, works + " (paths only)",
-         f"{len(w['model_artifacts'])} W&B artifacts; {len(n['checkpoints'])} Neptune uploads by path"],
-        ["Model registry", server, none, f"Neptune offline: {probes['neptune_registry']}"],
-        ["Confusion matrix, image tables", works, works, f"W&B table of {w['mistakes']}; Neptune {n['mistakes']} images"],
-        ["Gradient histograms", works, none, f"wandb.Histogram: {w['histogram_logs']} logs; no Neptune 1.14 equivalent"],
-        ["Resume the same run", works + " (merged at sync)", server,
-         "W&B segments share the run id; Neptune keeps no custom_run_id offline: segments sync as separate runs"],
-        ["Local viewer", works, none, "`wandb leet` (terminal UI); Neptune's UI is its server"],
-        ["Sharing, reports, dashboards", server, server, "hosted W&B, or a self-hosted server of either"],
-    ]
-    fig = rep.new_page(SECTIONS[2])
-    y = rep.text(fig, 0.92, ["Each cell is established by the offline runs of this report (the records they left) or "
-                             "by asking the installed client now, in offline mode."])
-    y = rep.table(fig, y, ["Feature", "W&B 0.31", "Neptune 1.14", "How it was established"], rows, [24, 17, 17, 46])
-    colors = {works: "#2e7d32", server: "#ef6c00", none: "#c62828"}
-    rep.text(fig, y, [f"{k}: " + {works: "recorded locally, syncs later", server: "recorded only with a server",
-                                  none: "not available in this client"}[k] for k in colors], size=8)
-    rep.save(fig)
+def difference(ratio, noise):
+    """A time ratio against the no-tracker runs, or no measurable difference when within their spread."""
+    change = ratio - 1
+    if abs(change) <= noise:
+        return f"no measurable difference ({change * 100:+.1f}%)"
+    return f"{change * 100:+.1f}%"
 
 
-def costs(rep, b):
-    fig = rep.new_page(SECTIONS[3])
-    hw = b["hardware"]
-    y = rep.text(fig, 0.92, [
-        f"Measured by benchmarks/run.py{' --quick' if b.get('quick') else ''} on {hw['cpu']} ({hw['cpu_count']} cores, "
-        f"{hw['device']}), in one process, variants alternated, medians of repeats. Training time is the engine's "
-        "epoch time with the tracker offline divided by the same run with no tracker."])
-    rows = [
-        ["Logging call (one float), offline", f"{b['wandb_log_call_ms']:.3f} ms", f"{b['neptune_log_call_ms']:.3f} ms"],
-        ["Run start (init, config)", f"{b['wandb_start_s']:.2f} s", f"{b['neptune_start_s']:.2f} s"],
-        ["Epoch end (metrics, histograms, model version)", f"{b['wandb_epoch_end_s']:.2f} s",
-         f"{b['neptune_epoch_end_s']:.2f} s"],
-        ["Run finish (flush, close)", f"{b['wandb_finish_s']:.2f} s", f"{b['neptune_finish_s']:.2f} s"],
-        ["Training time, log every 50 steps", pct(b["wandb_overhead_ratio"]), pct(b["neptune_overhead_ratio"])],
-        ["Training time, log every step", pct(b["wandb_overhead_ratio_every_step"]),
-         pct(b["neptune_overhead_ratio_every_step"])],
-        ["Local run data (benchmark run)", f"{b['wandb_local_bytes_per_run'] / 1e6:.2f} MB, {b['wandb_local_files_per_run']} files",
-         f"{b['neptune_local_bytes_per_run'] / 1e6:.2f} MB, {b['neptune_local_files_per_run']} files"],
-    ]
-    y = rep.table(fig, y, ["Measure", "W&B", "Neptune"], rows, [46, 29, 29], size=8.5)
-    y = rep.text(fig, y, [
-        "Training time includes each client's background work (W&B's service process, Neptune's "
-        "hardware-metrics and console-capture threads). The overhead runs use batch 64 so that steps are short: "
-        "at the real batch of 256 the same absolute cost is a smaller share. "
-        f"Runs with no tracker differed by up to {b['overhead_run_spread']:.1%} among themselves: a ratio within "
-        "that of 1 is no measurable cost. The epoch-end calls come once an epoch (about 100 s on these 2 cores): "
-        "W&B hashes and stages the new model version and bins its gradient and parameter histograms (the script "
-        "does what wandb.watch would, once an epoch); Neptune records the file's path. Start and finish are "
-        "medians over repeated runs in one process, after each client has started its background service once.",
-        f"The engine itself: {b['engine_step_s'] * 1e3:.0f} ms per training step at batch 256 against "
-        f"{b['bare_step_s'] * 1e3:.0f} ms for a bare PyTorch loop on a fixed batch (ratio "
-        f"{b['engine_vs_bare_step_ratio']:.3f}); batched augmentation {b['augment_batched_img_s']:,.0f} img/s against "
-        f"{b['augment_pil_img_s']:,.0f} img/s for the study's per-image PIL pipeline on one thread "
-        f"({b['augment_speedup_vs_pil']:.1f}x)."])
-    ax = fig.add_axes([0.12, 0.1, 0.8, max(0.12, y - 0.16)])
-    labels = ["log call (ms)", "start (s)", "finish (s)"]
-    wv = [b["wandb_log_call_ms"], b["wandb_start_s"], b["wandb_finish_s"]]
-    nv = [b["neptune_log_call_ms"], b["neptune_start_s"], b["neptune_finish_s"]]
-    xs = range(len(labels))
-    ax.bar([x - 0.2 for x in xs], wv, 0.4, label="W&B", color=W_COLOR)
-    ax.bar([x + 0.2 for x in xs], nv, 0.4, label="Neptune", color=N_COLOR)
-    ax.set_xticks(list(xs), labels)
-    ax.set_ylabel("value (unit in the label)")
-    ax.set_title("Per-call and per-run costs, offline")
-    ax.legend()
-    rep.save(fig)
+def extreme(values, lowest=True):
+    """The tool with the lowest (or highest) value, and whether it is alone there."""
+    ordered = sorted(values.items(), key=lambda kv: kv[1], reverse=not lowest)
+    return ordered[0][0], len(ordered) < 2 or ordered[0][1] != ordered[1][1]
 
 
-def curve_data(w, n):
-    """The per-epoch values the curves page draws, from each tool's records."""
-    return {tool: {k: [e[k] for e in rec["epochs"]] for k in ("epoch", "train/loss", "val/loss", "train/acc", "val/acc")}
-            for tool, rec in (("W&B", w), ("Neptune", n))}
+# Typst: every text is a string literal, so no character of a value can be read as markup.
+def s(text):
+    return json.dumps(str(text), ensure_ascii=False)
 
 
-def curves(rep, w, n):
-    fig = rep.new_page(SECTIONS[4])
-    data = curve_data(w, n)
-    rep.text(fig, 0.92, ["Per-epoch values as each tool recorded them (W&B: solid line; Neptune: markers). They "
-                         "coincide because the job, seed and engine are the same: the trackers change nothing in "
-                         "training."])
-    for i, (key, label) in enumerate((("train/loss", "training loss"), ("val/loss", "validation loss"),
-                                      ("train/acc", "training accuracy"), ("val/acc", "validation accuracy"))):
-        ax = fig.add_axes([0.1 + (i % 2) * 0.45, 0.58 - (i // 2) * 0.29, 0.36, 0.2])
-        ax.plot(data["W&B"]["epoch"], data["W&B"][key], "-", color=W_COLOR, lw=2, label="W&B")
-        ax.plot(data["Neptune"]["epoch"], data["Neptune"][key], "o", color=N_COLOR, ms=4, label="Neptune")
-        ax.set(xlabel="epoch", ylabel=label, title=label)
+def par(text):
+    return f"#par({s(text)})\n\n"
+
+
+def heading(text, level=1):
+    return f"#heading(level: {level}, {s(text)})\n"
+
+
+def table(columns, header, rows, size_pt=8.5):
+    cells = ", ".join(f"[#strong({s(h)})]" for h in header)
+    body = ", ".join(c if isinstance(c, Raw) else s(c) for row in rows for c in row)
+    widths = "(" + ", ".join(columns) + ("," if len(columns) == 1 else "") + ")"
+    return (f"#block(breakable: true)[#set text(size: {size_pt}pt)\n#table(columns: {widths}, inset: 4pt, "
+            f"stroke: 0.4pt + gray, table.header({cells}), {body})]\n\n")
+
+
+class Raw(str):
+    """Typst code placed as is (a cell with a mark or an image)."""
+
+
+def mark(ok):
+    return Raw('text(fill: rgb("#2e7d32"))[yes]' if ok else 'text(fill: rgb("#c62828"))[no]')
+
+
+def code_block(text, size_pt=6.5):
+    return f"#block(fill: luma(245), inset: 6pt, width: 100%)[#set text(size: {size_pt}pt)\n#raw({s(text)}, block: true)]\n\n"
+
+
+def figure(path, caption, width="100%"):
+    return f"#figure(image({s(os.path.basename(path))}, width: {width}), caption: [#{s(caption)}])\n\n"
+
+
+# Figures (matplotlib), one unit per axis.
+def plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    pyplot.rcParams.update({"font.size": 8, "svg.hashsalt": "report", "figure.dpi": 150})
+    return pyplot
+
+
+def curves_figure(recs, path):
+    pyplot = plt()
+    fig, axes = pyplot.subplots(2, 2, figsize=(7.2, 4.6))
+    for ax, (key, label) in zip(axes.flat, (("train/loss", "training loss"), ("val/loss", "validation loss"),
+                                            ("train/acc", "training accuracy"), ("val/acc", "validation accuracy"))):
+        for tool, style, ms in (("W&B", "-", 0), ("Neptune", "o", 4), ("MLflow", "x", 5)):
+            data = curve_data(recs)[tool]
+            ax.plot(data["epoch"], data[key], style, color=COLORS[tool], ms=ms, lw=2, label=tool)
+        ax.set(xlabel="epoch", ylabel=label)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    rows = [[k, f"{w['summary'].get(k, float('nan')):.4f}", f"{n['summary'].get(k, float('nan')):.4f}"]
-            for k in records.SUMMARY_KEYS]
-    rep.table(fig, 0.2, ["Final value (best-validation checkpoint on the test set)", "W&B record", "Neptune record"],
-              rows, [50, 25, 25], size=8)
-    rep.save(fig)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot.close(fig)
 
 
-def evaluation(rep, w, n):
-    fig = rep.new_page("5. Training results: confusion matrix and per-class accuracy")
-    classes = w["classes"]
-    for i, (rec, title) in enumerate(((w, "W&B: confusion_matrix table"), (n, "Neptune: confusion_matrix_counts"))):
-        ax = fig.add_axes([0.1 + i * 0.46, 0.5, 0.36, 0.36])
-        m = rec["confusion"]
-        ax.imshow(m, cmap="Blues")
-        for (r, c), v in np.ndenumerate(m):
-            ax.text(c, r, v, ha="center", va="center", size=5, color="white" if v > m.max() / 2 else "black")
-        ax.set_xticks(range(len(classes)), classes, rotation=90, size=6)
-        ax.set_yticks(range(len(classes)), classes, size=6)
-        ax.set(xlabel="predicted", ylabel="true", title=title)
-    ax = fig.add_axes([0.12, 0.12, 0.8, 0.26])
-    xs = range(len(classes))
-    ax.bar([x - 0.2 for x in xs], [w["per_class_acc"].get(c, 0) for c in classes], 0.4, color=W_COLOR, label="W&B")
-    ax.bar([x + 0.2 for x in xs], [n["per_class_acc"].get(c, 0) for c in classes], 0.4, color=N_COLOR, label="Neptune")
-    ax.set_xticks(list(xs), classes, rotation=30, size=7)
-    ax.set(ylabel="test accuracy", ylim=(0, 1), title="Test accuracy per class, from each tool's record")
-    ax.legend(fontsize=7)
-    rep.save(fig)
+def curve_data(recs):
+    """The per-epoch values the curves draw, from each tool's record."""
+    return {tool: {k: [e[k] for e in rec["epochs"]] for k in ("epoch", "train/loss", "val/loss", "train/acc", "val/acc")}
+            for tool, rec in recs.items()}
 
 
-def verdict(rep, w, n, b):
-    fig = rep.new_page(SECTIONS[5])
-    rep.text(fig, 0.92, [
-        "## Start with W&B if",
-        "you want a hosted service today, dataset lineage and a model registry, versions whose digests are "
-        "computed on your machine even offline, a histogram type for gradients and weights, and offline segments of an "
-        "interrupted run that merge back into one run. "
-        + (f"Its cost here: a larger local footprint "
-           f"({b['wandb_local_bytes_per_run'] / 1e6:.1f} MB against {b['neptune_local_bytes_per_run'] / 1e6:.1f} MB for the "
-           f"benchmark run) and slower logging calls ({b['wandb_log_call_ms']:.2f} ms against "
-           f"{b['neptune_log_call_ms']:.2f} ms), neither of which mattered at the default interval." if b else
-           "Its costs were not measured for this report (no benchmark given)."),
-        "## Keep Neptune if",
-        "you already run a self-hosted Neptune server or must keep every byte on premises with plain-text "
-        "offline logs: its JSON-lines operation log is the easiest record to read and audit, its calls are the "
-        "cheapest, and it captures source code by default. Know its 2026 limits: no hosted app since "
-        "2026-03-05, a deprecated model registry that refuses offline mode, offline uploads and tracked files "
-        "kept as paths (hashed only at sync), and resumed offline runs that sync as separate runs.",
-        "## For a new project in 2026",
-        "W&B, unless a self-hosted Neptune server already exists: the study rated the tools close; the closing "
-        "of neptune.ai's hosted app and the offline limits measured above now separate them.",
-        "## Reproduce every figure",
-        "    make run                 # both scripts, offline, 25 epochs each, and a report of them",
-        "    make benchmark report    # the costs, then this PDF",
-        "or step by step:",
-        "    python wandb_setup_script.py --mode offline --out-dir runs/wandb",
-        "    python neptune_integration.py --mode offline --out-dir runs/neptune",
-        "    python benchmarks/run.py --quick --json > runs/benchmark.json",
-        "    python report/build.py --out-dir runs --bench runs/benchmark.json",
-        "Add --data-dir DIR --skip-checksum for a copy of CIFAR-10 whose checksums differ (the shared "
-        "JPEG-derived copy was made with ../shared/data/make_cifar10.py). This report's runs: "
-        f"{len(w['epochs'])} epochs, "
-        + (f"{w['config']['train_size']:,} training images" if w['config'].get('train_size') else "the full training set")
-        + f", seed {w['config']['seed']}.",
-    ])
-    rep.save(fig)
+def confusion_figure(rec, path):
+    pyplot = plt()
+    m, classes = rec["confusion"], rec["classes"]
+    fig, ax = pyplot.subplots(figsize=(4.6, 4.0))
+    ax.imshow(m, cmap="Blues")
+    for (r, c), v in np.ndenumerate(m):
+        ax.text(c, r, v, ha="center", va="center", size=5.5, color="white" if v > m.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted", ylabel="true")
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot.close(fig)
+
+
+def per_class_figure(recs, path):
+    pyplot = plt()
+    classes = recs["W&B"]["classes"]
+    fig, ax = pyplot.subplots(figsize=(7.2, 2.4))
+    for i, tool in enumerate(TOOLS):
+        ax.bar([x + (i - 1) * 0.27 for x in range(len(classes))], [recs[tool]["per_class_acc"].get(c, 0) for c in classes],
+               0.27, color=COLORS[tool], label=tool)
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set(ylabel="test accuracy", ylim=(0, 1))
+    ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot.close(fig)
+
+
+def mistakes_figure(mistakes, path):
+    from PIL import Image
+    pyplot = plt()
+    cols = 5
+    rows = (len(mistakes) + cols - 1) // cols
+    fig, axes = pyplot.subplots(rows, cols, figsize=(7.2, 1.55 * rows))
+    for ax, m in zip(np.ravel(axes), mistakes):
+        ax.imshow(Image.open(m["image"]))
+        ax.set_title(f"#{m['index']}: {m['true']} as\n{m['predicted']} (p={m['probability']:.2f})", size=6)
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot.close(fig)
+
+
+def histogram_figure(histograms, names, path):
+    pyplot = plt()
+    fig, axes = pyplot.subplots(1, len(names), figsize=(7.2, 2.6))
+    for ax, name in zip(np.ravel([axes]), names):
+        series = sorted(histograms[name], key=lambda h: h[0])
+        lo = min(b[0] for _, b, _ in series)
+        hi = max(b[-1] for _, b, _ in series)
+        grid = np.linspace(lo, hi, 65)
+        image = []
+        for _, bins, counts in series:  # each epoch's bins put on one common axis
+            centers = (np.array(bins[:-1]) + np.array(bins[1:])) / 2
+            image.append(np.histogram(centers, bins=grid, weights=counts)[0])
+        ax.imshow(np.log1p(np.array(image)).T, aspect="auto", origin="lower", cmap="magma",
+                  extent=(series[0][0] - 0.5, series[-1][0] + 0.5, lo, hi))
+        ax.set(xlabel="epoch", ylabel="value", title=name)
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot.close(fig)
+
+
+def cost_figure(bench, path):
+    pyplot = plt()
+    fig, (a, b) = pyplot.subplots(1, 2, figsize=(7.2, 2.4))
+    xs = range(len(TOOLS))
+    a.bar(xs, [bench[f"{PREFIX[t]}_log_call_ms"] for t in TOOLS], color=[COLORS[t] for t in TOOLS])
+    a.set_xticks(list(xs), TOOLS)
+    a.set(ylabel="one logging call (ms)")
+    for i, (key, label) in enumerate((("start_s", "start"), ("epoch_end_s", "epoch end"), ("finish_s", "finish"))):
+        b.bar([x + (i - 1) * 0.27 for x in xs], [bench[f"{PREFIX[t]}_{key}"] for t in TOOLS], 0.27,
+              label=label, color=["#555555", "#999999", "#cccccc"][i])
+    b.set_xticks(list(xs), TOOLS)
+    b.set(ylabel="seconds")
+    b.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot.close(fig)
+
+
+def evaluate(ev):
+    """The facts, ratings and offline matrix of the evidence: all the report's judgements."""
+    facts = rubric.establish(ev)
+    return facts, rubric.ratings(facts), rubric.matrix(facts)
+
+
+def optional(folder, name, reader=lambda f: f.read()):
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return reader(f)
+
+
+def build(runs, pdf_path, bench_path=None):
+    """The report of the records in `runs`; its costs come from bench_path (default: runs/benchmark.json)."""
+    bench_path = bench_path or (os.path.join(runs, "benchmark.json") if os.path.isfile(
+        os.path.join(runs, "benchmark.json")) else None)
+    bench = read_benchmark(bench_path) if bench_path else None
+    recs = records.read_all(runs)
+    ev = rubric.Evidence(recs, client_probes.probe_all(), bench, rubric.load_external())
+    facts, rates, cells = evaluate(ev)
+    extras = {"footprint": optional(runs, "footprint.json", json.load), "leet": optional(runs, "leet_screen.txt"),
+              "torchrun": optional(runs, "torchrun.json", json.load), "export": optional(runs, "export.txt")}
+    with tempfile.TemporaryDirectory(prefix="report-") as work:
+        doc = document(recs, ev, facts, rates, cells, extras, work, runs)
+        with open(os.path.join(work, "report.typ"), "w") as f:
+            f.write(doc)
+        import typst
+        os.makedirs(os.path.dirname(os.path.abspath(pdf_path)), exist_ok=True)
+        typst.compile(os.path.join(work, "report.typ"), output=pdf_path, root=work, ignore_system_fonts=True)
+    return {"records": recs, "facts": facts, "ratings": rates, "matrix": cells, "bench": bench}
+
+
+def document(recs, ev, facts, rates, cells, extras, work, runs):
+    w, cfg = recs["W&B"], recs["W&B"]["config"]
+    bench = ev.bench
+    out = [f"""#set document(title: "W&B vs Neptune vs MLflow on one AlexNet/CIFAR-10 job", date: none)
+#set page(paper: "a4", margin: (x: 1.8cm, y: 1.7cm), numbering: "1 / 1")
+#set text(size: 9.5pt)
+#set par(justify: true)
+#set heading(numbering: "1.")
+#show heading: set block(above: 1.2em, below: 0.6em)
+#align(center)[#text(size: 17pt, weight: "bold")[#{s("Weights & Biases vs Neptune vs MLflow, 2026")}]]
+#align(center)[#{s("One AlexNet/CIFAR-10 training job, tracked three times, compared from what each tool stored")}]
+#align(center)[#text(size: 8pt, fill: gray)[#{s(f"Built {datetime.date.today().isoformat()} by report/build.py from the records in report/evidence")}]]
+"""]
+    out += overview(recs, ev, rates)
+    out += results(recs, work)
+    out += criteria_section(facts, rates)
+    out += matrix_section(facts, cells)
+    if bench:
+        out += costs_section(bench, work, extras["footprint"])
+    out += records_section(recs, ev, extras, work, runs)
+    out += evaluation_section(recs, work)
+    out += resume_section(recs, extras["torchrun"])
+    out += closing(recs, ev, rates, extras["export"])
+    return "".join(out)
+
+
+def overview(recs, ev, rates):
+    w = recs["W&B"]
+    cfg = w["config"]
+    test = {t: recs[t]["summary"].get("test/acc") for t in TOOLS}
+    hw = cfg.get("device_name") or cfg.get("cpu")
+    versions = {t: ev.probes[t]["version"] for t in TOOLS}
+    out = [heading("What was compared, and how")]
+    out.append(par(
+        f"The job: the original study's CIFAR-10 AlexNet ({cfg['model_params']:,} parameters), trained with the "
+        f"'{cfg['recipe']}' recipe ({cfg['optimizer']}, peak learning rate {cfg['lr']:g}, batch {cfg['batch_size']}, "
+        f"{plural(int(cfg['warmup_epochs']) if float(cfg['warmup_epochs']).is_integer() else cfg['warmup_epochs'], 'warmup epoch')}, "
+        f"{cfg['schedule']} schedule, label smoothing {cfg['label_smoothing']:g}, seed {cfg['seed']}) for "
+        f"{plural(len(w['epochs']), 'epoch')} on {recs['W&B']['train_images']:,} training images, with "
+        f"{recs['W&B']['val_images']:,} held out for validation and {recs['W&B']['test_images']:,} test images. "
+        f"The data is {recs['W&B']['data_source']}."))
+    out.append(par(
+        f"The same command line ran three times, once per script: wandb_setup_script.py (W&B client "
+        f"{versions['W&B']}), neptune_integration.py (Neptune client {versions['Neptune']}) and mlflow_tracking.py "
+        f"(MLflow {versions['MLflow']}), each offline, on {cfg['device']} ({hw}, {plural(cfg['cpu_count'], 'core')}, "
+        f"torch {cfg['torch_version']}). The scripts drive one training engine through one tracker interface, so a "
+        f"difference between the records is a difference between the tools. Each run was stopped once with Ctrl-C and "
+        f"continued with --resume (section 7)."))
+    same = len({round(v, 6) for v in test.values() if v is not None}) == 1
+    out.append(par(
+        "Test accuracy of the best-validation checkpoint, as each tool recorded it: "
+        + ", ".join(f"{t} {pct(test[t])}" for t in TOOLS)
+        + (": the same in all three records, since on a CPU the engine computes the same numbers whatever tracks it."
+           if same else ".")))
+    out.append(par(
+        "Everything below is read back from each tool's own local records with its official reader (W&B: "
+        "wandb leet inspect --json; Neptune: the JSON-lines operation log; MLflow: MlflowClient on its SQLite store), "
+        "from the benchmark, or from probes of the installed clients run while this report was built. Each rating "
+        "comes from a rubric of checkable facts (section 3), not from impressions."))
+    return out
+
+
+def results(recs, work):
+    out = [heading("Training results from each tool's record")]
+    path = os.path.join(work, "curves.png")
+    curves_figure(recs, path)
+    out.append(figure(path, "Per-epoch values as each tool recorded them: W&B a line, Neptune circles, MLflow crosses."))
+    rows = []
+    for key in records.SUMMARY_KEYS:
+        values = [recs[t]["summary"].get(key) for t in TOOLS]
+        rows.append([key, *[("—" if v is None else str(int(v)) if key == "best/epoch" else f"{v:.4f}") for v in values]])
+    out.append(table(["2fr", "1fr", "1fr", "1fr"], ["final value (best checkpoint on the test set)", *TOOLS], rows))
+    return out
+
+
+def criteria_section(facts, rates):
+    out = [heading("Ten criteria, rated from a rubric")]
+    out.append(par(
+        "The study rated each tool from 1 to 3 on nine criteria from impressions, and defined a tenth "
+        "(hyperparameter optimization integration) it never rated. Here each level of its scale (1 "
+        f"{rubric.SCALE[1]}, 2 {rubric.SCALE[2]}, 3 {rubric.SCALE[3]}) is a list of checkable facts, written once "
+        "in report/rubric.py; a tool has a level when every fact of it, and of the levels below, holds. The facts "
+        "are established below, each from a probe of the installed client, the records of the runs, a measurement, "
+        "or a dated external fact with its source."))
+    rows = []
+    for name, _, _ in rubric.CRITERIA:
+        then = rubric.STUDY[name]
+        rows.append([name, *("—" if v is None else str(v) for v in then), *(str(rates[name][t]) for t in TOOLS),
+                     "\n".join(f"{t}: {rubric.why_moved(facts, name, t, then[i] if i < 2 else None, rates[name][t])}"
+                               for i, t in enumerate(TOOLS))])
+    totals = {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
+    study = [sum(v[i] for v in rubric.STUDY.values() if v[i]) for i in range(2)]
+    rows.append(["Total", str(study[0]), str(study[1]), *(str(totals[t]) for t in TOOLS),
+                 "the study's nine criteria add up to 27; the ten here to 30"])
+    out.append(table(["2.2fr", "0.8fr", "0.9fr", "0.8fr", "0.9fr", "0.9fr", "5fr"],
+                     ["criterion", "study W&B", "study Neptune", "W&B", "Neptune", "MLflow", "why, by the facts"], rows, 7.5))
+    out.append(heading("The rubric and its facts", 2))
+    for name, has, more in rubric.CRITERIA:
+        rows = []
+        for level, ids in ((2, has), (3, more)):
+            for fid in ids:
+                text, source, _ = rubric.FACTS[fid]
+                cells = []
+                for t in TOOLS:
+                    value = facts[fid][t]
+                    cells.append(Raw(f"[#{mark(bool(value and value[0]))} #text(size: 6.5pt)[#{s(value[1] if value else 'no evidence')}]]"))
+                rows.append([f"{level}: {text} ({source})", *cells])
+        out.append(f"#strong({s(name)}) #h(1fr) #{s('ratings: ' + ', '.join(f'{t} {rates[name][t]}' for t in TOOLS))}\n")
+        out.append(table(["2.2fr", "1.6fr", "1.6fr", "1.6fr"], ["level: fact (source)", *TOOLS], rows, 7.5))
+    return out
+
+
+def matrix_section(facts, cells):
+    out = [heading("What works offline")]
+    out.append(par(
+        "Each cell follows from facts of the rubric: a feature works offline where its offline fact holds, needs a "
+        "server where only its server fact holds, and is unavailable otherwise. The evidence column names the "
+        "deciding fact for each tool."))
+    rows = []
+    for feature, works, server in rubric.MATRIX:
+        evidence = "; ".join(f"{t}: {facts[works][t][1] if cells[feature][t] == rubric.WORKS or not server else facts[server][t][1]}"
+                             for t in TOOLS)
+        rows.append([feature, *(cells[feature][t] for t in TOOLS), evidence])
+    out.append(table(["1.6fr", "1fr", "1fr", "1fr", "3.6fr"], ["feature", *TOOLS, "evidence"], rows, 7))
+    return out
+
+
+def costs_section(b, work, footprint):
+    hw = b["hardware"]
+    noise = b["overhead_run_spread"]
+    out = [heading("What each tool costs")]
+    out.append(par(
+        f"Measured by benchmarks/run.py{' --quick' if b.get('quick') else ''} on {hw['cpu']} "
+        f"({plural(hw['cpu_count'], 'core')}, {hw['device']}), all in one process, variants in rotated order, medians "
+        f"of repeats. Training time with a tracker is divided by the same runs with none; runs with no tracker "
+        f"differed by up to {noise * 100:.1f}% among themselves, so a ratio within that is no measurable difference."))
+    p = {t: PREFIX[t] for t in TOOLS}
+    rows = [
+        ["one logging call, offline", *(seconds(b[f"{p[t]}_log_call_ms"] / 1e3) for t in TOOLS), "median of repeats"],
+        ["run start (open, config)", *(seconds(b[f"{p[t]}_start_s"]) for t in TOOLS), "median"],
+        ["each epoch's end (metrics, model version; W&B also histograms)",
+         *(seconds(b[f"{p[t]}_epoch_end_s"]) for t in TOOLS), "median"],
+        ["run finish (flush, close)", *(seconds(b[f"{p[t]}_finish_s"]) for t in TOOLS), "median"],
+        ["training time, log every 50 steps", *(difference(b[f"{p[t]}_overhead_ratio"], noise) for t in TOOLS),
+         f"noise {noise * 100:.1f}%"],
+        ["training time, log every step (one run)",
+         *(difference(b.get(f"{p[t]}_overhead_ratio_every_step", 1), noise) for t in TOOLS), f"noise {noise * 100:.1f}%"],
+        ["local data of the benchmark run", *(size(b[f"{p[t]}_local_bytes_per_run"]) for t in TOOLS), "per run"],
+    ]
+    out.append(table(["2.4fr", "1fr", "1fr", "1fr", "1fr"], ["measure", *TOOLS, "spread"], rows))
+    calls = {t: b[f"{p[t]}_log_call_ms"] for t in TOOLS}
+    cheapest, alone = extreme(calls)
+    local = {t: b[f"{p[t]}_local_bytes_per_run"] for t in TOOLS}
+    largest, _ = extreme(local, lowest=False)
+    within = [t for t in TOOLS if abs(b[f"{p[t]}_overhead_ratio"] - 1) <= noise]
+    out.append(par(
+        f"Cheapest logging call: {cheapest} ({seconds(calls[cheapest] / 1e3)}"
+        + (f", against {', '.join(f'{t} {seconds(calls[t] / 1e3)}' for t in TOOLS if t != cheapest)}" if alone else "")
+        + f"). Largest local data of the benchmark run: {largest} ({size(local[largest])}). At the default logging "
+        f"interval, {', '.join(within) if within else 'none'} {'shows' if len(within) == 1 else 'show'} no measurable "
+        f"difference in training time on this machine. The engine itself: {seconds(b['engine_step_s'])} a training "
+        f"step at batch 256 against {seconds(b['bare_step_s'])} for a bare PyTorch loop (ratio "
+        f"{b['engine_vs_bare_step_ratio']:.3f}); batched augmentation {b['augment_speedup_vs_pil']:.1f} times the "
+        "study's per-image PIL pipeline on one thread."))
+    path = os.path.join(work, "costs.png")
+    cost_figure(b, path)
+    out.append(figure(path, "Per-call cost (left, milliseconds) and per-run costs (right, seconds), offline."))
+    if footprint:
+        out.append(heading("Disk use of the real run", 2))
+        rows = [[t, plural(f["checkpoints"], "file"), size(f["checkpoint_bytes"]), plural(f["tool_files"], "file"),
+                 size(f["tool_bytes"]), f["what"]] for t, f in footprint["tools"].items()]
+        out.append(table(["0.9fr", "0.8fr", "0.9fr", "0.8fr", "0.9fr", "3fr"],
+                         ["tool", "checkpoints", "their size", "tool's own data", "its size", "what the tool keeps"], rows, 7.5))
+        out.append(par(f"Measured by report/collect.py on the runs' folders. The virtual environment takes "
+                       f"{size(footprint['venv_bytes'])}." if footprint.get("venv_bytes") else
+                       "Measured by report/collect.py on the runs' folders."))
+    return out
+
+
+def records_section(recs, ev, extras, work, runs):
+    out = [heading("What each run stored, seen through each tool")]
+    rows = []
+    for t in TOOLS:
+        r = recs[t]
+        rows.append([t, r["dataset"]["kind"], r["dataset"]["version"] or "—", r["dataset"]["hash_note"]])
+    out.append(heading("Dataset versions", 2))
+    out.append(table(["0.8fr", "1.5fr", "1.6fr", "3fr"], ["tool", "recorded as", "version", "hash"], rows, 7.5))
+    out.append(heading("Model versions", 2))
+    rows = []
+    for t in TOOLS:
+        for i, m in enumerate(recs[t]["models"]):
+            meta = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(m["metadata"].items()))
+            rows.append([t if i == 0 else "", str(i + 1), meta, ", ".join(m["aliases"]) or "—"])
+    out.append(par("; ".join(f"{t}: {recs[t]['models_kind']}" for t in TOOLS) + "."))
+    out.append(table(["0.8fr", "0.5fr", "3.4fr", "2fr"], ["tool", "version", "metadata", "aliases as logged"], rows, 7))
+    if extras["leet"]:
+        out.append(heading("W&B: the run in wandb leet", 2))
+        out.append(par("The terminal UI W&B ships for offline runs, on the real run (captured by report/collect.py "
+                       "with tmux):"))
+        out.append(code_block(extras["leet"]))
+    out.append(heading("Neptune: the operation log", 2))
+    excerpt = neptune_excerpt(runs)
+    out.append(par(f"Neptune's offline record is {recs['Neptune']['record_format']}; the first lines of the real "
+                   "run's epoch 1 and its test result:"))
+    out.append(code_block(excerpt))
+    ui = os.path.join(runs, "mlflow_ui.png")
+    if os.path.isfile(ui):
+        out.append(heading("MLflow: the run in MLflow's UI", 2))
+        shutil.copy(ui, os.path.join(work, "mlflow_ui.png"))
+        out.append(figure(os.path.join(work, "mlflow_ui.png"), "mlflow ui on the local store of the real run, as "
+                          "headless Chromium showed it (benchmarks/mlflow_ui_screenshot.py)."))
+    return out
+
+
+def neptune_excerpt(runs, width=150):
+    import neptune_export
+    lines = []
+    for q in sorted(neptune_export.find_queues(os.path.join(runs, "neptune", ".neptune")), key=lambda q: q.created)[:1]:
+        for e in q.entries:
+            op = e["obj"]
+            path = "/".join(op["path"])
+            if (op["type"] == "LogFloats" and path in ("val/acc", "epoch", "train/batch_loss")
+                    and op["values"][0]["step"] in (1, 50)) or path in ("dataset/version", "model/best/val_acc"):
+                text = json.dumps({"obj": op, "version": e["version"]})
+                lines.append(text if len(text) <= width else text[:width - 3] + "...")
+    return "\n".join(lines[:8])
+
+
+def evaluation_section(recs, work):
+    out = [heading("The test evaluation in each record")]
+    same = all(np.array_equal(recs["W&B"]["confusion"], recs[t]["confusion"]) for t in TOOLS)
+    path = os.path.join(work, "confusion.png")
+    confusion_figure(recs["W&B"], path)
+    out.append(par("Confusion matrix of the best checkpoint on the test set: "
+                   + "; ".join(f"{t}: {recs[t]['confusion_kind']}" for t in TOOLS) + ". "
+                   + ("The three records hold the same counts." if same else "The records' counts differ.")))
+    out.append(figure(path, "Test confusion matrix, from W&B's table (rows: true class).", "70%"))
+    path = os.path.join(work, "per_class.png")
+    per_class_figure(recs, path)
+    out.append(figure(path, "Test accuracy per class, from each tool's record."))
+    mistakes = recs["W&B"]["mistakes"]
+    indices = {t: [m["index"] for m in recs[t]["mistakes"]] for t in TOOLS}
+    agree = len({tuple(v) for v in indices.values()}) == 1
+    path = os.path.join(work, "mistakes.png")
+    mistakes_figure(mistakes, path)
+    out.append(par(f"The {plural(len(mistakes), 'most confident mistake')} of the test set, as W&B's table holds "
+                   "them (image, test index, true and predicted class, probability). "
+                   + ("Neptune's image series and MLflow's image artifacts hold the same test images in the same order."
+                      if agree else "The other records hold other images.")))
+    out.append(figure(path, "Most confident mistakes: test index, true class as predicted class (probability)."))
+    hist = recs["W&B"]["histograms"]
+    if hist:
+        names = [n for n in ("parameters/classifier.6.weight", "gradients/classifier.6.weight") if n in hist]
+        path = os.path.join(work, "histograms.png")
+        histogram_figure(hist, names, path)
+        out.append(par(f"W&B's weight and gradient histograms: {plural(len(hist), 'tensor')} binned at each epoch's "
+                       f"end, {plural(len(next(iter(hist.values()))), 'epoch')}; the last linear layer below. Neither "
+                       "Neptune 1.14 nor MLflow has a histogram type (section 3)."))
+        out.append(figure(path, "Histograms of the last layer's weights and gradients over the epochs (W&B's record; "
+                          "colour: log count)."))
+    return out
+
+
+def resume_section(recs, torchrun):
+    out = [heading("An interrupted run and a torchrun launch, as each tool recorded them")]
+    rows = []
+    for t in TOOLS:
+        for i, seg in enumerate(recs[t]["segments"]):
+            ep = seg["epochs"]
+            span = f"epochs {ep[0]}-{ep[-1]}" if ep else "no epoch"
+            rows.append([t if i == 0 else "", str(i + 1), seg["id"][:24], f"{span} ({plural(len(ep), 'epoch')})", seg["end"]])
+    out.append(table(["0.8fr", "0.5fr", "2fr", "1.6fr", "1.6fr"], ["tool", "segment", "id", "epochs recorded", "ended"], rows))
+    counts = {t: sorted(e["epoch"] for e in recs[t]["epochs"]) for t in TOOLS}
+    once = all(c == list(range(1, len(c) + 1)) for c in counts.values())
+    out.append(par("; ".join(f"{t}: {recs[t]['segments_note']}" for t in TOOLS) + ". "
+                   + ("Each record holds every epoch exactly once." if once else "Some epoch is missing or repeated.")))
+    if torchrun:
+        rows = [[t, str(v["processes"]), plural(v["runs"], "run"), ", ".join(map(str, v["epochs"]))]
+                for t, v in torchrun["tools"].items()]
+        out.append(par(f"torchrun --standalone --nproc_per_node {torchrun['processes']} with each script "
+                       f"({torchrun['args']}), run by report/collect.py: only rank 0 opens the tracker's run."))
+        out.append(table(["1fr", "1fr", "1fr", "2fr"], ["tool", "processes", "tracker runs created", "epochs recorded"], rows))
+    return out
+
+
+def closing(recs, ev, rates, export):
+    out = [heading("Where Neptune's users go, in 2026")]
+    ext = ev.external["hosted_service"]["Neptune"]
+    out.append(par(f"neptune.ai's hosted app is gone: {ext['says']} ({ext['source']}, checked {ext['checked']}). The "
+                   "Neptune client still records offline and to a self-hosted Neptune server, but a run recorded "
+                   "offline, or still queued on disk, has nowhere else to go: Neptune's neptune-exporter reads a live "
+                   "server. This repository's neptune_export.py reads the local queue and writes each run into W&B or "
+                   "MLflow; its tests show the export equal to the native runs of the same job (README, \"Stranded "
+                   "Neptune runs\")."))
+    if export:
+        out.append(par("The export of this report's Neptune run into W&B (report/collect.py):"))
+        out.append(code_block(export))
+    totals = {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
+    best, alone = extreme(totals, lowest=False)
+    out.append(par(
+        "By the rubric's totals: " + ", ".join(f"{t} {totals[t]}" for t in TOOLS) + " of 30"
+        + (f"; {best} rates highest." if alone else ".")
+        + " Read the criteria that matter to you rather than the sum: the rubric's facts (section 3) say what each "
+        "rating rests on, and the matrix (section 4) what needs a server."))
+    out.append(heading("Reproduce it", 2))
+    out.append(code_block(
+        "make run                  # the three scripts offline, 25 epochs each, and runs/report.pdf of them\n"
+        "make benchmark            # runs/benchmark.json: the costs\n"
+        "make report               # this PDF, from report/evidence alone\n"
+        "make evidence             # replace report/evidence with the runs in runs/ (then make report)", 8))
+    return out
 
 
 def main():
-    p = argparse.ArgumentParser(description="Build the W&B vs Neptune report from two offline runs and a benchmark.")
-    p.add_argument("--out-dir", default="runs", help="holds wandb/ and neptune/, the two runs (default: runs)")
-    p.add_argument("--bench", default=None, help="output of benchmarks/run.py --json (default: none, no costs section)")
-    p.add_argument("--pdf", default=None, help="where to write the PDF (default: OUT-DIR/report.pdf; the "
-                                              "committed report/report.pdf only when named)")
+    p = argparse.ArgumentParser(description="Build the tracker comparison report from three offline runs of one job.")
+    p.add_argument("--runs", default=EVIDENCE, help="holds wandb/, neptune/ and mlflow/ (default: report/evidence)")
+    p.add_argument("--bench", default=None, help="benchmarks/run.py --json output (default: RUNS/benchmark.json if "
+                                                 "there; without one the costs are left out)")
+    p.add_argument("--pdf", default=None, help="where to write the PDF (default: report/report.pdf from the evidence, "
+                                              "else RUNS/report.pdf)")
     a = p.parse_args()
-    for need in (os.path.join(a.out_dir, "wandb"), os.path.join(a.out_dir, "neptune"), a.bench):
-        if need and not os.path.exists(need):
-            sys.exit(f"error: {need} not found: run `make run` (and `make benchmark` for the costs) first (see README)")
-    pdf = a.pdf or os.path.join(a.out_dir, "report.pdf")
+    for sub in ("wandb", "neptune", "mlflow"):
+        if not os.path.isdir(os.path.join(a.runs, sub)):
+            sys.exit(f"error: {os.path.join(a.runs, sub)} not found: run `make run` first (see README)")
+    if a.bench and not os.path.isfile(a.bench):
+        sys.exit(f"error: {a.bench} not found: run `make benchmark` first")
+    pdf = a.pdf or (os.path.join(HERE, "report.pdf") if os.path.abspath(a.runs) == EVIDENCE
+                    else os.path.join(a.runs, "report.pdf"))
     try:
-        result = build(a.out_dir, a.bench, pdf)
+        build(a.runs, pdf, a.bench)
     except BenchmarkError as e:
         sys.exit(f"error: {e}")
-    print(f"wrote {pdf}: {result['pages']} pages")
+    print(f"wrote {pdf}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
 """Each tracker's records of a run, read back from its own local data, in one shape for the report.
 
-W&B: the offline `.wandb` logs through W&B's own reader, `wandb leet inspect --json`, plus the
-table files the run wrote. Neptune: the offline operation logs (JSON lines under `.neptune/`).
-A resumed run has one folder per segment; both readers take them all, oldest first.
+W&B: the offline `.wandb` logs through W&B's own reader, `wandb leet inspect --json`, and the files
+the run folder holds (tables, images). Neptune: the offline operation logs (JSON lines under
+`.neptune/`), replayed by neptune_export.py's reader. MLflow: the local SQLite store through
+`MlflowClient`. A resumed run has one folder per segment in W&B and Neptune; the readers take them
+all, oldest first. Paths are read relative to the folder given, so a copied record reads the same.
 """
+import base64
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from neptune_integration import operations  # noqa: E402  (the scripts' own readers of their records)
+import neptune_export  # noqa: E402  (the reader of Neptune's operation log)
+from neptune_export import operations  # noqa: E402,F401  (the tests read the log with it too)
 from wandb_setup_script import leet_records  # noqa: E402
 
 EPOCH_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_time_s", "throughput_img_s")
@@ -47,86 +52,256 @@ def neptune_ops(out_dir):
     return [op for folder in neptune_folders(out_dir) for op in operations(folder)]
 
 
+def first_bytes(path, n=16):
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def plain_text(paths):
+    """Whether every file of a record is UTF-8 text."""
+    try:
+        for path in paths:
+            with open(path, encoding="utf-8") as f:
+                f.read()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def confusion_from(classes, rows):
+    matrix = np.zeros((len(classes), len(classes)), dtype=int)
+    for actual, predicted, count in rows:
+        matrix[classes.index(actual), classes.index(predicted)] = count
+    return matrix
+
+
+def dataset_sizes(info):
+    """The split sizes and a description of the data (no local path: the record may have moved)."""
+    source = info.get("source", "")
+    if "checksums not verified" in source:
+        source = ("a CIFAR-10-format copy whose checksums differ from the official files, loaded with "
+                  "--skip-checksum; its content hash is the dataset version")
+    return {"train_images": info.get("train_size"), "val_images": info.get("val_size"),
+            "test_images": info.get("test_size"), "data_source": source}
+
+
 def read_wandb(out_dir):
-    records = wandb_records(out_dir)
+    logs = wandb_logs(out_dir)
+    per_log = [leet_records(log) for log in logs]
+    records = [r for rs in per_log for r in rs]
     items = [r["history"]["item"] for r in records if r["type"] == "history"]
-    state = json.loads(leet("--summary", wandb_logs(out_dir)[-1]))
+    state = json.loads(leet("--summary", logs[-1]))
     artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
-    run_folder = os.path.dirname(wandb_logs(out_dir)[-1])
+    run_folder = os.path.dirname(logs[-1])
+    runs = [r["run"] for r in records if r["type"] == "run"]
+
+    def staged(local_path):  # W&B stages a table's files under --out-dir until `wandb sync`; read them there now
+        return os.path.join(out_dir, ".wandb-data", local_path.split(f"{os.sep}.wandb-data{os.sep}", 1)[1])
 
     def table(name):
-        paths = sorted(glob.glob(os.path.join(run_folder, "files", "media", "table", "test", f"{name}_*.table.json")))
-        if not paths:
+        """A test table from its run_table artifact (the table file in the run folder keeps no images)."""
+        found = [a for a in artifacts if a["type"] == "run_table" and a["name"].endswith(f"-test{name}-" + a["name"].rsplit("-", 1)[1])]
+        if not found:
             return None
-        with open(paths[-1]) as f:
-            return json.load(f)
+        entries = {e["path"]: staged(e["local_path"]) for e in found[-1]["manifest"]["contents"]}
+        with open(entries[f"test/{name}.table.json"]) as f:
+            content = json.load(f)
+        content["files"] = entries
+        return content
+    [dataset] = [a for a in artifacts if a["type"] == "dataset"][-1:] or [None]
+    meta = json.loads(dataset["metadata"]) if dataset else {}
+    classes = meta.get("classes", [])
     confusion = table("confusion_matrix_table")
-    classes = json.loads(next(a["metadata"] for a in artifacts if a["type"] == "dataset"))["classes"]
-    matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    for actual, predicted, count in confusion["data"] if confusion else []:
-        matrix[classes.index(actual), classes.index(predicted)] = count
+    mistakes_table = table("most_confident_mistakes") or {"data": [], "files": {}}
+    mistakes = [{"index": row[1], "true": row[2], "predicted": row[3], "probability": row[4],
+                 "image": mistakes_table["files"][row[0]["path"]]} for row in mistakes_table["data"]]
     per_class = table("per_class_table")
+    histograms = {}
+    for it in items:
+        for key in it:
+            if key.endswith(".bins") and key.startswith(("gradients/", "parameters/")):
+                name = key[:-len(".bins")]
+                histograms.setdefault(name, []).append((it.get("epoch"), it[key], it[name + ".values"]))
+    refs = [e for e in dataset["manifest"]["contents"] if e.get("ref")] if dataset else []
+    config = runs[0]["config"]["update"]
+    visualize = {k.split("_wandb.visualize.", 1)[1]: v["panel_config"].get("panelDefId")
+                 for r in records if r["type"] == "config" for k, v in r["config"]["update"].items()
+                 if k.startswith("_wandb.visualize.")}
+    segments = []
+    for log, rs in zip(logs, per_log):
+        epochs = [int(r["history"]["item"]["epoch"]) for r in rs
+                  if r["type"] == "history" and "val/acc" in r["history"]["item"]]
+        codes = [r["exit"].get("exit_code", 0) for r in rs if r["type"] == "exit"]
+        ids = {r["run"]["run_id"] for r in rs if r["type"] == "run"}
+        segments.append({"id": ", ".join(sorted(ids)), "epochs": epochs,
+                         "end": f"exit code {codes[-1]}" if codes else "no exit record (killed)"})
+    ids = {s["id"] for s in segments}
     return {
-        "tool": "W&B",
-        "segments": len(wandb_logs(out_dir)),
-        "config": next(r["run"]["config"]["update"] for r in records if r["type"] == "run"),
+        "tool": "W&B", "reader": "wandb leet inspect --json", **dataset_sizes(meta),
+        "config": {k: v for k, v in config.items() if not k.startswith("_")},
         "epochs": [{k: it[k] for k in EPOCH_KEYS} for it in items if "epoch" in it and "val/acc" in it],
         "steps": [(it["global_step"], it["train/batch_loss"]) for it in items if "train/batch_loss" in it],
         "summary": {k: state["summary"][k] for k in SUMMARY_KEYS if k in state["summary"]},
-        "state": state["state"],
-        "exit_codes": [r["exit"].get("exit_code", 0) for r in records if r["type"] == "exit"],
-        "dataset_artifacts": [a for a in artifacts if a["type"] == "dataset"],
-        "model_artifacts": [a for a in artifacts if a["type"] == "model"],
+        "segments": segments, "one_run": len(ids) == 1,
+        "segments_note": f"{len(segments)} segment{'s' * (len(segments) != 1)} under one run id ({next(iter(ids))}): "
+                         "`wandb sync` merges them into one run" if len(ids) == 1 else f"{len(ids)} run ids",
+        "dataset": {"recorded": dataset is not None, "kind": "a dataset artifact",
+                    "version": f"digest {dataset['digest'][:12]}" if dataset else None, "files": len(refs),
+                    "hashed_by_tool": sum(1 for e in refs if e.get("digest")),
+                    "hash_note": "an md5 of each data file in the artifact's manifest", "hash_at_sync": False},
+        "models": [{"metadata": json.loads(a.get("metadata") or "{}"), "aliases": a["aliases"]}
+                   for a in artifacts if a["type"] == "model"],
+        "models_kind": "versions of a model artifact",
         "classes": classes,
-        "confusion": matrix,
+        "confusion": confusion_from(classes, confusion["data"]) if confusion else np.zeros((0, 0), dtype=int),
+        "confusion_chart": "test/confusion_matrix" in visualize,
+        "confusion_kind": f"a chart of the tool's own ({visualize['test/confusion_matrix']}) over a table"
+        if "test/confusion_matrix" in visualize else "a table",
         "per_class_acc": {c: a for c, a in per_class["data"]} if per_class else {},
-        "mistakes": len((table("most_confident_mistakes") or {"data": []})["data"]),
-        "system_metric_records": sum(r["type"] == "stats" for r in records),
-        "console_records": sum(r["type"] == "output_raw" for r in records),
-        "histogram_logs": sum(any(k.startswith(("gradients/", "parameters/")) for k in it) for it in items),
-        "files": sorted({f["path"] for r in records if r["type"] == "files" for f in r["files"]["files"]}),
+        "mistakes": mistakes,
+        "histograms": histograms,
+        "system_samples": sum(r["type"] == "stats" for r in records),
+        "console_lines": sum(r["type"] == "output_raw" and r["output_raw"]["line"].strip() != "" for r in records),
+        "plain_text": plain_text(logs),
+        "record_format": f"a binary log of protobuf records ({first_bytes(logs[-1], 4)!r}..., one .wandb file a segment)",
+        "status": segments[-1]["end"],
     }
 
 
 def read_neptune(out_dir):
-    ops = neptune_ops(out_dir)
+    groups = neptune_export.jobs(neptune_export.find_queues(os.path.join(out_dir, ".neptune")))
+    key, segments = max(groups.items(), key=lambda kv: len(kv[1]))  # the job (a probe may add none)
+    run = neptune_export.replay(key, segments)
 
-    def path(op):
-        return "/".join(op["path"])
-
-    def series(key):
-        return [v for op in ops if op["type"] == "LogFloats" and path(op) == key for v in op["values"]]
-    assigned = {}
-    for op in ops:
-        if op["type"].startswith("Assign"):
-            assigned[path(op)] = op["value"]
+    def series(path):
+        return [v for _, v, _ in run.series.get(path, [])]
     epoch_series = {k: series(k) for k in EPOCH_KEYS}
-    classes = [c.strip(" '\"") for c in assigned.get("dataset/classes", "").strip("[]").split(",") if c.strip()]
-    uploads = [(path(op), op.get("file_path") or op.get("tmp_file_name")) for op in ops if op["type"] == "UploadFile"]
+    fields = run.fields
+    classes = json.loads(fields["dataset/classes"].replace("'", '"')) if "dataset/classes" in fields else []
+    tracked = sorted({e[0] for entries in run.tracked.values() for e in entries})  # each segment tracks them again
+    mistakes = []
+    for _, value, _ in run.series.get("test/most_confident_mistakes", []):
+        m = re.match(r"true: (.+), predicted: (.+) \(p=([\d.]+)\)", value.get("description") or "")
+        mistakes.append({"index": int(value["name"].rsplit(" ", 1)[1]), "true": m.group(1) if m else None,
+                         "predicted": m.group(2) if m else None, "probability": float(m.group(3)) if m else None,
+                         "image": base64.b64decode(value["data"])})
+    seg_info = []
+    for q in segments:
+        ops = [e["obj"] for e in q.entries]
+        epochs = [int(v["value"]) for op in ops if op["type"] == "LogFloats" and op["path"] == ["epoch"]
+                  for v in op["values"]]
+        status = neptune_export.assigned(ops, "status")
+        seg_info.append({"id": os.path.basename(q.folder).split("__")[1], "epochs": epochs,
+                         "end": f"status {status}" if status else "no status (killed)"})
+    logs = [log for q in segments for log in glob.glob(os.path.join(q.folder, "data-*.log"))]
+    counts = json.loads(fields["test/confusion_matrix_counts"]) if "test/confusion_matrix_counts" in fields else []
     return {
-        "tool": "Neptune",
-        "segments": len(neptune_folders(out_dir)),
-        "config": {k.split("/", 1)[1]: v for k, v in assigned.items() if k.startswith("parameters/")},
-        "epochs": [{k: epoch_series[k][i]["value"] for k in EPOCH_KEYS} for i in range(len(epoch_series["epoch"]))],
-        "steps": [(v["step"], v["value"]) for v in series("train/batch_loss")],
-        "summary": {k: assigned[k] for k in SUMMARY_KEYS if k in assigned},
-        "state": assigned.get("status"),
-        "failed": assigned.get("sys/failed"),
-        "dataset": {k.split("/", 1)[1]: v for k, v in assigned.items() if k.startswith("dataset/")},
-        "tracked_files": [entry for op in ops if op["type"] == "TrackFilesToArtifact" for entry in op["entries"]],
-        "checkpoints": [(p, f) for p, f in uploads if p.startswith("model/checkpoints/")],
-        "model_best": {k.split("/")[-1]: v for k, v in assigned.items() if k.startswith("model/best/")},
-        "model_final": {k.split("/")[-1]: v for k, v in assigned.items() if k.startswith("model/final/")},
-        "uploads": uploads,
+        "tool": "Neptune", "reader": "neptune_export.py's reader of the operation log",
+        "config": run.namespace("parameters"),
+        "epochs": [{k: epoch_series[k][i] for k in EPOCH_KEYS} for i in range(len(epoch_series["epoch"]))],
+        "steps": [(s, v) for s, v, _ in run.series.get("train/batch_loss", [])],
+        "summary": {k: fields[k] for k in SUMMARY_KEYS if k in fields},
+        "segments": seg_info, "one_run": len(segments) == 1,
+        "segments_note": f"{len(segments)} offline runs (container ids {', '.join(s['id'][:8] for s in seg_info)}), tied "
+                         "only by the script's run_id field: Neptune 1.14 keeps no custom_run_id offline, and "
+                         "`neptune sync` uploads each as its own run" if len(segments) > 1 else "one offline run",
+        "dataset": {"recorded": "dataset/version" in fields, "kind": "fields dataset/* and track_files",
+                    "version": f"field dataset/version {fields.get('dataset/version')}", "files": len(tracked),
+                    "hashed_by_tool": 0,
+                    "hash_note": f"track_files recorded {len(tracked)} paths and no hash offline: the client "
+                                 "hashes them at `neptune sync`", "hash_at_sync": bool(tracked)},
+        "models": [{"metadata": run.version_meta.get(p, {}), "aliases": []} for p in run.model_files],
+        "models_kind": "file uploads under model/checkpoints/, named by the fields model/best, model/latest and "
+                       "model/final",
         "classes": classes,
-        "confusion": np.array(json.loads(assigned["test/confusion_matrix_counts"]))
-        if "test/confusion_matrix_counts" in assigned else np.zeros((0, 0)),
-        "per_class_acc": {k.split("/")[-1]: v for k, v in assigned.items() if k.startswith("test/per_class_acc/")},
-        "mistakes": sum(len(op["values"]) for op in ops if op["type"] == "LogImages"
-                        and path(op) == "test/most_confident_mistakes"),
-        "hardware_points": sum(len(op["values"]) for op in ops if op["type"] == "LogFloats"
-                               and path(op).startswith("monitoring/") and path(op).endswith(("/cpu", "/memory"))),
-        "console_lines": sum(len(op["values"]) for op in ops if op["type"] == "LogStrings"
-                             and path(op).endswith(("/stdout", "/stderr"))),
-        "source_files": any(op["type"] == "UploadFileSet" and path(op) == "source_code/files" for op in ops),
+        "confusion": np.array(counts, dtype=int) if counts else np.zeros((0, 0), dtype=int),
+        "confusion_chart": False,
+        "confusion_kind": "a PNG figure (test/confusion_matrix) and its counts as a text field",
+        "per_class_acc": run.namespace("test/per_class_acc"),
+        "mistakes": mistakes,
+        "histograms": {},
+        "system_samples": sum(len(p) for path, p in run.series.items()
+                              if neptune_export.SYSTEM.match(path) and run.kinds[path] == "float"),
+        "console_lines": sum(len(p) for path, p in run.series.items() if path.endswith(("/stdout", "/stderr"))),
+        "plain_text": plain_text(logs),
+        "record_format": "JSON lines, one operation a line (data-N.log, one folder a segment)",
+        "status": seg_info[-1]["end"],
     }
+
+
+def read_mlflow(out_dir):
+    from mlflow import MlflowClient
+    uri = f"sqlite:///{os.path.join(out_dir, 'mlflow.db')}"
+    client = MlflowClient(uri, uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    [run] = [r for r in runs if "run_id" in r.data.tags][-1:]
+    rid = run.info.run_id
+
+    def local(artifact_path):  # the store's artifact folder as it lies now, wherever it was written
+        uri = run.info.artifact_uri
+        return os.path.join(out_dir, "mlartifacts", uri.split("/mlartifacts/", 1)[1], artifact_path)
+
+    def history(key):
+        return [(m.step, m.value, m.timestamp) for m in client.get_metric_history(rid, key)]
+    epoch_series = {k: history(k) for k in EPOCH_KEYS}
+    metrics = run.data.metrics
+    with open(local("dataset.json")) as f:
+        info = json.load(f)
+    classes = info["classes"]
+    counts_path = local("test/confusion_matrix.json")
+    counts = json.load(open(counts_path))["counts"] if os.path.isfile(counts_path) else []
+    mistakes = []
+    for path in sorted(glob.glob(local("test/most_confident_mistakes/*.png"))):
+        m = re.match(r"\d+_image(\d+)_true-(.+)_predicted-(.+)_p([\d.]+)\.png", os.path.basename(path))
+        mistakes.append({"index": int(m.group(1)), "true": m.group(2), "predicted": m.group(3),
+                         "probability": float(m.group(4)), "image": path})
+    [model] = client.search_registered_models(f"tags.run_id = '{run.data.tags['run_id']}'") or [None]
+    versions = sorted(client.search_model_versions(f"name = '{model.name}'"), key=lambda v: int(v.version)) \
+        if model else []
+    aliases = {}
+    for alias, version in (model.aliases.items() if model else []):
+        aliases.setdefault(int(version), []).append(alias)
+    system = {k: history(k) for k in metrics if k.startswith("system/")}
+    times = sorted(t for points in system.values() for _, _, t in points)
+    gaps = [(b - a) / 1000 for a, b in zip(times, times[1:])]
+    inputs = run.inputs.dataset_inputs
+    epochs = [int(v) for _, v, _ in epoch_series["epoch"]]
+    return {
+        "tool": "MLflow", "reader": "MlflowClient",
+        "config": dict(run.data.params),
+        "epochs": [{k: epoch_series[k][i][1] for k in EPOCH_KEYS} for i in range(len(epoch_series["epoch"]))],
+        "steps": [(s, v) for s, v, _ in history("train/batch_loss")],
+        "summary": {k: metrics[k] for k in SUMMARY_KEYS if k in metrics},
+        "segments": [{"id": rid, "epochs": epochs, "end": f"status {run.info.status}"}],
+        "one_run": len(runs) == 1,
+        "segments_note": f"one MLflow run ({rid[:8]}), reopened by start_run(run_id=...) on --resume"
+                         + (f"; its system metrics pause for {max(gaps):.0f} s where it was stopped" if gaps else ""),
+        "dataset": {"recorded": bool(inputs), "kind": "a dataset input (mlflow.log_input)",
+                    "version": f"digest {inputs[0].dataset.digest}" if inputs else None, "files": 1 if inputs else 0,
+                    "hashed_by_tool": 0, "hash_note": "its digest is the one the script passes; MLflow hashed no file",
+                    "hash_at_sync": False},
+        "models": [{"metadata": {k: (float(v) if "." in v else int(v)) for k, v in ver.tags.items()},
+                    "aliases": aliases.get(int(ver.version), [])} for ver in versions],
+        "models_kind": "Model Registry versions of one registered model",
+        "classes": classes,
+        "confusion": np.array(counts, dtype=int) if counts else np.zeros((0, 0), dtype=int),
+        "confusion_chart": False,
+        "confusion_kind": "a PNG figure (log_figure) and its counts as JSON",
+        "per_class_acc": {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/per_class_acc/")},
+        "mistakes": mistakes,
+        "histograms": {},
+        "system_samples": sum(len(p) for p in system.values()),
+        "console_lines": 0,
+        "plain_text": plain_text([os.path.join(out_dir, "mlflow.db")]),
+        "record_format": f"a SQLite database ({first_bytes(os.path.join(out_dir, 'mlflow.db'), 15).decode()}) and "
+                         "artifact files",
+        "status": run.info.status,
+    }
+
+
+READERS = {"W&B": ("wandb", read_wandb), "Neptune": ("neptune", read_neptune), "MLflow": ("mlflow", read_mlflow)}
+
+
+def read_all(root):
+    """Each tool's record of the job, from root/wandb, root/neptune and root/mlflow."""
+    return {tool: read(os.path.join(root, sub)) for tool, (sub, read) in READERS.items()}

@@ -1,0 +1,374 @@
+"""The rubric: for each criterion, the checkable facts behind each level of the study's scale, and
+the code that establishes each fact and derives the ratings from them. It holds no rating itself.
+
+A fact is established for each tool by a probe of the installed client (report/probes.py), the
+records of the report's runs (report/records.py), a measurement (benchmarks/run.py), or a dated
+external fact with its source (report/facts.json). A tool rated 2 has every fact of level 2; 3,
+every fact of levels 2 and 3; otherwise 1.
+"""
+import json
+import os
+from dataclasses import dataclass
+
+TOOLS = ("W&B", "Neptune", "MLflow")
+SCALE = {1: "lacks it", 2: "has it", 3: "has it, and it is easy or has more"}
+BENCH_PREFIX = {"W&B": "wandb", "Neptune": "neptune", "MLflow": "mlflow"}
+QUICK_START_FINISH_S = 5.0  # level 3 of usability: opening and closing a run offline costs at most this
+
+# The 2023 study's own ratings (W&B, Neptune), from its report (report/520-final-project.pdf in the
+# study's repository), on the same scale; it defined hyperparameter optimization integration (its
+# section 3.4.5) but never rated it.
+STUDY = {"Dataset versioning": (3, 3), "Model versioning": (3, 2), "Collaboration": (3, 2),
+         "Framework integration": (3, 3), "Report generation and management": (3, 2),
+         "Model visualization": (2, 3), "Understandability": (2, 3), "Usability": (2, 3),
+         "Debuggability": (2, 2), "Hyperparameter optimization integration": (None, None)}
+
+
+@dataclass
+class Evidence:
+    records: dict   # tool -> report/records.py's reading of its run
+    probes: dict    # tool -> report/probes.py's findings
+    bench: dict     # benchmarks/run.py --json, or None
+    external: dict  # report/facts.json
+
+
+def load_external(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "facts.json")):
+    with open(path) as f:
+        return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+
+
+def said(probe):
+    return probe["said"]
+
+
+def external(ev, key, tool):
+    entry = ev.external[key].get(tool)
+    if entry is None:
+        return None
+    return entry["holds"], f"{entry['says']} ({entry['source']}, checked {entry['checked']})"
+
+
+# Each check returns (holds, evidence) for one tool: the evidence is printed beside the fact.
+def dataset_version_recorded(ev, tool):
+    d = ev.records[tool]["dataset"]
+    return d["recorded"], f"{d['kind']}: {d['version']}" if d["recorded"] else "no dataset version in the record"
+
+
+def dataset_hashed_by_tool(ev, tool):
+    d = ev.records[tool]["dataset"]
+    return (d["files"] > 0 and d["hashed_by_tool"] == d["files"],
+            f"{d['hashed_by_tool']} of {d['files']} data files hashed by the client offline ({d['hash_note']})")
+
+
+def model_versions_recorded(ev, tool):
+    models = ev.records[tool]["models"]
+    return len(models) >= 2, f"{len(models)} model versions in the record ({ev.records[tool]['models_kind']})"
+
+
+def model_aliases(ev, tool):
+    models = ev.records[tool]["models"]
+    aliases = sorted({a for m in models for a in m["aliases"]})
+    return bool(aliases), f"aliases {', '.join(aliases)}" if aliases else "no aliases: each version is its own field"
+
+
+def model_metadata(ev, tool):
+    final = ev.records[tool]["models"][-1] if ev.records[tool]["models"] else {"metadata": {}}
+    keys = sorted(final["metadata"])
+    return {"epoch", "val_acc", "test_acc"} <= set(keys), f"final version's metadata: {', '.join(keys) or 'none'}"
+
+
+def server_to_share(ev, tool):
+    if tool == "MLflow":
+        holds = "server" in ev.probes[tool]["commands"]
+        return holds, "`mlflow server` in the installed client (the test suite starts it with SQLite and basic auth)"
+    return external(ev, "self_hosted_server", tool)
+
+
+def hosted_service(ev, tool):
+    return external(ev, "hosted_service", tool)
+
+
+def upload_later(ev, tool):
+    holds = "sync" in ev.probes[tool]["commands"]
+    name = {"W&B": "wandb", "Neptune": "neptune", "MLflow": "mlflow"}[tool]
+    return holds, f"`{name} sync` {'is' if holds else 'is not'} a command of the installed client"
+
+
+def pytorch_integration(ev, tool):
+    p = ev.probes[tool]
+    return p["pytorch_module"]["accepted"], f"{said(p['pytorch_module'])}: {said(p['pytorch_integration'])}"
+
+
+def pytorch_in_base_client(ev, tool):
+    p = ev.probes[tool]
+    return p["pytorch_integration"]["accepted"], (f"usable with the client alone: {said(p['pytorch_integration'])}; "
+                                                  f"{len(p['integrations'])} framework modules shipped")
+
+
+def reports(ev, tool):
+    if tool == "MLflow":
+        endpoints = ev.probes[tool]["report_endpoints"]
+        return bool(endpoints), (f"report endpoints in the installed server: {', '.join(endpoints)}" if endpoints
+                                 else "the installed MLflow server has no report endpoint")
+    return external(ev, "reports_on_server", tool)
+
+
+def report_from_code(ev, tool):
+    p = ev.probes[tool]
+    extra = f" (needs {said(p['report_api_extra']).split(': ', 1)[-1]})" if p.get("report_api_extra") and not \
+        p["report_api_extra"]["accepted"] else ""
+    return p["report_api"]["accepted"], f"{said(p['report_api'])}{extra}"
+
+
+def evaluation_images(ev, tool):
+    r = ev.records[tool]
+    holds = r["confusion"].size > 0 and len(r["mistakes"]) > 0
+    return holds, f"confusion matrix ({r['confusion_kind']}) and {len(r['mistakes'])} mistake images in the record"
+
+
+def interactive_confusion(ev, tool):
+    r = ev.records[tool]
+    return r["confusion_chart"], r["confusion_kind"]
+
+
+def histograms(ev, tool):
+    p, r = ev.probes[tool], ev.records[tool]
+    return p["histogram_type"]["accepted"] and bool(r["histograms"]), \
+        f"{said(p['histogram_type'])}; {sum(len(v) for v in r['histograms'].values())} histograms in the record"
+
+
+def record_readable(ev, tool):
+    r = ev.records[tool]
+    return bool(r["epochs"]), f"{len(r['epochs'])} epochs read back with {r['reader']}"
+
+
+def local_viewer(ev, tool):
+    command = {"W&B": "leet", "Neptune": None, "MLflow": "ui"}[tool]
+    commands = ev.probes[tool]["commands"]
+    holds = command in commands
+    name = {"W&B": "wandb", "Neptune": "neptune", "MLflow": "mlflow"}[tool]
+    return holds, (f"`{name} {command}` shows the local record" if holds else
+                   f"the installed CLI has only {', '.join(commands)}: no viewer of the local record")
+
+
+def plain_text_record(ev, tool):
+    r = ev.records[tool]
+    return r["plain_text"], r["record_format"]
+
+
+def works_offline(ev, tool):
+    r = ev.records[tool]
+    return bool(r["epochs"]) and r["summary"].get("test/acc") is not None, \
+        f"the report's run: offline, no account, {len(r['epochs'])} epochs and the test accuracy recorded"
+
+
+def quick_start_finish(ev, tool):
+    if not ev.bench:
+        return None
+    p = BENCH_PREFIX[tool]
+    total = ev.bench[f"{p}_start_s"] + ev.bench[f"{p}_finish_s"]
+    return total <= QUICK_START_FINISH_S, (f"start {ev.bench[f'{p}_start_s']:.2f} s + finish "
+                                          f"{ev.bench[f'{p}_finish_s']:.2f} s (at most {QUICK_START_FINISH_S:g} s)")
+
+
+def cli_without_pins(ev, tool):
+    needs = ev.probes[tool].get("cli_needs_pkg_resources", False)
+    return not needs, ("its CLI imports pkg_resources, which setuptools 81 removed: setuptools must be pinned below 81"
+                       if needs else "no extra pin needed for its CLI")
+
+
+def system_metrics(ev, tool):
+    n = ev.records[tool]["system_samples"]
+    return n > 0, f"{n} system-metric samples in the record"
+
+
+def console_captured(ev, tool):
+    n = ev.records[tool]["console_lines"]
+    return n > 0, f"{n} console records" if n else "no console capture in the record"
+
+
+def resumed_as_one_run(ev, tool):
+    r = ev.records[tool]
+    return r["one_run"], r["segments_note"]
+
+
+def hpo_integration(ev, tool):
+    p = ev.probes[tool]
+    if tool == "W&B":
+        return p["sweep_driver"]["accepted"], said(p["sweep_driver"])
+    return p["optuna_module"]["accepted"], f"{said(p['optuna_module'])}: {said(p['optuna_integration'])}"
+
+
+def hpo_driver(ev, tool):
+    p = ev.probes[tool]
+    probe = p.get("sweep_driver") or {"accepted": False, "said": "no search driver in the client"}
+    return probe["accepted"], said(probe)
+
+
+# Each fact: what it says, where it comes from, and its check.
+FACTS = {
+    "dataset_version_recorded": ("the run's record holds a version of its dataset", "record", dataset_version_recorded),
+    "dataset_hashed_by_tool": ("the client hashed the data files itself, offline", "record", dataset_hashed_by_tool),
+    "model_versions_recorded": ("each new best checkpoint and the final one are versions in the record", "record",
+                                model_versions_recorded),
+    "model_aliases": ("versions carry aliases that move to the newest (best, latest, final)", "record", model_aliases),
+    "model_metadata": ("the final version carries its epoch, validation and test accuracy", "record", model_metadata),
+    "server_to_share": ("a server to share runs on can be run by the user", "probe or external", server_to_share),
+    "hosted_service": ("a hosted service is open to a new user today", "external", hosted_service),
+    "upload_later": ("the client uploads a local run to a server later, in one command", "probe", upload_later),
+    "pytorch_integration": ("the vendor offers a PyTorch integration (in the client or a package of its own)", "probe",
+                            pytorch_integration),
+    "pytorch_in_base_client": ("the PyTorch integration works with the installed client alone", "probe",
+                               pytorch_in_base_client),
+    "reports": ("the tool's server builds report documents from runs", "external or probe", reports),
+    "report_from_code": ("reports can be written from code with the vendor's client", "probe", report_from_code),
+    "evaluation_images": ("the record holds the confusion matrix and the mistake images", "record", evaluation_images),
+    "interactive_confusion": ("the confusion matrix is a chart type of the tool, not a picture", "record",
+                              interactive_confusion),
+    "histograms": ("weight and gradient histograms are a type of the tool, recorded each epoch", "probe and record",
+                   histograms),
+    "record_readable": ("every metric of the run reads back from the local record", "record", record_readable),
+    "local_viewer": ("the client has a viewer for the local record", "probe", local_viewer),
+    "plain_text_record": ("the local record is plain text", "record", plain_text_record),
+    "works_offline": ("it records the whole job offline with no account or server", "record", works_offline),
+    "quick_start_finish": ("opening and closing a run offline takes at most 5 s", "measurement", quick_start_finish),
+    "cli_without_pins": ("its command line installs with current packages (no pin)", "probe", cli_without_pins),
+    "system_metrics": ("the record holds system metrics", "record", system_metrics),
+    "console_captured": ("the record holds the console output", "record", console_captured),
+    "resumed_as_one_run": ("an interrupted and resumed run is one run in the tool's record", "record",
+                           resumed_as_one_run),
+    "hpo_integration": ("the vendor integrates a hyperparameter search (in the client or with a search library)",
+                        "probe", hpo_integration),
+    "hpo_driver": ("the client itself drives a hyperparameter search", "probe", hpo_driver),
+}
+
+# The rubric: level 2 ("has it") and level 3 ("easy, or more") of each criterion, as facts.
+CRITERIA = [
+    ("Dataset versioning", ["dataset_version_recorded"], ["dataset_hashed_by_tool"]),
+    ("Model versioning", ["model_versions_recorded"], ["model_aliases", "model_metadata"]),
+    ("Collaboration", ["server_to_share"], ["hosted_service", "upload_later"]),
+    ("Framework integration", ["pytorch_integration"], ["pytorch_in_base_client"]),
+    ("Report generation and management", ["reports"], ["report_from_code"]),
+    ("Model visualization", ["evaluation_images"], ["interactive_confusion", "histograms"]),
+    ("Understandability", ["record_readable"], ["local_viewer"]),
+    ("Usability", ["works_offline"], ["quick_start_finish", "cli_without_pins"]),
+    ("Debuggability", ["system_metrics"], ["console_captured", "resumed_as_one_run"]),
+    ("Hyperparameter optimization integration", ["hpo_integration"], ["hpo_driver"]),
+]
+
+# The offline matrix: each feature is "works offline" where its first fact holds, "needs a server"
+# where only its second does, otherwise "unavailable".
+WORKS, SERVER, NONE = "works offline", "needs a server", "unavailable"
+MATRIX = [
+    ("Config, metrics, summary", "works_offline", None),
+    ("System metrics", "system_metrics", None),
+    ("Console capture", "console_captured", None),
+    ("Dataset version hashed by the client", "dataset_hashed_by_tool", "dataset_hash_at_sync"),
+    ("Record a dataset version as the run's input", "dataset_input_offline", "dataset_input_online"),
+    ("Model versions", "model_versions_recorded", None),
+    ("Model registry", "registry_offline", "registry_online"),
+    ("Weight and gradient histograms", "histograms", None),
+    ("Resume as the same run", "resumed_as_one_run", "resume_online"),
+    ("Viewer of the local record", "local_viewer", None),
+    ("Hyperparameter search driver", "hpo_driver_offline", "hpo_driver"),
+    ("Upload a local run later", "upload_later", None),
+]
+
+
+def dataset_hash_at_sync(ev, tool):
+    return ev.records[tool]["dataset"]["hash_at_sync"], ev.records[tool]["dataset"]["hash_note"]
+
+
+def dataset_input_offline(ev, tool):
+    if tool == "W&B":
+        return False, f"use_artifact offline: {said(ev.probes[tool]['use_artifact_offline'])}"
+    if tool == "MLflow":
+        p = ev.probes[tool]["dataset_input_local"]
+        return p["accepted"], said(p)
+    return False, "the client has no call that marks a dataset version as a run's input"
+
+
+def dataset_input_online(ev, tool):
+    if tool == "W&B":
+        return True, "use_artifact, which the script calls online"
+    return dataset_input_offline(ev, tool)
+
+
+def registry_offline(ev, tool):
+    p = ev.probes[tool]
+    probe = {"W&B": p.get("registry_link_offline"), "Neptune": p.get("registry_offline"),
+             "MLflow": p.get("registry_local")}[tool]
+    return probe["accepted"], said(probe)
+
+
+def registry_online(ev, tool):
+    if tool == "MLflow":
+        return registry_offline(ev, tool)
+    return external(ev, "registry_on_server", tool)
+
+
+def resume_online(ev, tool):
+    return True, {"W&B": "resume='allow' with the same run id", "Neptune": "custom_run_id, kept only online",
+                  "MLflow": "start_run(run_id=...)"}[tool]
+
+
+def hpo_driver_offline(ev, tool):
+    if tool == "W&B":
+        p = ev.probes[tool]["sweep_offline"]
+        return p["accepted"], f"wandb.sweep offline: {said(p)}"
+    return hpo_driver(ev, tool)
+
+
+FACTS.update({
+    "dataset_hash_at_sync": ("the data files are hashed when the run is synced", "record", dataset_hash_at_sync),
+    "dataset_input_offline": ("a local run can record a dataset version as its input", "probe", dataset_input_offline),
+    "dataset_input_online": ("a run on a server can record a dataset version as its input", "probe",
+                             dataset_input_online),
+    "registry_offline": ("a model registry works without a server", "probe", registry_offline),
+    "registry_online": ("a model registry works on the tool's server", "external or probe", registry_online),
+    "resume_online": ("a run on a server continues under its id", "client API", resume_online),
+    "hpo_driver_offline": ("the search driver works without a server", "probe", hpo_driver_offline),
+})
+
+
+def establish(ev):
+    """Every fact for every tool: {fact: {tool: (holds, evidence)}}; None where it does not apply."""
+    return {fid: {tool: check(ev, tool) for tool in TOOLS} for fid, (_, _, check) in FACTS.items()}
+
+
+def holds(facts, fid, tool):
+    value = facts[fid][tool]
+    return bool(value and value[0])
+
+
+def rate(facts, has, more, tool):
+    if not all(holds(facts, f, tool) for f in has):
+        return 1
+    return 3 if all(holds(facts, f, tool) for f in more) else 2
+
+
+def ratings(facts):
+    """{criterion: {tool: rating}}, from the facts alone."""
+    return {name: {tool: rate(facts, has, more, tool) for tool in TOOLS} for name, has, more in CRITERIA}
+
+
+def matrix(facts):
+    """{feature: {tool: cell}}: works offline, needs a server, or unavailable, from the facts."""
+    return {feature: {tool: WORKS if holds(facts, works, tool) else
+                      SERVER if server and holds(facts, server, tool) else NONE for tool in TOOLS}
+            for feature, works, server in MATRIX}
+
+
+def why_moved(facts, criterion, tool, then, now):
+    """One line on why the rating is what it is against the study's, named by the facts that decide it."""
+    name, has, more = next(c for c in CRITERIA if c[0] == criterion)
+    failing = [FACTS[f][0] for f in (has if now == 1 else more) if not holds(facts, f, tool)]
+    holding = [FACTS[f][0] for f in (has if now < 3 else has + more) if holds(facts, f, tool)]
+    if then is None:
+        return "not rated by the study; " + (f"now: {'; '.join(holding)}" if holding else f"lacks: {'; '.join(failing)}")
+    if now < then:
+        return f"lower: not so now: {'; '.join(failing)}"
+    if now > then:
+        return f"higher: {'; '.join(holding[-2:])}"
+    return "same: " + ("; ".join(holding[-1:]) + (f"; but not: {failing[0]}" if failing else "") if holding
+                       else f"lacks: {'; '.join(failing)}")
