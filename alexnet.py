@@ -270,6 +270,7 @@ class Engine:
         self.partial = None    # progress through an unfinished epoch, when resuming into one
         self.lr = config["lr"]  # of the last step taken
         self.recorded = Recorded()  # what the tracker's record holds already (a resumed run)
+        self.pending_stop = None    # under DDP: the stop flag's all-reduce in flight (work, tensor)
         self.state_saved_at = time.monotonic()
 
     def run(self, recorded=None):
@@ -455,7 +456,7 @@ class Engine:
                                          self.step)
                 bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{batch_acc:.3f}",
                                 img_s=f"{bar.n / (time.perf_counter() - t0):.0f}")
-            if self.stop_requested():
+            if self.stop_requested(pipelined=True):
                 totals = self.all_sum(torch.stack([loss_sum, correct.float()]))  # rank 0 saves all processes' sums
                 self.partial = {"steps": i + 1, "loss_sum": totals[0].item(), "correct": int(totals[1].item()),
                                 "seconds": done["seconds"] + time.perf_counter() - t0}
@@ -471,14 +472,30 @@ class Engine:
             dist.all_reduce(t)
         return t
 
-    def stop_requested(self):
-        """Whether a signal asked to stop; under DDP all processes agree, so they stop on the same step."""
+    def stop_requested(self, pipelined=False):
+        """Whether to stop: a signal arrived (in any process, under DDP, where all stop on the same step).
+
+        Under DDP the processes must agree. Between epochs they do at once. Inside an epoch
+        (`pipelined`) each step launches the all-reduce of its flag and reads the one the step
+        before launched, so no step waits for a collective and reads it back on the host: the
+        processes stop together, one step after the signal."""
         if not self.distributed:
             return bool(self.stop.signum)
+        agreed = 0
+        if self.pending_stop is not None:  # the previous step's flag, all-reduced by now
+            work, flag = self.pending_stop
+            work.wait()
+            agreed = int(flag.item())
+            self.pending_stop = None
         flag = torch.tensor([self.stop.signum or 0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self.stop.signum = int(flag.item()) or None
-        return bool(self.stop.signum)
+        if pipelined:
+            self.pending_stop = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True), flag)
+        else:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            agreed = max(agreed, int(flag.item()))
+        if agreed:
+            self.stop.signum = agreed
+        return bool(agreed)
 
     @torch.no_grad()
     def evaluate(self, split, detailed=False, batch_size=1000):

@@ -22,22 +22,26 @@ import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 MODEL_EXTENSIONS = ("pt", "pth", "ckpt", "bin", "safetensors", "h5", "keras", "onnx", "pkl", "joblib")
 SYSTEM = re.compile(r"^monitoring/[^/]+/(?!stdout$|stderr$)")  # hardware metrics, not console output
 STATUS = {"completed": (0, "FINISHED"), "failed": (1, "FAILED"), "interrupted": (130, "KILLED")}
 
 
-def log_entries(folder):
+def log_entries(folder, cut=None):
     """Every entry of one queue's operation log (`data-N.log`: {"obj": operation, "version", "at"}), in
-    order. A line cut short by a hard kill (the client writes through a buffer) ends the log."""
+    order. A line cut short by a hard kill (the client writes through a buffer) ends the log; `cut`,
+    a list, gets where."""
     entries = []
     for log in sorted(glob.glob(os.path.join(folder, "data-*.log")), key=lambda p: int(p.rsplit("-", 1)[1][:-4])):
         with open(log) as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 try:
                     entries.append(json.loads(line))
                 except ValueError:
+                    if cut is not None:
+                        cut.append(f"{log}: line {number} is cut short (a hard kill?); it and what follows are not read")
                     return entries
     return entries
 
@@ -62,12 +66,13 @@ class Queue:
     folder: str
     entries: list
     created: str
-    mode: str
-    synced: int  # operations the server had acknowledged (async queues)
+    container: str   # the Neptune object's id
+    problems: list   # what is missing from the log itself
 
     @property
     def run_id(self):
-        return assigned([e["obj"] for e in self.entries], "run_id")
+        value = assigned([e["obj"] for e in self.entries], "run_id")
+        return None if value is None else str(value)
 
 
 def find_queues(path):
@@ -85,10 +90,14 @@ def find_queues(path):
                 meta = json.load(f)
         if meta.get("containerType", "run") != "run":
             continue  # models and projects: this moves runs
-        ack = os.path.join(folder, "last_ack_version")
-        synced = int(open(ack).read().strip() or 0) if os.path.isfile(ack) else 0
-        mode = meta.get("mode") or ("async" if f"{os.sep}async{os.sep}" in folder + os.sep else "offline")
-        queues.append(Queue(folder, log_entries(folder), meta.get("createdAt", ""), mode, synced))
+        problems = []
+        entries = log_entries(folder, problems)
+        if entries and entries[0].get("version", 1) > 1:  # an async queue whose server acknowledged the start
+            problems.append(f"{folder}: operations 1 to {entries[0]['version'] - 1} were acknowledged by a Neptune "
+                            "server and deleted here; they are on that server, not in this export")
+        parts = os.path.basename(folder).split("__")
+        container = meta.get("containerId") or (parts[1] if len(parts) > 1 else os.path.basename(folder))
+        queues.append(Queue(folder, entries, meta.get("createdAt", ""), container, problems))
     if not queues:
         raise ExportError(f"no Neptune run data under {path} (looked for .neptune/offline/run__*/data-1.log "
                           "and .neptune/async/...)")
@@ -100,7 +109,7 @@ def jobs(queues):
     other queue is a run of its own. Each group oldest first."""
     groups = {}
     for q in sorted(queues, key=lambda q: q.created):
-        groups.setdefault(q.run_id or os.path.basename(q.folder).split("__")[1], []).append(q)
+        groups.setdefault(re.sub(r"[^\w.-]", "-", q.run_id or q.container), []).append(q)
     return groups
 
 
@@ -129,7 +138,7 @@ class Run:
 
     @property
     def container_ids(self):
-        return {os.path.basename(q.folder).split("__")[1] for q in self.segments}
+        return {q.container for q in self.segments}
 
     def namespace(self, prefix):
         return {p[len(prefix) + 1:]: v for p, v in self.fields.items() if p.startswith(prefix + "/")}
@@ -153,6 +162,7 @@ def replay(key, segments):
     run = Run(key, segments)
     batch_ns, before = None, {}
     for q in segments:
+        run.problems += q.problems
         queue_upload = os.path.join(q.folder, "upload_path")
         for entry in q.entries:
             op, at = entry["obj"], entry.get("at")
@@ -160,7 +170,9 @@ def replay(key, segments):
             run.ended = at or run.ended
             kind, path = op["type"], "/".join(op["path"])
             ns = path.rpartition("/")[0]
-            if kind.startswith("Assign") and ns != batch_ns:  # a dict assigned is a run of ops on one namespace
+            if not kind.startswith("Assign"):
+                batch_ns = None
+            elif ns != batch_ns:  # a dict assigned is a run of Assign operations on one namespace
                 batch_ns, before = ns, run.namespace(ns)
             why = apply(run, op, kind, path, at, queue_upload)
             if why:
@@ -234,9 +246,11 @@ def apply(run, op, kind, path, at, upload_dir):
         run.deleted.append(path)
     elif kind == "CopyAttribute" and op["container_id"] in run.container_ids:  # a field of this run
         source = "/".join(op["source_path"])
-        for store in (run.fields, run.series, run.string_sets, run.files):
-            if source in store:
-                store[path] = list(store[source]) if isinstance(store[source], list) else store[source]
+        stores = [store for store in (run.fields, run.series, run.string_sets, run.files) if source in store]
+        if not stores:
+            return "copies a field this run's log does not hold"
+        for store in stores:
+            store[path] = list(store[source]) if isinstance(store[source], list) else store[source]
         if source in run.kinds:
             run.kinds[path] = run.kinds[source]
     elif kind == "CopyAttribute":
@@ -246,16 +260,26 @@ def apply(run, op, kind, path, at, upload_dir):
     return None
 
 
+def file_present(run, path):
+    """Whether an uploaded file is where the log points; a missing or changed one is reported by name."""
+    f = run.files[path]
+    if "content" in f:
+        return True
+    if not os.path.isfile(f["source"]):
+        run.problems.append(f"{path}: {f['source']} is missing (deleted or moved since it was logged)")
+        return False
+    if f.get("at") and os.path.getmtime(f["source"]) > f["at"] + 2:
+        run.problems.append(f"{path}: {f['source']} changed after it was logged; the exported bytes are today's")
+    return True
+
+
 def file_bytes(run, path):
     """The bytes of an uploaded file as the log points to them now, or None (reported by name)."""
+    if not file_present(run, path):
+        return None
     f = run.files[path]
     if "content" in f:
         return f["content"]
-    if not os.path.isfile(f["source"]):
-        run.problems.append(f"{path}: {f['source']} is missing (deleted or moved since it was logged)")
-        return None
-    if f.get("at") and os.path.getmtime(f["source"]) > f["at"] + 2:
-        run.problems.append(f"{path}: {f['source']} changed after it was logged; the exported bytes are today's")
     with open(f["source"], "rb") as fh:
         return fh.read()
 
@@ -299,6 +323,8 @@ def axes(run):
         else:
             prefix = os.path.commonprefix([target_name(p) for p in paths]).rstrip("/_")
             axis = f"{prefix or target_name(paths[0])}_step"
+            while axis in named or axis in run.series:  # two groups with one prefix: each its own axis
+                axis += "_"
         named[axis] = paths
     return named
 
@@ -352,9 +378,15 @@ class WandbTarget:
     def run_id(run):
         return re.sub(r"[^A-Za-z0-9_-]", "-", run.key)[:64]
 
+    MARKER = "neptune-export.json"  # written last: a folder without it is an export that was cut short
+
     def existing(self, run):
-        found = glob.glob(os.path.join(self.out, "wandb", f"offline-run-*-{self.run_id(run)}"))
-        return found[0] if found else None
+        for folder in glob.glob(os.path.join(self.out, "wandb", f"offline-run-*-{self.run_id(run)}")):
+            if os.path.isfile(os.path.join(folder, self.MARKER)):
+                return folder
+            print(f"replacing an incomplete export of {run.key}: {folder}")
+            shutil.rmtree(folder)
+        return None
 
     def write(self, run):
         import wandb
@@ -409,16 +441,17 @@ class WandbTarget:
             wb.log_artifact(dataset)
             moved["files"] += len(present)
         for path in run.model_files:
-            if os.path.isfile(run.files[path].get("source", "")) or "content" in run.files[path]:
+            if file_present(run, path):
                 self.log_version(wb, run, path)
                 moved["files"] += 1
-            else:
-                file_bytes(run, path)  # reports it missing
         summary = summary_of(run)
         wb.summary.update(summary)
         moved["fields"] += len(summary)
         wb.finish(exit_code=int(run.fields.get("exit_code", STATUS[run.status][0])))
-        return moved, os.path.dirname(wb.dir)
+        folder = os.path.dirname(wb.dir)
+        with open(os.path.join(folder, self.MARKER), "w") as f:
+            json.dump({"neptune_run": run.key, "queues": [q.folder for q in run.segments], **moved}, f, indent=1)
+        return moved, folder
 
     def log_version(self, wb, run, path):
         import wandb
@@ -461,20 +494,27 @@ class MlflowTarget:
         try:
             experiment = self.client.get_experiment_by_name(name)
             self.experiment = experiment.experiment_id if experiment else self.client.create_experiment(
-                name, artifact_location=None if args.tracking_uri else
-                f"file://{os.path.join(self.out, 'mlartifacts')}")
+                name, artifact_location=None if args.tracking_uri else Path(self.out, "mlartifacts").as_uri())
         except mlflow.exceptions.MlflowException as e:
             raise ExportError(f"MLflow at {self.uri}: {str(e).splitlines()[0]}") from None
         self.model_prefix = name
 
     def existing(self, run):
+        """The MLflow run this Neptune run was moved into; one cut short (no export key, set last) is removed."""
         found = self.client.search_runs([self.experiment], f"tags.`neptune.export_key` = '{run.key}'", max_results=1)
-        return found[0].info.run_id if found else None
+        if found:
+            return found[0].info.run_id
+        for partial in self.client.search_runs([self.experiment], f"tags.`neptune.export_of` = '{run.key}'"):
+            print(f"replacing an incomplete export of {run.key}: MLflow run {partial.info.run_id}")
+            self.client.delete_run(partial.info.run_id)
+        if self.client.search_registered_models(f"name = '{self.model_prefix}-{run.key}'"):
+            self.client.delete_registered_model(f"{self.model_prefix}-{run.key}")
+        return None
 
     def write(self, run):
         from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
         moved = Counter()
-        tags = {"neptune.export_key": run.key, "run_id": run.key, **dict.fromkeys(run.string_sets.get("sys/tags", []), "")}
+        tags = {"neptune.export_of": run.key, "run_id": run.key, **dict.fromkeys(run.string_sets.get("sys/tags", []), "")}
         if run.fields.get("sys/description"):
             tags["mlflow.note.content"] = run.fields["sys/description"]
         created = self.client.create_run(self.experiment, start_time=int((run.created or 0) * 1000), tags=tags,
@@ -500,6 +540,8 @@ class MlflowTarget:
         moved["fields"] += len(params) + len(metrics) + len(texts) + len(more_tags)
         for path, points in run.series.items():
             if run.kinds[path] == "float":
+                if any(s != int(s) for s, _, _ in points):
+                    run.problems.append(f"{path}: fractional steps rounded down (MLflow steps are whole numbers)")
                 metrics += [Metric(target_name(path), float(v), int(ts * 1000), int(s)) for s, v, ts in points]
                 moved["series points"] += len(points)
         items = [Param(k, v) for k, v in params.items()]
@@ -550,6 +592,7 @@ class MlflowTarget:
                     moved["files"] += 1
         self.client.set_tag(rid, "results", "recorded")
         self.client.set_terminated(rid, STATUS[run.status][1], end_time=int((run.ended or 0) * 1000))
+        self.client.set_tag(rid, "neptune.export_key", run.key)  # last: the run is whole
         return moved, rid
 
     def log_file(self, rid, tmp, name, content):

@@ -36,7 +36,8 @@ class BenchmarkError(Exception):
     """The benchmark file is empty or incomplete (a stopped benchmark)."""
 
 
-BENCH_KEYS = ("hardware", "engine_vs_bare_step_ratio", "overhead_run_spread", "augment_speedup_vs_pil",
+BENCH_KEYS = ("hardware", "engine_step_s", "bare_step_s", "engine_vs_bare_step_ratio", "overhead_run_spread",
+              "augment_speedup_vs_pil",
               *(f"{p}_{k}" for p in PREFIX.values() for k in ("overhead_ratio", "start_s", "finish_s", "epoch_end_s",
                                                               "log_call_ms", "local_bytes_per_run")))
 
@@ -97,8 +98,11 @@ def extreme(values, lowest=True):
 
 
 # Typst: every text is a string literal, so no character of a value can be read as markup.
-def s(text):
-    return json.dumps(str(text), ensure_ascii=False)
+def s(text, code=False):
+    """A Typst string literal of the text (control characters, which Typst escapes otherwise, dropped;
+    in prose, the backticks that mark commands too)."""
+    text = "".join(c for c in str(text) if c in "\n\t" or ord(c) >= 32)
+    return json.dumps(text if code else text.replace("`", ""), ensure_ascii=False)
 
 
 def par(text):
@@ -126,11 +130,13 @@ def mark(ok):
 
 
 def code_block(text, size_pt=6.5):
-    return f"#block(fill: luma(245), inset: 6pt, width: 100%)[#set text(size: {size_pt}pt)\n#raw({s(text)}, block: true)]\n\n"
+    return f"#block(fill: luma(245), inset: 6pt, width: 100%)[#set text(size: {size_pt}pt)\n#raw({s(text, code=True)}, block: true)]\n\n"
 
 
-def figure(path, caption, width="100%"):
-    return f"#figure(image({s(os.path.basename(path))}, width: {width}), caption: [#{s(caption)}])\n\n"
+def figure(path, caption, width="100%", float=False):
+    """A figure; a large one floats to the top or bottom of a page rather than leave a page half empty."""
+    where = "placement: auto, " if float else ""
+    return f"#figure({where}image({s(os.path.basename(path))}, width: {width}), caption: [#{s(caption)}])\n\n"
 
 
 # Figures (matplotlib), one unit per axis.
@@ -142,15 +148,22 @@ def plt():
     return pyplot
 
 
+def epoch_axis(ax):
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def curves_figure(recs, path):
     pyplot = plt()
+    curves = curve_data(recs)
     fig, axes = pyplot.subplots(2, 2, figsize=(7.2, 4.6))
     for ax, (key, label) in zip(axes.flat, (("train/loss", "training loss"), ("val/loss", "validation loss"),
                                             ("train/acc", "training accuracy"), ("val/acc", "validation accuracy"))):
         for tool, style, ms in (("W&B", "-", 0), ("Neptune", "o", 4), ("MLflow", "x", 5)):
-            data = curve_data(recs)[tool]
+            data = curves[tool]
             ax.plot(data["epoch"], data[key], style, color=COLORS[tool], ms=ms, lw=2, label=tool)
         ax.set(xlabel="epoch", ylabel=label)
+        epoch_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -199,7 +212,7 @@ def mistakes_figure(mistakes, path):
     pyplot = plt()
     cols = 5
     rows = (len(mistakes) + cols - 1) // cols
-    fig, axes = pyplot.subplots(rows, cols, figsize=(7.2, 1.55 * rows))
+    fig, axes = pyplot.subplots(rows, cols, figsize=(6.4, 1.3 * rows))
     for ax, m in zip(np.ravel(axes), mistakes):
         ax.imshow(Image.open(m["image"]))
         ax.set_title(f"#{m['index']}: {m['true']} as\n{m['predicted']} (p={m['probability']:.2f})", size=6)
@@ -225,6 +238,7 @@ def histogram_figure(histograms, names, path):
         ax.imshow(np.log1p(np.array(image)).T, aspect="auto", origin="lower", cmap="magma",
                   extent=(series[0][0] - 0.5, series[-1][0] + 0.5, lo, hi))
         ax.set(xlabel="epoch", ylabel="value", title=name)
+        epoch_axis(ax)
     fig.tight_layout()
     fig.savefig(path)
     pyplot.close(fig)
@@ -283,32 +297,36 @@ def build(runs, pdf_path, bench_path=None):
 
 
 def document(recs, ev, facts, rates, cells, extras, work, runs):
-    w, cfg = recs["W&B"], recs["W&B"]["config"]
     bench = ev.bench
+    where = os.path.relpath(runs, os.path.dirname(HERE)) if os.path.abspath(runs).startswith(
+        os.path.dirname(HERE) + os.sep) else "the given folder"
     out = [f"""#set document(title: "W&B vs Neptune vs MLflow on one AlexNet/CIFAR-10 job", date: none)
 #set page(paper: "a4", margin: (x: 1.8cm, y: 1.7cm), numbering: "1 / 1")
-#set text(size: 9.5pt)
+#set text(size: 9.5pt, hyphenate: false)
 #set par(justify: true)
 #set heading(numbering: "1.")
 #show heading: set block(above: 1.2em, below: 0.6em)
 #align(center)[#text(size: 17pt, weight: "bold")[#{s("Weights & Biases vs Neptune vs MLflow, 2026")}]]
 #align(center)[#{s("One AlexNet/CIFAR-10 training job, tracked three times, compared from what each tool stored")}]
-#align(center)[#text(size: 8pt, fill: gray)[#{s(f"Built {datetime.date.today().isoformat()} by report/build.py from the records in report/evidence")}]]
+#align(center)[#text(size: 8pt, fill: gray)[#{s(f"Built {datetime.date.today().isoformat()} by report/build.py from the records in {where}")}]]
 """]
-    out += overview(recs, ev, rates)
+    out += overview(recs, ev)
     out += results(recs, work)
     out += criteria_section(facts, rates)
     out += matrix_section(facts, cells)
     if bench:
         out += costs_section(bench, work, extras["footprint"])
     out += records_section(recs, ev, extras, work, runs)
-    out += evaluation_section(recs, work)
+    out += evaluation_section(recs, ev, facts, work)
     out += resume_section(recs, extras["torchrun"])
     out += closing(recs, ev, rates, extras["export"])
     return "".join(out)
 
 
-def overview(recs, ev, rates):
+OPTIMIZER_NAMES = {"sgd": "SGD with Nesterov momentum 0.9", "adam": "Adam", "adamw": "AdamW"}
+
+
+def overview(recs, ev):
     w = recs["W&B"]
     cfg = w["config"]
     test = {t: recs[t]["summary"].get("test/acc") for t in TOOLS}
@@ -317,7 +335,7 @@ def overview(recs, ev, rates):
     out = [heading("What was compared, and how")]
     out.append(par(
         f"The job: the original study's CIFAR-10 AlexNet ({cfg['model_params']:,} parameters), trained with the "
-        f"'{cfg['recipe']}' recipe ({cfg['optimizer']}, peak learning rate {cfg['lr']:g}, batch {cfg['batch_size']}, "
+        f"'{cfg['recipe']}' recipe ({OPTIMIZER_NAMES.get(cfg['optimizer'], cfg['optimizer'])}, peak learning rate {cfg['lr']:g}, batch {cfg['batch_size']}, "
         f"{plural(int(cfg['warmup_epochs']) if float(cfg['warmup_epochs']).is_integer() else cfg['warmup_epochs'], 'warmup epoch')}, "
         f"{cfg['schedule']} schedule, label smoothing {cfg['label_smoothing']:g}, seed {cfg['seed']}) for "
         f"{plural(len(w['epochs']), 'epoch')} on {recs['W&B']['train_images']:,} training images, with "
@@ -328,19 +346,20 @@ def overview(recs, ev, rates):
         f"{versions['W&B']}), neptune_integration.py (Neptune client {versions['Neptune']}) and mlflow_tracking.py "
         f"(MLflow {versions['MLflow']}), each offline, on {cfg['device']} ({hw}, {plural(cfg['cpu_count'], 'core')}, "
         f"torch {cfg['torch_version']}). The scripts drive one training engine through one tracker interface, so a "
-        f"difference between the records is a difference between the tools. Each run was stopped once with Ctrl-C and "
-        f"continued with --resume (section 7)."))
-    same = len({round(v, 6) for v in test.values() if v is not None}) == 1
+        f"difference between the records is a difference between the tools."
+        + (" Each run was stopped with Ctrl-C and continued with --resume (\"An interrupted run\" below)."
+           if all(len(recs[t]["segments"]) > 1 for t in ("W&B", "Neptune")) else "")))
+    same = None not in test.values() and len({round(v, 6) for v in test.values()}) == 1
     out.append(par(
         "Test accuracy of the best-validation checkpoint, as each tool recorded it: "
-        + ", ".join(f"{t} {pct(test[t])}" for t in TOOLS)
+        + ", ".join(f"{t} {'—' if test[t] is None else pct(test[t])}" for t in TOOLS)
         + (": the same in all three records, since on a CPU the engine computes the same numbers whatever tracks it."
            if same else ".")))
     out.append(par(
         "Everything below is read back from each tool's own local records with its official reader (W&B: "
         "wandb leet inspect --json; Neptune: the JSON-lines operation log; MLflow: MlflowClient on its SQLite store), "
         "from the benchmark, or from probes of the installed clients run while this report was built. Each rating "
-        "comes from a rubric of checkable facts (section 3), not from impressions."))
+        "comes from a rubric of checkable facts (\"Ten criteria\"), not from impressions."))
     return out
 
 
@@ -370,12 +389,14 @@ def criteria_section(facts, rates):
     for name, _, _ in rubric.CRITERIA:
         then = rubric.STUDY[name]
         rows.append([name, *("—" if v is None else str(v) for v in then), *(str(rates[name][t]) for t in TOOLS),
-                     "\n".join(f"{t}: {rubric.why_moved(facts, name, t, then[i] if i < 2 else None, rates[name][t])}"
+                     "\n".join(f"{t} {rubric.why_moved(facts, name, t, then[i] if i < 2 else None, rates[name][t])}"
                                for i, t in enumerate(TOOLS))])
     totals = {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
-    study = [sum(v[i] for v in rubric.STUDY.values() if v[i]) for i in range(2)]
+    rated = [v for v in rubric.STUDY.values() if v[0] is not None]
+    study = [sum(v[i] for v in rated) for i in range(2)]
     rows.append(["Total", str(study[0]), str(study[1]), *(str(totals[t]) for t in TOOLS),
-                 "the study's nine criteria add up to 27; the ten here to 30"])
+                 f"the study's totals are out of {3 * len(rated)} ({len(rated)} criteria); ours out of "
+                 f"{3 * len(rubric.CRITERIA)} ({len(rubric.CRITERIA)})"])
     out.append(table(["2.2fr", "0.8fr", "0.9fr", "0.8fr", "0.9fr", "0.9fr", "5fr"],
                      ["criterion", "study W&B", "study Neptune", "W&B", "Neptune", "MLflow", "why, by the facts"], rows, 7.5))
     out.append(heading("The rubric and its facts", 2))
@@ -400,11 +421,13 @@ def matrix_section(facts, cells):
         "Each cell follows from facts of the rubric: a feature works offline where its offline fact holds, needs a "
         "server where only its server fact holds, and is unavailable otherwise. The evidence column names the "
         "deciding fact for each tool."))
-    rows = []
-    for feature, works, server in rubric.MATRIX:
-        evidence = "; ".join(f"{t}: {facts[works][t][1] if cells[feature][t] == rubric.WORKS or not server else facts[server][t][1]}"
-                             for t in TOOLS)
-        rows.append([feature, *(cells[feature][t] for t in TOOLS), evidence])
+    def why(feature, works, server, t):
+        offline = facts[works][t][1] if facts[works][t] else "no evidence"
+        if cells[feature][t] == rubric.SERVER:
+            return f"{offline}; on a server: {facts[server][t][1]}"
+        return offline
+    rows = [[feature, *(cells[feature][t] for t in TOOLS), "; ".join(f"{t}: {why(feature, works, server, t)}" for t in TOOLS)]
+            for feature, works, server in rubric.MATRIX]
     out.append(table(["1.6fr", "1fr", "1fr", "1fr", "3.6fr"], ["feature", *TOOLS, "evidence"], rows, 7))
     return out
 
@@ -428,7 +451,8 @@ def costs_section(b, work, footprint):
         ["training time, log every 50 steps", *(difference(b[f"{p[t]}_overhead_ratio"], noise) for t in TOOLS),
          f"noise {noise * 100:.1f}%"],
         ["training time, log every step (one run)",
-         *(difference(b.get(f"{p[t]}_overhead_ratio_every_step", 1), noise) for t in TOOLS), f"noise {noise * 100:.1f}%"],
+         *(difference(b[f"{p[t]}_overhead_ratio_every_step"], noise) if f"{p[t]}_overhead_ratio_every_step" in b
+           else "not measured" for t in TOOLS), f"noise {noise * 100:.1f}%"],
         ["local data of the benchmark run", *(size(b[f"{p[t]}_local_bytes_per_run"]) for t in TOOLS), "per run"],
     ]
     out.append(table(["2.4fr", "1fr", "1fr", "1fr", "1fr"], ["measure", *TOOLS, "spread"], rows))
@@ -476,7 +500,7 @@ def records_section(recs, ev, extras, work, runs):
             meta = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(m["metadata"].items()))
             rows.append([t if i == 0 else "", str(i + 1), meta, ", ".join(m["aliases"]) or "—"])
     out.append(par("; ".join(f"{t}: {recs[t]['models_kind']}" for t in TOOLS) + "."))
-    out.append(table(["0.8fr", "0.5fr", "3.4fr", "2fr"], ["tool", "version", "metadata", "aliases as logged"], rows, 7))
+    out.append(table(["0.8fr", "0.5fr", "3.4fr", "2fr"], ["tool", "version", "metadata", "aliases (W&B: as each version was logged; MLflow: now)"], rows, 7))
     if extras["leet"]:
         out.append(heading("W&B: the run in wandb leet", 2))
         out.append(par("The terminal UI W&B ships for offline runs, on the real run (captured by report/collect.py "
@@ -484,8 +508,9 @@ def records_section(recs, ev, extras, work, runs):
         out.append(code_block(extras["leet"]))
     out.append(heading("Neptune: the operation log", 2))
     excerpt = neptune_excerpt(runs)
-    out.append(par(f"Neptune's offline record is {recs['Neptune']['record_format']}; the first lines of the real "
-                   "run's epoch 1 and its test result:"))
+    out.append(par(f"Neptune's offline record is {recs['Neptune']['record_format']}. A few of the first segment's "
+                   "lines: the first step's loss, epoch 1's validation accuracy, the dataset version and the best "
+                   "model's validation accuracy:"))
     out.append(code_block(excerpt))
     ui = os.path.join(runs, "mlflow_ui.png")
     if os.path.isfile(ui):
@@ -510,7 +535,7 @@ def neptune_excerpt(runs, width=150):
     return "\n".join(lines[:8])
 
 
-def evaluation_section(recs, work):
+def evaluation_section(recs, ev, facts, work):
     out = [heading("The test evaluation in each record")]
     same = all(np.array_equal(recs["W&B"]["confusion"], recs[t]["confusion"]) for t in TOOLS)
     path = os.path.join(work, "confusion.png")
@@ -518,7 +543,7 @@ def evaluation_section(recs, work):
     out.append(par("Confusion matrix of the best checkpoint on the test set: "
                    + "; ".join(f"{t}: {recs[t]['confusion_kind']}" for t in TOOLS) + ". "
                    + ("The three records hold the same counts." if same else "The records' counts differ.")))
-    out.append(figure(path, "Test confusion matrix, from W&B's table (rows: true class).", "70%"))
+    out.append(figure(path, "Test confusion matrix, from W&B's table (rows: true class).", "62%", float=True))
     path = os.path.join(work, "per_class.png")
     per_class_figure(recs, path)
     out.append(figure(path, "Test accuracy per class, from each tool's record."))
@@ -531,15 +556,18 @@ def evaluation_section(recs, work):
                    "them (image, test index, true and predicted class, probability). "
                    + ("Neptune's image series and MLflow's image artifacts hold the same test images in the same order."
                       if agree else "The other records hold other images.")))
-    out.append(figure(path, "Most confident mistakes: test index, true class as predicted class (probability)."))
+    out.append(figure(path, "Most confident mistakes: test index, true class as predicted class (probability).",
+                      "88%", float=True))
     hist = recs["W&B"]["histograms"]
     if hist:
         names = [n for n in ("parameters/classifier.6.weight", "gradients/classifier.6.weight") if n in hist]
         path = os.path.join(work, "histograms.png")
         histogram_figure(hist, names, path)
+        without = [f"{t} {ev.probes[t]['version']}" for t in TOOLS if not rubric.holds(facts, "histograms", t)]
         out.append(par(f"W&B's weight and gradient histograms: {plural(len(hist), 'tensor')} binned at each epoch's "
-                       f"end, {plural(len(next(iter(hist.values()))), 'epoch')}; the last linear layer below. Neither "
-                       "Neptune 1.14 nor MLflow has a histogram type (section 3)."))
+                       f"end, {plural(len(next(iter(hist.values()))), 'epoch')}; the last linear layer below. "
+                       + (f"{' and '.join(without)} {'has' if len(without) == 1 else 'have'} no histogram type "
+                          "(\"Ten criteria\", Model visualization)." if without else "")))
         out.append(figure(path, "Histograms of the last layer's weights and gradients over the epochs (W&B's record; "
                           "colour: log count)."))
     return out
@@ -551,7 +579,7 @@ def resume_section(recs, torchrun):
     for t in TOOLS:
         for i, seg in enumerate(recs[t]["segments"]):
             ep = seg["epochs"]
-            span = f"epochs {ep[0]}-{ep[-1]}" if ep else "no epoch"
+            span = (f"epochs {ep[0]}-{ep[-1]}" if len(ep) > 1 else f"epoch {ep[0]}") if ep else "no epoch"
             rows.append([t if i == 0 else "", str(i + 1), seg["id"][:24], f"{span} ({plural(len(ep), 'epoch')})", seg["end"]])
     out.append(table(["0.8fr", "0.5fr", "2fr", "1.6fr", "1.6fr"], ["tool", "segment", "id", "epochs recorded", "ended"], rows))
     counts = {t: sorted(e["epoch"] for e in recs[t]["epochs"]) for t in TOOLS}
@@ -561,8 +589,10 @@ def resume_section(recs, torchrun):
     if torchrun:
         rows = [[t, str(v["processes"]), plural(v["runs"], "run"), ", ".join(map(str, v["epochs"]))]
                 for t, v in torchrun["tools"].items()]
+        one = [t for t, v in torchrun["tools"].items() if v["runs"] == 1]
         out.append(par(f"torchrun --standalone --nproc_per_node {torchrun['processes']} with each script "
-                       f"({torchrun['args']}), run by report/collect.py: only rank 0 opens the tracker's run."))
+                       f"({torchrun['args']}), run by report/collect.py: "
+                       + (f"{', '.join(one)}: one tracker run per launch." if one else "more than one run per launch.")))
         out.append(table(["1fr", "1fr", "1fr", "2fr"], ["tool", "processes", "tracker runs created", "epochs recorded"], rows))
     return out
 
@@ -582,10 +612,10 @@ def closing(recs, ev, rates, export):
     totals = {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
     best, alone = extreme(totals, lowest=False)
     out.append(par(
-        "By the rubric's totals: " + ", ".join(f"{t} {totals[t]}" for t in TOOLS) + " of 30"
+        "By the rubric's totals: " + ", ".join(f"{t} {totals[t]}" for t in TOOLS) + f" of {3 * len(rubric.CRITERIA)}"
         + (f"; {best} rates highest." if alone else ".")
-        + " Read the criteria that matter to you rather than the sum: the rubric's facts (section 3) say what each "
-        "rating rests on, and the matrix (section 4) what needs a server."))
+        + " Read the criteria that matter to you rather than the sum: the rubric's facts (\"Ten criteria\") say what "
+        "each rating rests on, and the matrix (\"What works offline\") what needs a server."))
     out.append(heading("Reproduce it", 2))
     out.append(code_block(
         "make run                  # the three scripts offline, 25 epochs each, and runs/report.pdf of them\n"

@@ -51,6 +51,13 @@ def copy_records(runs, evidence):
     for log in records.wandb_logs(os.path.join(runs, "wandb")):
         folder = os.path.dirname(log)
         copy_record(folder, os.path.join(evidence, "wandb", "wandb", os.path.basename(folder)))
+        for r in records.leet_records(log):  # the tables' files, staged under --out-dir until `wandb sync`
+            if r["type"] == "artifact" and r["artifact"]["type"] == "run_table":
+                for entry in r["artifact"]["manifest"]["contents"]:
+                    relative = entry["local_path"].split(f"{os.sep}.wandb-data{os.sep}", 1)[1]
+                    target = os.path.join(evidence, "wandb", ".wandb-data", relative)
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    shutil.copy(os.path.join(runs, "wandb", ".wandb-data", relative), target)
     for folder in records.neptune_folders(os.path.join(runs, "neptune")):
         copy_record(folder, os.path.join(evidence, "neptune", ".neptune", "offline", os.path.basename(folder)))
     os.makedirs(os.path.join(evidence, "mlflow"), exist_ok=True)
@@ -155,8 +162,11 @@ def main():
         json.dump(torchrun_launches(), f, indent=1)
     subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "mlflow_ui_screenshot.py"), "--out-dir",
                     os.path.join(a.runs, "mlflow"), os.path.join(a.evidence, "mlflow_ui.png")], check=True)
+    stale = os.path.join(a.evidence, "benchmark.json")
     if a.bench:
-        shutil.copy(a.bench, os.path.join(a.evidence, "benchmark.json"))
+        shutil.copy(a.bench, stale)
+    elif os.path.exists(stale):  # a benchmark of other runs' machine and code would read as this one's
+        os.remove(stale)
     size, files = tree_size([a.evidence])
     print(f"collected {files} files, {size / 1e6:.1f} MB, in {a.evidence}")
 

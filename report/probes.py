@@ -22,12 +22,34 @@ def outcome(fn):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             value = fn()
         return {"accepted": True, "said": str(value) if value is not None else "accepted"}
-    except BaseException as e:  # the client's own refusal, whatever its type
+    except Exception as e:  # the client's own refusal, whatever its type
         return {"accepted": False, "said": f"{type(e).__name__}: {first_line(e)}" if str(e) else type(e).__name__}
 
 
 def importable(name):
     return outcome(lambda: importlib.import_module(name) and "imports")
+
+
+def parameter(fn, name, what):
+    """Whether a client call takes a parameter (how it resumes a run, say)."""
+    import inspect
+
+    def find():
+        if name not in inspect.signature(fn).parameters:
+            raise LookupError(f"{fn.__module__}.{fn.__qualname__} takes no {name}")
+        return f"{fn.__qualname__}({name}=...): {what}"
+    return outcome(find)
+
+
+def needs_pkg_resources(module):
+    """Whether the module behind a client's command line imports pkg_resources (removed in setuptools 81)."""
+    with open(importlib.util.find_spec(module).origin) as f:
+        return "import pkg_resources" in f.read()
+
+
+def frameworks(package):
+    """The training frameworks a client ships a module for."""
+    return [n for n in modules(package) if n in FRAMEWORKS]
 
 
 def present(name):
@@ -49,6 +71,24 @@ def attribute(module, words, what):
     return outcome(find)
 
 
+ASKED = ("sync", "leet", "ui", "server")  # the commands the rubric asks each CLI about
+
+
+def cli_answers(cli):
+    """Each command the CLI lists, and what it resolves each asked name to (MLflow's `ui` is `server`)."""
+    import click
+    ctx = click.Context(cli)
+    resolved = {}
+    for name in ASKED:
+        with contextlib.redirect_stderr(io.StringIO()):
+            try:
+                command = cli.get_command(ctx, name)
+            except (click.UsageError, SystemExit):
+                command = None
+        resolved[name] = command.name if command else None
+    return sorted(cli.list_commands(ctx)), resolved
+
+
 def modules(package):
     """The submodules a client ships for other frameworks, and how many import with nothing else installed."""
     pkg = importlib.import_module(package)
@@ -68,15 +108,17 @@ def probe_wandb(work):
     run.log_artifact(model)
     found["registry_link_offline"] = outcome(lambda: run.link_artifact(model, "wandb-registry-model/probe"))
     found["histogram_type"] = outcome(lambda: wandb.Histogram([1.0, 2.0]) and "wandb.Histogram")
-    found["watch_hooks"] = outcome(lambda: callable(wandb.watch) and "wandb.watch (gradient and parameter hooks)")
     run.finish()
     found["sweep_offline"] = outcome(lambda: wandb.sweep({"method": "random", "parameters": {"lr": {"values": [1, 2]}}},
                                                          project="probe"))
-    found["sweep_driver"] = outcome(lambda: callable(wandb.agent) and callable(wandb.sweep) and "wandb.sweep, wandb.agent")
-    found["commands"] = sorted(cli.commands)
+    found["sweep_driver"] = attribute(wandb, ["sweep"], "hyperparameter search")
+    found["dataset_input"] = attribute(wandb.Run, ["use_artifact"], "call that marks an artifact as a run's input")
+    found["resume"] = parameter(wandb.init, "resume", "continues a run under its id")
+    found["commands"], found["resolves"] = cli_answers(cli)
+    found["cli_needs_pkg_resources"] = needs_pkg_resources("wandb.cli.cli")
     found["report_api"] = present("wandb.apis.reports")
     found["report_api_extra"] = importable("wandb_workspaces")
-    found["integrations"] = modules("wandb.integration")
+    found["integrations"] = frameworks("wandb.integration")
     found["pytorch_module"] = present("wandb.integration.torch")
     found["pytorch_integration"] = importable("wandb.integration.torch")
     return found
@@ -84,16 +126,22 @@ def probe_wandb(work):
 
 def probe_neptune(work):
     import neptune
-    from neptune.cli.__main__ import main as cli
     found = {"version": neptune.__version__}
     found["registry_offline"] = outcome(lambda: neptune.init_model(key="PROBE", project="probe/probe", mode="offline"))
     found["histogram_type"] = attribute(neptune.types, ["histogram"], "histogram type")
-    found["commands"] = sorted(cli.commands)
-    with open(importlib.util.find_spec("neptune.cli.__main__").origin) as f:
-        found["cli_needs_pkg_resources"] = "import pkg_resources" in f.read()
-    found["integrations"] = modules("neptune.integrations")
+    found["dataset_input"] = attribute(neptune.Run, ["use_artifact", "log_input"], "call that marks a dataset "
+                                                                                  "version as a run's input")
+    found["resume"] = parameter(neptune.init_run, "custom_run_id", "continues a run under its id, on a server")
+    found["cli_needs_pkg_resources"] = needs_pkg_resources("neptune.cli.__main__")
+    try:
+        from neptune.cli.__main__ import main as cli
+        found["commands"], found["resolves"] = cli_answers(cli)
+    except ImportError:  # its command line does not start without pkg_resources
+        found["commands"], found["resolves"] = [], dict.fromkeys(ASKED)
+    found["integrations"] = frameworks("neptune.integrations")
     found["pytorch_module"] = present("neptune.integrations.pytorch")
     found["pytorch_integration"] = importable("neptune.integrations.pytorch")
+    found["sweep_driver"] = attribute(neptune, ["sweep", "tune", "hyperopt"], "hyperparameter search")
     found["optuna_module"] = present("neptune.integrations.optuna")
     found["optuna_integration"] = importable("neptune.integrations.optuna")
     found["report_api"] = attribute(neptune, ["report"], "report API")
@@ -129,10 +177,12 @@ def probe_mlflow(work):
         return "mlflow.log_input and a nested run, on a SQLite store"
     found["dataset_input_local"] = outcome(dataset_input)
     found["histogram_type"] = attribute(mlflow, ["histogram"], "histogram logging call")
-    found["commands"] = sorted(cli.commands)
+    found["commands"], found["resolves"] = cli_answers(cli)
+    found["cli_needs_pkg_resources"] = needs_pkg_resources("mlflow.cli")
+    found["resume"] = parameter(mlflow.start_run, "run_id", "reopens a run")
     found["report_api"] = attribute(mlflow, ["report"], "report API")
     found["report_endpoints"] = sorted({str(path) for path, _, _ in get_endpoints() if "report" in str(path).lower()})
-    found["integrations"] = [n for n in modules("mlflow") if n in FRAMEWORKS]
+    found["integrations"] = frameworks("mlflow")
     found["pytorch_module"] = present("mlflow.pytorch")
     found["pytorch_integration"] = importable("mlflow.pytorch")
     found["optuna_module"] = present("mlflow.optuna")

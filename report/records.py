@@ -6,6 +6,7 @@ the run folder holds (tables, images). Neptune: the offline operation logs (JSON
 `MlflowClient`. A resumed run has one folder per segment in W&B and Neptune; the readers take them
 all, oldest first. Paths are read relative to the folder given, so a copied record reads the same.
 """
+import ast
 import base64
 import glob
 import json
@@ -18,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import neptune_export  # noqa: E402  (the reader of Neptune's operation log)
-from neptune_export import operations  # noqa: E402,F401  (the tests read the log with it too)
+from neptune_export import operations  # noqa: E402
 from wandb_setup_script import leet_records  # noqa: E402
 
 EPOCH_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_time_s", "throughput_img_s")
@@ -100,7 +101,8 @@ def read_wandb(out_dir):
 
     def table(name):
         """A test table from its run_table artifact (the table file in the run folder keeps no images)."""
-        found = [a for a in artifacts if a["type"] == "run_table" and a["name"].endswith(f"-test{name}-" + a["name"].rsplit("-", 1)[1])]
+        found = [a for a in artifacts if a["type"] == "run_table" and
+                 any(e["path"] == f"test/{name}.table.json" for e in a["manifest"]["contents"])]
         if not found:
             return None
         entries = {e["path"]: staged(e["local_path"]) for e in found[-1]["manifest"]["contents"]}
@@ -177,7 +179,7 @@ def read_neptune(out_dir):
         return [v for _, v, _ in run.series.get(path, [])]
     epoch_series = {k: series(k) for k in EPOCH_KEYS}
     fields = run.fields
-    classes = json.loads(fields["dataset/classes"].replace("'", '"')) if "dataset/classes" in fields else []
+    classes = ast.literal_eval(fields["dataset/classes"]) if "dataset/classes" in fields else []  # stringified
     tracked = sorted({e[0] for entries in run.tracked.values() for e in entries})  # each segment tracks them again
     mistakes = []
     for _, value, _ in run.series.get("test/most_confident_mistakes", []):
@@ -206,10 +208,12 @@ def read_neptune(out_dir):
                          "only by the script's run_id field: Neptune 1.14 keeps no custom_run_id offline, and "
                          "`neptune sync` uploads each as its own run" if len(segments) > 1 else "one offline run",
         "dataset": {"recorded": "dataset/version" in fields, "kind": "fields dataset/* and track_files",
-                    "version": f"field dataset/version {fields.get('dataset/version')}", "files": len(tracked),
-                    "hashed_by_tool": 0,
+                    "version": f"field dataset/version {fields['dataset/version']}" if "dataset/version" in fields
+                    else None, "files": len(tracked),
+                    "hashed_by_tool": len(tracked) if run.fields.get("dataset/files") else 0,  # a hash comes at sync
                     "hash_note": f"track_files recorded {len(tracked)} paths and no hash offline: the client "
                                  "hashes them at `neptune sync`", "hash_at_sync": bool(tracked)},
+        # Neptune has no alias: the script's fields model/best, model/latest, model/final name the versions.
         "models": [{"metadata": run.version_meta.get(p, {}), "aliases": []} for p in run.model_files],
         "models_kind": "file uploads under model/checkpoints/, named by the fields model/best, model/latest and "
                        "model/final",
@@ -227,6 +231,16 @@ def read_neptune(out_dir):
         "record_format": "JSON lines, one operation a line (data-N.log, one folder a segment)",
         "status": seg_info[-1]["end"],
     }
+
+
+def number(text):
+    """An MLflow tag (always a string) as the number it holds, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def read_mlflow(out_dir):
@@ -275,12 +289,13 @@ def read_mlflow(out_dir):
         "segments": [{"id": rid, "epochs": epochs, "end": f"status {run.info.status}"}],
         "one_run": len(runs) == 1,
         "segments_note": f"one MLflow run ({rid[:8]}), reopened by start_run(run_id=...) on --resume"
-                         + (f"; its system metrics pause for {max(gaps):.0f} s where it was stopped" if gaps else ""),
+                         + (f"; the longest pause in its system metrics: {max(gaps):.0f} s" if gaps else ""),
         "dataset": {"recorded": bool(inputs), "kind": "a dataset input (mlflow.log_input)",
                     "version": f"digest {inputs[0].dataset.digest}" if inputs else None, "files": 1 if inputs else 0,
-                    "hashed_by_tool": 0, "hash_note": "its digest is the one the script passes; MLflow hashed no file",
+                    "hashed_by_tool": 0,  # MLflow keeps the digest it is given (the script's dataset version)
+                    "hash_note": "its digest is the one the script passes; MLflow hashed no file",
                     "hash_at_sync": False},
-        "models": [{"metadata": {k: (float(v) if "." in v else int(v)) for k, v in ver.tags.items()},
+        "models": [{"metadata": {k: number(v) for k, v in ver.tags.items()},
                     "aliases": aliases.get(int(ver.version), [])} for ver in versions],
         "models_kind": "Model Registry versions of one registered model",
         "classes": classes,
@@ -291,7 +306,7 @@ def read_mlflow(out_dir):
         "mistakes": mistakes,
         "histograms": {},
         "system_samples": sum(len(p) for p in system.values()),
-        "console_lines": 0,
+        "console_lines": 0,  # MLflow's client captures no console output
         "plain_text": plain_text([os.path.join(out_dir, "mlflow.db")]),
         "record_format": f"a SQLite database ({first_bytes(os.path.join(out_dir, 'mlflow.db'), 15).decode()}) and "
                          "artifact files",

@@ -68,7 +68,10 @@ def model_versions_recorded(ev, tool):
 def model_aliases(ev, tool):
     models = ev.records[tool]["models"]
     aliases = sorted({a for m in models for a in m["aliases"]})
-    return bool(aliases), f"aliases {', '.join(aliases)}" if aliases else "no aliases: each version is its own field"
+    reserved = ev.probes[tool].get("latest_alias")
+    note = f"; `latest` is MLflow's own ({said(reserved)})" if reserved and not reserved["accepted"] else ""
+    return bool(aliases), (f"aliases {', '.join(aliases)}{note}" if aliases else
+                           "no alias type: the script's fields (model/best, model/latest, model/final) name the versions")
 
 
 def model_metadata(ev, tool):
@@ -79,7 +82,7 @@ def model_metadata(ev, tool):
 
 def server_to_share(ev, tool):
     if tool == "MLflow":
-        holds = "server" in ev.probes[tool]["commands"]
+        holds = ev.probes[tool]["resolves"]["server"] is not None
         return holds, "`mlflow server` in the installed client (the test suite starts it with SQLite and basic auth)"
     return external(ev, "self_hosted_server", tool)
 
@@ -89,7 +92,7 @@ def hosted_service(ev, tool):
 
 
 def upload_later(ev, tool):
-    holds = "sync" in ev.probes[tool]["commands"]
+    holds = ev.probes[tool]["resolves"]["sync"] is not None
     name = {"W&B": "wandb", "Neptune": "neptune", "MLflow": "mlflow"}[tool]
     return holds, f"`{name} sync` {'is' if holds else 'is not'} a command of the installed client"
 
@@ -115,9 +118,10 @@ def reports(ev, tool):
 
 def report_from_code(ev, tool):
     p = ev.probes[tool]
-    extra = f" (needs {said(p['report_api_extra']).split(': ', 1)[-1]})" if p.get("report_api_extra") and not \
-        p["report_api_extra"]["accepted"] else ""
-    return p["report_api"]["accepted"], f"{said(p['report_api'])}{extra}"
+    extra = p.get("report_api_extra")
+    needs = f" (it needs the vendor's package {said(extra).rsplit(' ', 1)[-1]}, not installed here)" \
+        if extra and not extra["accepted"] else ""
+    return p["report_api"]["accepted"], f"{said(p['report_api'])}{needs}"
 
 
 def evaluation_images(ev, tool):
@@ -143,12 +147,13 @@ def record_readable(ev, tool):
 
 
 def local_viewer(ev, tool):
-    command = {"W&B": "leet", "Neptune": None, "MLflow": "ui"}[tool]
-    commands = ev.probes[tool]["commands"]
-    holds = command in commands
+    p = ev.probes[tool]
     name = {"W&B": "wandb", "Neptune": "neptune", "MLflow": "mlflow"}[tool]
-    return holds, (f"`{name} {command}` shows the local record" if holds else
-                   f"the installed CLI has only {', '.join(commands)}: no viewer of the local record")
+    found = [c for c in ("leet", "ui") if p["resolves"][c]]
+    if found:
+        return True, f"`{name} {found[0]}` shows the local record" + (
+            f" (it is `{name} {p['resolves'][found[0]]}`)" if p["resolves"][found[0]] != found[0] else "")
+    return False, f"its CLI has {', '.join(p['commands'])}: no viewer of the local record"
 
 
 def plain_text_record(ev, tool):
@@ -164,7 +169,7 @@ def works_offline(ev, tool):
 
 def quick_start_finish(ev, tool):
     if not ev.bench:
-        return None
+        return False, "not measured (no benchmark given)"
     p = BENCH_PREFIX[tool]
     total = ev.bench[f"{p}_start_s"] + ev.bench[f"{p}_finish_s"]
     return total <= QUICK_START_FINISH_S, (f"start {ev.bench[f'{p}_start_s']:.2f} s + finish "
@@ -172,7 +177,7 @@ def quick_start_finish(ev, tool):
 
 
 def cli_without_pins(ev, tool):
-    needs = ev.probes[tool].get("cli_needs_pkg_resources", False)
+    needs = ev.probes[tool]["cli_needs_pkg_resources"]
     return not needs, ("its CLI imports pkg_resources, which setuptools 81 removed: setuptools must be pinned below 81"
                        if needs else "no extra pin needed for its CLI")
 
@@ -200,8 +205,7 @@ def hpo_integration(ev, tool):
 
 
 def hpo_driver(ev, tool):
-    p = ev.probes[tool]
-    probe = p.get("sweep_driver") or {"accepted": False, "said": "no search driver in the client"}
+    probe = ev.probes[tool]["sweep_driver"]
     return probe["accepted"], said(probe)
 
 
@@ -231,7 +235,8 @@ FACTS = {
     "local_viewer": ("the client has a viewer for the local record", "probe", local_viewer),
     "plain_text_record": ("the local record is plain text", "record", plain_text_record),
     "works_offline": ("it records the whole job offline with no account or server", "record", works_offline),
-    "quick_start_finish": ("opening and closing a run offline takes at most 5 s", "measurement", quick_start_finish),
+    "quick_start_finish": (f"opening and closing a run offline takes at most {QUICK_START_FINISH_S:g} s", "measurement",
+                           quick_start_finish),
     "cli_without_pins": ("its command line installs with current packages (no pin)", "probe", cli_without_pins),
     "system_metrics": ("the record holds system metrics", "record", system_metrics),
     "console_captured": ("the record holds the console output", "record", console_captured),
@@ -280,18 +285,16 @@ def dataset_hash_at_sync(ev, tool):
 
 
 def dataset_input_offline(ev, tool):
-    if tool == "W&B":
-        return False, f"use_artifact offline: {said(ev.probes[tool]['use_artifact_offline'])}"
-    if tool == "MLflow":
-        p = ev.probes[tool]["dataset_input_local"]
-        return p["accepted"], said(p)
-    return False, "the client has no call that marks a dataset version as a run's input"
+    p = ev.probes[tool]
+    probe = {"W&B": p.get("use_artifact_offline"), "Neptune": p.get("dataset_input"),
+             "MLflow": p.get("dataset_input_local")}[tool]
+    return probe["accepted"], said(probe)
 
 
 def dataset_input_online(ev, tool):
-    if tool == "W&B":
-        return True, "use_artifact, which the script calls online"
-    return dataset_input_offline(ev, tool)
+    p = ev.probes[tool]
+    probe = p["dataset_input_local"] if tool == "MLflow" else p["dataset_input"]
+    return probe["accepted"], said(probe)
 
 
 def registry_offline(ev, tool):
@@ -308,8 +311,8 @@ def registry_online(ev, tool):
 
 
 def resume_online(ev, tool):
-    return True, {"W&B": "resume='allow' with the same run id", "Neptune": "custom_run_id, kept only online",
-                  "MLflow": "start_run(run_id=...)"}[tool]
+    p = ev.probes[tool]["resume"]
+    return p["accepted"], said(p)
 
 
 def hpo_driver_offline(ev, tool):
@@ -326,7 +329,7 @@ FACTS.update({
                              dataset_input_online),
     "registry_offline": ("a model registry works without a server", "probe", registry_offline),
     "registry_online": ("a model registry works on the tool's server", "external or probe", registry_online),
-    "resume_online": ("a run on a server continues under its id", "client API", resume_online),
+    "resume_online": ("a run on a server continues under its id", "probe", resume_online),
     "hpo_driver_offline": ("the search driver works without a server", "probe", hpo_driver_offline),
 })
 
@@ -360,15 +363,10 @@ def matrix(facts):
 
 
 def why_moved(facts, criterion, tool, then, now):
-    """One line on why the rating is what it is against the study's, named by the facts that decide it."""
+    """One line on why the rating is what it is, against the study's: the facts that decide it."""
     name, has, more = next(c for c in CRITERIA if c[0] == criterion)
-    failing = [FACTS[f][0] for f in (has if now == 1 else more) if not holds(facts, f, tool)]
-    holding = [FACTS[f][0] for f in (has if now < 3 else has + more) if holds(facts, f, tool)]
-    if then is None:
-        return "not rated by the study; " + (f"now: {'; '.join(holding)}" if holding else f"lacks: {'; '.join(failing)}")
-    if now < then:
-        return f"lower: not so now: {'; '.join(failing)}"
-    if now > then:
-        return f"higher: {'; '.join(holding[-2:])}"
-    return "same: " + ("; ".join(holding[-1:]) + (f"; but not: {failing[0]}" if failing else "") if holding
-                       else f"lacks: {'; '.join(failing)}")
+    head = f"{then} → {now}" if then is not None else f"{now} (not rated by the study)"
+    if now == 3:
+        return f"{head}: " + "; ".join(FACTS[f][0] for f in more)
+    missing = [FACTS[f][0] for f in (has if now == 1 else more) if not holds(facts, f, tool)]
+    return f"{head}: lacks: " + "; ".join(missing)

@@ -73,7 +73,7 @@ if phase == "start":
 elif phase == "dataset":
     Tracker.log_dataset = after(Tracker.log_dataset)
 elif phase == "step":
-    alexnet.Engine.stop_requested = before(alexnet.Engine.stop_requested, lambda self: self.step == int(n))
+    alexnet.Engine.stop_requested = before(alexnet.Engine.stop_requested, lambda self, *a, **k: self.step == int(n))
 elif phase == "epoch":
     Tracker.log_epoch = after(Tracker.log_epoch, lambda self, metrics, *a: metrics["epoch"] == int(n))
 elif phase == "checkpoint":

@@ -118,6 +118,10 @@ def test_a_neptune_run_exported_to_wandb_equals_the_native_wandb_run(native, tmp
     again = export(native / "neptune", "wandb", tmp_path / "export", tmp_path)
     assert again.returncode == 0 and "already moved" in again.stdout, again.stdout
     assert len(records.wandb_logs(str(tmp_path / "export"))) == 1  # nothing duplicated
+    [marker] = glob.glob(str(tmp_path / "export" / "wandb" / "offline-run-*" / "neptune-export.json"))
+    os.remove(marker)  # as if the export had been cut short
+    redo = export(native / "neptune", "wandb", tmp_path / "export", tmp_path)
+    assert "replacing an incomplete export" in redo.stdout and len(records.wandb_logs(str(tmp_path / "export"))) == 1
 
 
 def test_a_neptune_run_exported_to_mlflow_equals_the_native_mlflow_run(native, tmp_path):
@@ -156,24 +160,27 @@ def test_an_interrupted_and_resumed_run_exports_as_one_run(native, cifar_dir, tm
     assert len(records.neptune_folders(str(out))) == 2  # two segments on disk
     result = export(out, "wandb", tmp_path / "export", tmp_path)
     assert "2 queue(s) (1 run(s))" in result.stdout, result.stdout
-    got_series, got_summary, _, _ = wandb_view(tmp_path / "export")  # asserts a single W&B run
+    assert len(records.wandb_logs(str(tmp_path / "export"))) == 1  # one W&B run of one segment
+    got_series, got_summary, _, _ = wandb_view(tmp_path / "export")
     want_series, want_summary, _, _ = wandb_view(native / "wandb")
     for key in PER_EPOCH + PER_STEP:
         assert got_series[key] == want_series[key], key
     assert {k: got_summary[k] for k in FINAL} == {k: want_summary[k] for k in FINAL}
 
 
-def test_a_missing_file_is_reported_by_name_and_strict_fails(native, tmp_path):
+def test_a_missing_or_changed_file_is_reported_by_name_and_strict_fails(native, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(native / "neptune", copy, symlinks=True)
     moved = run_script("neptune_integration.py", ["--out-dir", copy, "--moved-from", native / "neptune"], tmp_path)
     assert moved.returncode == 0, moved.stderr
     [run] = [d for d in os.listdir(copy) if d[0].isdigit()]
     os.remove(copy / run / "checkpoints" / "epoch_1.pt")
+    os.utime(copy / run / "checkpoints" / "final.pt")  # rewritten after it was logged, as far as anyone can tell
     lenient = export(copy, "mlflow", tmp_path / "lenient", tmp_path)
-    assert lenient.returncode == 0 and f"epoch_1.pt is missing" in lenient.stdout, lenient.stdout
+    assert lenient.returncode == 0 and "epoch_1.pt is missing" in lenient.stdout, lenient.stdout
     strict = export(copy, "wandb", tmp_path / "strict", tmp_path, "--strict")
     assert strict.returncode == 1 and "model/checkpoints/epoch_1" in strict.stdout, strict.stdout + strict.stderr
+    assert "model/checkpoints/final: " in strict.stdout and "changed after it was logged" in strict.stdout
 
 
 # Field types neptune_integration.py does not use, written by the real client in offline mode.
