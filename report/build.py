@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -105,6 +106,19 @@ def s(text, code=False):
     return json.dumps(text if code else text.replace("`", ""), ensure_ascii=False)
 
 
+LONG_TOKEN = re.compile(r"\S{20,}")
+
+
+def breakable(text):
+    """Long tokens (identifiers, URLs, ids) with zero-width break points, so a narrow cell wraps them
+    instead of letting them run into the next column."""
+    def split(m):
+        token = re.sub(r"([._/:=,\-])", "\\1\u200b", m.group(0))
+        token = re.sub(r"([a-z])([A-Z])", "\\1\u200b\\2", token)
+        return re.sub(r"([^\u200b]{16})(?=[^\u200b])", "\\1\u200b", token)
+    return LONG_TOKEN.sub(split, str(text))
+
+
 def par(text):
     return f"#par({s(text)})\n\n"
 
@@ -115,9 +129,9 @@ def heading(text, level=1):
 
 def table(columns, header, rows, size_pt=8.5):
     cells = ", ".join(f"[#strong({s(h)})]" for h in header)
-    body = ", ".join(c if isinstance(c, Raw) else s(c) for row in rows for c in row)
+    body = ", ".join(c if isinstance(c, Raw) else s(breakable(c)) for row in rows for c in row)
     widths = "(" + ", ".join(columns) + ("," if len(columns) == 1 else "") + ")"
-    return (f"#block(breakable: true)[#set text(size: {size_pt}pt)\n#table(columns: {widths}, inset: 4pt, "
+    return (f"#block(breakable: true)[#set text(size: {size_pt}pt)\n#set par(justify: false)\n#table(columns: {widths}, inset: 4pt, "
             f"stroke: 0.4pt + gray, table.header({cells}), {body})]\n\n")
 
 
@@ -348,7 +362,9 @@ def overview(recs, ev):
         f"torch {cfg['torch_version']}). The scripts drive one training engine through one tracker interface, so a "
         f"difference between the records is a difference between the tools."
         + (" Each run was stopped with Ctrl-C and continued with --resume (\"An interrupted run\" below)."
-           if all(len(recs[t]["segments"]) > 1 for t in ("W&B", "Neptune")) else "")))
+           if all(len(recs[t]["segments"]) > 1 for t in ("W&B", "Neptune")) else "")
+        + "".join(f" {t}'s segment {i + 1} was also killed before it could end, and its run continued again with --resume."
+                  for t in ("W&B", "Neptune") for i, seg in enumerate(recs[t]["segments"]) if "killed" in seg["end"])))
     same = None not in test.values() and len({round(v, 6) for v in test.values()}) == 1
     out.append(par(
         "Test accuracy of the best-validation checkpoint, as each tool recorded it: "
@@ -408,7 +424,7 @@ def criteria_section(facts, rates):
                 cells = []
                 for t in TOOLS:
                     value = facts[fid][t]
-                    cells.append(Raw(f"[#{mark(bool(value and value[0]))} #text(size: 6.5pt)[#{s(value[1] if value else 'no evidence')}]]"))
+                    cells.append(Raw(f"[#{mark(bool(value and value[0]))} #text(size: 6.5pt)[#{s(breakable(value[1]) if value else 'no evidence')}]]"))
                 rows.append([f"{level}: {text} ({source})", *cells])
         out.append(f"#strong({s(name)}) #h(1fr) #{s('ratings: ' + ', '.join(f'{t} {rates[name][t]}' for t in TOOLS))}\n")
         out.append(table(["2.2fr", "1.6fr", "1.6fr", "1.6fr"], ["level: fact (source)", *TOOLS], rows, 7.5))
@@ -467,8 +483,8 @@ def costs_section(b, work, footprint):
         + f"). Largest local data of the benchmark run: {largest} ({size(local[largest])}). At the default logging "
         f"interval, {', '.join(within) if within else 'none'} {'shows' if len(within) == 1 else 'show'} no measurable "
         f"difference in training time on this machine. The engine itself: {seconds(b['engine_step_s'])} a training "
-        f"step at batch 256 against {seconds(b['bare_step_s'])} for a bare PyTorch loop (ratio "
-        f"{b['engine_vs_bare_step_ratio']:.3f}); batched augmentation {b['augment_speedup_vs_pil']:.1f} times the "
+        f"step at batch 256 against {seconds(b['bare_step_s'])} for a bare PyTorch loop (medians; their ratio "
+        f"{b['engine_step_s'] / b['bare_step_s']:.3f}); batched augmentation {b['augment_speedup_vs_pil']:.1f} times the "
         "study's per-image PIL pipeline on one thread."))
     path = os.path.join(work, "costs.png")
     cost_figure(b, path)
@@ -580,7 +596,7 @@ def resume_section(recs, torchrun):
         for i, seg in enumerate(recs[t]["segments"]):
             ep = seg["epochs"]
             span = (f"epochs {ep[0]}-{ep[-1]}" if len(ep) > 1 else f"epoch {ep[0]}") if ep else "no epoch"
-            rows.append([t if i == 0 else "", str(i + 1), seg["id"][:24], f"{span} ({plural(len(ep), 'epoch')})", seg["end"]])
+            rows.append([t if i == 0 else "", str(i + 1), seg["id"], f"{span} ({plural(len(ep), 'epoch')})", seg["end"]])
     out.append(table(["0.8fr", "0.5fr", "2fr", "1.6fr", "1.6fr"], ["tool", "segment", "id", "epochs recorded", "ended"], rows))
     counts = {t: sorted(e["epoch"] for e in recs[t]["epochs"]) for t in TOOLS}
     once = all(c == list(range(1, len(c) + 1)) for c in counts.values())
