@@ -364,7 +364,7 @@ def overview(recs, ev):
         + (" Each run was stopped with Ctrl-C and continued with --resume (\"An interrupted run\" below)."
            if all(len(recs[t]["segments"]) > 1 for t in ("W&B", "Neptune")) else "")
         + "".join(f" {t}'s segment {i + 1} was also killed before it could end, and its run continued again with --resume."
-                  for t in ("W&B", "Neptune") for i, seg in enumerate(recs[t]["segments"]) if "killed" in seg["end"])))
+                  for t in ("W&B", "Neptune") for i, seg in enumerate(recs[t]["segments"]) if seg["killed"])))
     same = None not in test.values() and len({round(v, 6) for v in test.values()}) == 1
     out.append(par(
         "Test accuracy of the best-validation checkpoint, as each tool recorded it: "

@@ -21,6 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import build  # noqa: E402
 import records  # noqa: E402
 
 SKIP = (".pt", ".pt.tmp")  # model versions: 93 MB each, referenced by the records, not read by the report
@@ -150,6 +151,10 @@ def main():
     p.add_argument("--bench", help="benchmarks/run.py --json output to include")
     p.add_argument("--evidence", default=os.path.join(HERE, "evidence"), help="default: report/evidence")
     a = p.parse_args()
+    try:  # a stopped or partial benchmark is refused before the long steps, not after
+        bench = build.read_benchmark(a.bench) if a.bench else None
+    except build.BenchmarkError as e:
+        sys.exit(f"error: {e}")
     os.makedirs(a.evidence, exist_ok=True)
     copy_records(a.runs, a.evidence)
     with open(os.path.join(a.evidence, "footprint.json"), "w") as f:
@@ -163,11 +168,9 @@ def main():
     subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "mlflow_ui_screenshot.py"), "--out-dir",
                     os.path.join(a.runs, "mlflow"), os.path.join(a.evidence, "mlflow_ui.png")], check=True)
     stale = os.path.join(a.evidence, "benchmark.json")
-    if a.bench:  # its result line only: the clients' log lines on stdout are no evidence
-        with open(a.bench) as f:
-            result = [line for line in f.read().splitlines() if line.strip().startswith("{")]
+    if bench:  # its result line only: the clients' log lines on stdout are no evidence
         with open(stale, "w") as f:
-            f.write(result[-1] + "\n" if result else "")
+            f.write(json.dumps(bench) + "\n")
     elif os.path.exists(stale):  # a benchmark of other runs' machine and code would read as this one's
         os.remove(stale)
     size, files = tree_size([a.evidence])

@@ -136,7 +136,7 @@ def read_wandb(out_dir):
         codes = [r["exit"].get("exit_code", 0) for r in rs if r["type"] == "exit"]
         ids = {r["run"]["run_id"] for r in rs if r["type"] == "run"}
         segments.append({"id": ", ".join(sorted(ids)), "epochs": epochs,
-                         "end": f"exit code {codes[-1]}" if codes else "no exit record (killed)"})
+                         "end": f"exit code {codes[-1]}" if codes else "no exit record (killed)", "killed": not codes})
     ids = {s["id"] for s in segments}
     return {
         "tool": "W&B", "reader": "wandb leet inspect --json", **dataset_sizes(meta),
@@ -194,7 +194,7 @@ def read_neptune(out_dir):
                   for v in op["values"]]
         status = neptune_export.assigned(ops, "status")
         seg_info.append({"id": os.path.basename(q.folder).split("__")[1], "epochs": epochs,
-                         "end": f"status {status}" if status else "no status (killed)"})
+                         "end": f"status {status}" if status else "no status (killed)", "killed": not status})
     logs = [log for q in segments for log in glob.glob(os.path.join(q.folder, "data-*.log"))]
     counts = json.loads(fields["test/confusion_matrix_counts"]) if "test/confusion_matrix_counts" in fields else []
     return {
@@ -286,7 +286,7 @@ def read_mlflow(out_dir):
         "epochs": [{k: epoch_series[k][i][1] for k in EPOCH_KEYS} for i in range(len(epoch_series["epoch"]))],
         "steps": [(s, v) for s, v, _ in history("train/batch_loss")],
         "summary": {k: metrics[k] for k in SUMMARY_KEYS if k in metrics},
-        "segments": [{"id": rid, "epochs": epochs, "end": f"status {run.info.status}"}],
+        "segments": [{"id": rid, "epochs": epochs, "end": f"status {run.info.status}", "killed": False}],
         "one_run": len(runs) == 1,
         "segments_note": f"one MLflow run ({rid[:8]}), reopened by start_run(run_id=...) on --resume"
                          + (f"; the longest pause in its system metrics: {max(gaps):.0f} s" if gaps else ""),
