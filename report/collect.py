@@ -55,10 +55,9 @@ def copy_records(runs, evidence):
         for r in records.leet_records(log):  # the tables' files, staged under --out-dir until `wandb sync`
             if r["type"] == "artifact" and r["artifact"]["type"] == "run_table":
                 for entry in r["artifact"]["manifest"]["contents"]:
-                    relative = entry["local_path"].split(f"{os.sep}.wandb-data{os.sep}", 1)[1]
-                    target = os.path.join(evidence, "wandb", ".wandb-data", relative)
+                    target = records.staged(os.path.join(evidence, "wandb"), entry["local_path"])
                     os.makedirs(os.path.dirname(target), exist_ok=True)
-                    shutil.copy(os.path.join(runs, "wandb", ".wandb-data", relative), target)
+                    shutil.copy(records.staged(os.path.join(runs, "wandb"), entry["local_path"]), target)
     for folder in records.neptune_folders(os.path.join(runs, "neptune")):
         copy_record(folder, os.path.join(evidence, "neptune", ".neptune", "offline", os.path.basename(folder)))
     os.makedirs(os.path.join(evidence, "mlflow"), exist_ok=True)

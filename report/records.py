@@ -86,6 +86,12 @@ def dataset_sizes(info):
             "test_images": info.get("test_size"), "data_source": source}
 
 
+def staged(out_dir, local_path):
+    """Where a W&B table's file is under out_dir (the --out-dir of its run): W&B stages them in .wandb-data
+    until `wandb sync`, and the manifest names the path it had then, wherever the record is now."""
+    return os.path.join(out_dir, ".wandb-data", local_path.split(f"{os.sep}.wandb-data{os.sep}", 1)[1])
+
+
 def read_wandb(out_dir):
     logs = wandb_logs(out_dir)
     per_log = [leet_records(log) for log in logs]
@@ -96,16 +102,13 @@ def read_wandb(out_dir):
     run_folder = os.path.dirname(logs[-1])
     runs = [r["run"] for r in records if r["type"] == "run"]
 
-    def staged(local_path):  # W&B stages a table's files under --out-dir until `wandb sync`; read them there now
-        return os.path.join(out_dir, ".wandb-data", local_path.split(f"{os.sep}.wandb-data{os.sep}", 1)[1])
-
     def table(name):
         """A test table from its run_table artifact (the table file in the run folder keeps no images)."""
         found = [a for a in artifacts if a["type"] == "run_table" and
                  any(e["path"] == f"test/{name}.table.json" for e in a["manifest"]["contents"])]
         if not found:
             return None
-        entries = {e["path"]: staged(e["local_path"]) for e in found[-1]["manifest"]["contents"]}
+        entries = {e["path"]: staged(out_dir, e["local_path"]) for e in found[-1]["manifest"]["contents"]}
         with open(entries[f"test/{name}.table.json"]) as f:
             content = json.load(f)
         content["files"] = entries
@@ -193,7 +196,7 @@ def read_neptune(out_dir):
         epochs = [int(v["value"]) for op in ops if op["type"] == "LogFloats" and op["path"] == ["epoch"]
                   for v in op["values"]]
         status = neptune_export.assigned(ops, "status")
-        seg_info.append({"id": os.path.basename(q.folder).split("__")[1], "epochs": epochs,
+        seg_info.append({"id": q.container, "epochs": epochs,
                          "end": f"status {status}" if status else "no status (killed)", "killed": not status})
     logs = [log for q in segments for log in glob.glob(os.path.join(q.folder, "data-*.log"))]
     counts = json.loads(fields["test/confusion_matrix_counts"]) if "test/confusion_matrix_counts" in fields else []
