@@ -27,8 +27,8 @@ import data
 # The study's recipe, exactly; `default` keeps its model, data, augmentation, batch size and 25
 # epochs and changes how it is optimized: SGD with Nesterov momentum and weight decay, a 2-epoch
 # warmup, cosine decay and label smoothing (chosen by validation accuracy among the variants in
-# benchmarks/gpu.sh; README, "Accuracy"). Without warmup the study's first Adam steps blow the
-# loss up from ~6 to ~43.
+# benchmarks/gpu.sh; README, "Accuracy"), and fitted to short runs on small training sets by
+# `fit_to_data`. Without warmup the study's first Adam steps blow the loss up from ~6 to ~43.
 RECIPES = {
     "study": dict(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=256, epochs=25, seed=1234,
                   val_fraction=0.1, warmup_epochs=0.0, schedule="constant", label_smoothing=0.0),
@@ -36,6 +36,32 @@ RECIPES = {
                     val_fraction=0.1, warmup_epochs=2.0, schedule="cosine", label_smoothing=0.1),
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
+MIN_STEPS_PER_EPOCH, MIN_BATCH, WARMUP_SHARE = 100, 32, 0.08
+
+
+def fit_to_data(cfg, train_images, given):
+    """The default recipe on a small or short run: what it changes, for the keys not in `given`.
+
+    The batch halves (to 32 at least) until an epoch has 100 optimizer steps; the peak rate
+    follows it, lr * batch / 128, never above the recipe's; the warmup is the shorter of
+    `warmup_epochs` and 8% of all steps, so a short run decays too. On the full training set
+    (45,000 images) for 25 epochs nothing changes: 176 steps of 256, a 2-epoch warmup (README,
+    "A quick look")."""
+    if cfg["recipe"] != "default":
+        return {}
+    fitted = {}
+    if "batch_size" not in given:
+        batch = cfg["batch_size"]
+        while batch > MIN_BATCH and train_images / batch < MIN_STEPS_PER_EPOCH:
+            batch //= 2
+        if batch != cfg["batch_size"]:
+            fitted["batch_size"] = batch
+            if "lr" not in given:
+                fitted["lr"] = cfg["lr"] * min(1.0, batch / (cfg["batch_size"] / 2))
+    warmup = min(cfg["warmup_epochs"], round(WARMUP_SHARE * cfg["epochs"], 6))
+    if warmup != cfg["warmup_epochs"]:
+        fitted["warmup_epochs"] = warmup
+    return fitted
 
 
 def make_optimizer(params, cfg, device):

@@ -7,6 +7,7 @@ Online, a server that asks for credentials gets MLFLOW_TRACKING_USERNAME / MLFLO
 MLFLOW_TRACKING_TOKEN, or a prompt. The mirror image of wandb_setup_script.py and neptune_integration.py.
 """
 import getpass
+import logging
 import os
 import re
 import sys
@@ -37,6 +38,8 @@ class MlflowTracker(tracking.Tracker):
         import mlflow.data.code_dataset_source
         import mlflow.data.dataset_source_registry
         import mlflow.data.meta_dataset
+        self.write_errors = (OSError, mlflow.exceptions.MlflowException)  # a full disk under the SQLite store
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # said in one line instead
         if args.mode == "offline":
             # A SQLite store holds runs and the Model Registry alike; the artifacts lie beside it.
             self.store = os.path.join(args.out_dir, "mlflow.db")

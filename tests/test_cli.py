@@ -106,3 +106,27 @@ def test_every_script_has_exactly_the_flags_the_readme_documents(tmp_path):
         result = run_script(script, ["--help"], tmp_path)
         flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", result.stdout)) - {"--help"}
         assert result.returncode == 0 and flags == documented, (script, flags ^ documented)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 MB file system for --out-dir: it fills while a run writes its checkpoints."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a small file system here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_full_disk_is_one_line(script, small_disk, tmp_path):
+    result = run_script(script, ["--mode", "offline", "--dataset", "synthetic", "--train-size", 640, "--epochs", 8,
+                                 "--batch-size", 64, "--device", "cpu", "--out-dir", small_disk / "runs",
+                                 "--optimizer", "adam", "--lr", "3e-4", "--weight-decay", "0"], tmp_path)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and re.search(r"cannot write|could not write", last), last
+    assert "disk" in last or "space" in last, last

@@ -4,6 +4,8 @@ import math
 import torch
 
 import alexnet
+import data
+import tracking
 
 
 def test_parameter_count_and_output_shape():
@@ -74,3 +76,35 @@ def test_optimizers_follow_the_config():
     assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.05
     study = alexnet.make_optimizer(params, alexnet.RECIPES["study"], torch.device("cpu"))
     assert type(study) is torch.optim.Adam and study.param_groups[0]["weight_decay"] == 0
+
+
+def fitted(images, epochs=25, recipe="default", given=()):
+    cfg = dict(alexnet.RECIPES[recipe], epochs=epochs, recipe=recipe)
+    return alexnet.fit_to_data(cfg, images, set(given))
+
+
+def test_the_full_25_epoch_run_keeps_the_recipe():
+    assert fitted(45_000) == {}  # 176 steps of 256 per epoch, a 2-epoch warmup: the report's runs
+    assert fitted(45_000, epochs=10) == {"warmup_epochs": 0.8}  # 8% of the steps: it still decays
+    assert fitted(3_600, recipe="study") == {}  # the study's recipe stays exact
+
+
+def test_a_small_training_set_gets_a_smaller_batch_and_rate():
+    # The quick look, --epochs 2 --train-size 4000: 3,600 images in 113 steps of 32 per epoch.
+    assert fitted(3_600, epochs=2) == {"batch_size": 32, "lr": 0.0125, "warmup_epochs": 0.16}
+    assert fitted(9_000, epochs=3) == {"batch_size": 64, "lr": 0.025, "warmup_epochs": 0.24}
+    assert fitted(20_000)["batch_size"] == 128 and fitted(20_000)["lr"] == 0.05
+    assert fitted(500) == {"batch_size": 32, "lr": 0.0125}  # never below 32
+    assert fitted(25_600) == {}  # 100 steps of 256: the recipe's batch
+    # A flag the user gives is kept: the rest is still fitted.
+    assert fitted(3_600, epochs=2, given={"batch_size"}) == {"warmup_epochs": 0.16}
+    assert fitted(3_600, epochs=2, given={"lr"}) == {"batch_size": 32, "warmup_epochs": 0.16}
+
+
+def test_the_fitted_warmup_is_8_percent_of_the_steps():
+    cfg = dict(alexnet.RECIPES["default"], epochs=2, recipe="default", log_every=50, compile=False)
+    ds = data.load("synthetic", None, train_size=4000, val_fraction=0.1, seed=0)
+    cfg.update(alexnet.fit_to_data(cfg, len(ds.train), set()))
+    engine = alexnet.Engine(cfg, ds, tracking.Tracker(None, "unused"), torch.device("cpu"), "")
+    assert (engine.steps_per_epoch, engine.total_steps, engine.warmup_steps) == (113, 226, 18)
+    assert engine.opt.param_groups[0]["lr"] == 0.0125 / 18  # the first step of the warmup
