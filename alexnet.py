@@ -40,26 +40,28 @@ MIN_STEPS_PER_EPOCH, MIN_BATCH, WARMUP_SHARE = 100, 32, 0.08
 
 
 def fit_to_data(cfg, train_images, given):
-    """The default recipe on a small or short run: what it changes, for the keys not in `given`.
+    """The default recipe on a small training set: the batch, peak rate and warmup it uses instead.
 
-    The batch halves (to 32 at least) until an epoch has 100 optimizer steps; the peak rate
-    follows it, lr * batch / 128, never above the recipe's; the warmup is the shorter of
-    `warmup_epochs` and 8% of all steps, so a short run decays too. On the full training set
-    (45,000 images) for 25 epochs nothing changes: 176 steps of 256, a 2-epoch warmup (README,
-    "A quick look")."""
-    if cfg["recipe"] != "default":
+    Unless --batch-size or --lr is given: the batch halves (to 32 at least) until an epoch has
+    100 optimizer steps; the peak rate follows it (lr * batch / 128, never above the recipe's),
+    and where the rate is lowered so the warmup is the shorter of `warmup_epochs` and 8% of all
+    steps, so a short run decays too. The recipe's own rate keeps its full warmup: after a short
+    one it diverges. On the full training set (45,000 images: 176 steps
+    of 256) nothing changes (README, "A quick look")."""
+    if cfg["recipe"] != "default" or given & {"batch_size", "lr"}:
         return {}
-    fitted = {}
-    if "batch_size" not in given:
-        batch = cfg["batch_size"]
-        while batch > MIN_BATCH and train_images / batch < MIN_STEPS_PER_EPOCH:
-            batch //= 2
-        if batch != cfg["batch_size"]:
-            fitted["batch_size"] = batch
-            if "lr" not in given:
-                fitted["lr"] = cfg["lr"] * min(1.0, batch / (cfg["batch_size"] / 2))
+    batch = cfg["batch_size"]
+    while batch > MIN_BATCH and math.ceil(train_images / batch) < MIN_STEPS_PER_EPOCH:
+        batch //= 2
+    if batch == cfg["batch_size"]:
+        return {}
+    fitted = {"batch_size": batch}
+    lr = cfg["lr"] * min(1.0, batch / (cfg["batch_size"] / 2))
+    if lr == cfg["lr"]:
+        return fitted
+    fitted["lr"] = lr
     warmup = min(cfg["warmup_epochs"], round(WARMUP_SHARE * cfg["epochs"], 6))
-    if warmup != cfg["warmup_epochs"]:
+    if "warmup_epochs" not in given and warmup != cfg["warmup_epochs"]:
         fitted["warmup_epochs"] = warmup
     return fitted
 

@@ -182,18 +182,18 @@ def build_parser(tracker_class):
     d = alexnet.RECIPES["default"]
     p.add_argument("--recipe", choices=sorted(alexnet.RECIPES), default="default",
                    help="default: the study's model, data, batch size and epochs, trained with SGD "
-                        "(Nesterov), weight decay, warmup (2 epochs, at most 8%% of the run), cosine decay "
-                        "and label smoothing, fitted to a small training set (see --batch-size); study: the "
+                        "(Nesterov), weight decay, 2-epoch warmup, cosine decay and label smoothing, fitted "
+                        "to a small training set (see --batch-size); study: the "
                         "original study's recipe exactly")
     p.add_argument("--optimizer", choices=alexnet.OPTIMIZERS,
                    help=f"adam, adamw, or sgd with Nesterov momentum 0.9 (recipe: {d['optimizer']})")
     p.add_argument("--epochs", type=positive(int), help=f"epochs (recipe: {d['epochs']})")
     p.add_argument("--batch-size", type=positive(int),
-                   help=f"batch size (recipe: {d['batch_size']}; the default recipe halves it, down to "
-                        f"{alexnet.MIN_BATCH}, until an epoch has {alexnet.MIN_STEPS_PER_EPOCH} steps)")
+                   help=f"batch size (recipe: {d['batch_size']}; unless this or --lr is given, the default recipe "
+                        f"halves it, down to {alexnet.MIN_BATCH}, until an epoch has {alexnet.MIN_STEPS_PER_EPOCH} steps)")
     p.add_argument("--lr", type=positive(float),
-                   help=f"peak learning rate (recipe: {d['lr']:g}; times batch/{d['batch_size'] // 2} "
-                        "where the default recipe halves the batch)")
+                   help=f"peak learning rate (recipe: {d['lr']:g}; times batch/{d['batch_size'] // 2}, and the "
+                        "warmup at most 8%% of the run, where the default recipe halves the batch)")
     p.add_argument("--weight-decay", type=non_negative, help=f"weight decay (recipe: {d['weight_decay']:g})")
     p.add_argument("--seed", type=int, help=f"random seed (recipe: {d['seed']})")
     p.add_argument("--val-fraction", type=fraction,
@@ -359,11 +359,13 @@ def main(tracker_class, argv=None):
         dataset = data.load(args.dataset, args.data_dir, skip_checksum=args.skip_checksum,
                             train_size=args.train_size, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
         fitted = alexnet.fit_to_data(cfg, len(dataset.train), {k for k, v in vars(args).items() if v is not None})
+        if saved:  # a resumed run goes on with what it started with (a run from before the fitting too)
+            fitted = {k: saved["config"].get(k, v) for k, v in fitted.items()}
         if fitted:
             cfg.update(fitted)
             say(f"the default recipe fitted to {len(dataset.train):,} training images and {cfg['epochs']} epochs: "
                 + ", ".join(f"{k} {v:g}" for k, v in fitted.items())
-                + " (give --batch-size and --lr to set them)")
+                + " (a --batch-size or --lr given keeps the recipe as it is)")
         cfg.update(run_id=run_id, dataset_version=dataset.version, world_size=int(os.environ.get("WORLD_SIZE", 1)),
                    **alexnet.environment(device))
         if saved:
@@ -450,11 +452,12 @@ def write_failure(e, engine, tracker):
     """One line for a record the tracker could not write, from the innermost error."""
     while e.__cause__:
         e = e.__cause__
-    what = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.filename else str(e).splitlines()[0]
+    what = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.filename else \
+        (str(e).splitlines() or [type(e).__name__])[0]
     line = f"{tracker.name} could not write its record: {what}; what is already recorded and saved is kept in " \
            f"{tracker.run_dir}"
     if os.path.exists(engine.state_path):
-        line += f"; once there is room, continue with: {resume_command(tracker.run_dir)}"
+        line += f"; once that is fixed, continue with: {resume_command(tracker.run_dir)}"
     return line
 
 

@@ -99,10 +99,12 @@ def main():
     a = p.parse_args()
     try:
         run, epochs = {"log_every": 50, "compile": False}, ({"epochs": a.epochs} if a.epochs else {})
-        entries = [(name, {**alexnet.RECIPES[name], **run, **epochs}) for name in a.recipes]
+        # (name, config, the keys it sets): the default recipe fits the rest to the data, as in a script
+        entries = [(name, {**alexnet.RECIPES[name], **run, **epochs, "recipe": name}, set()) for name in a.recipes]
         for text in a.variants:
             name, changes = variant(text, a.base)
-            entries.append((name, {**alexnet.RECIPES[a.base], **run, **changes, **epochs}))
+            entries.append((name, {**alexnet.RECIPES[a.base], **run, **changes, **epochs, "recipe": a.base},
+                            set(changes)))
         device = tracking.resolve_device(a.device)
         splits = {}
 
@@ -113,6 +115,8 @@ def main():
                                         train_size=a.train_size, val_fraction=key[1], seed=key[0])
             return splits[key]
         first = dataset(entries[0][1]) if entries else p.exit(2, "error: nothing to train\n")
+        entries = [(name, {**cfg, **alexnet.fit_to_data(cfg, len(dataset(cfg).train), given)})
+                   for name, cfg, given in entries]
     except (argparse.ArgumentTypeError, tracking.UsageError, data.DataError) as e:
         p.exit(2, f"error: {e}\n")
     if a.compile:

@@ -31,6 +31,9 @@ def test_recipes_trains_each_entry_to_the_end(cifar_dir, tmp_path):
     study, adamw = out["entries"]
     assert study["config"]["optimizer"] == "adam" and study["config"]["warmup_epochs"] == 0
     assert adamw["config"]["optimizer"] == "adamw" and adamw["config"]["weight_decay"] == 0.05
+    # The default recipe's variant is fitted to the 360 training images as a script fits it; the study's is not.
+    assert (adamw["config"]["batch_size"], adamw["config"]["warmup_epochs"]) == (32, 0.16)
+    assert study["config"]["batch_size"] == 256
     for e in out["entries"]:
         assert len(e["val_acc"]) == 2 and abs(e["best_val_acc"] - max(e["val_acc"])) < 1e-4  # rounded to 4 places
         assert 0 <= e["test_acc"] <= 1 and e["run_s"] > 0

@@ -1,4 +1,5 @@
 """Every user mistake ends in one clear line and a non-zero exit, never a traceback, for both scripts."""
+import errno
 import importlib
 import os
 import re
@@ -7,6 +8,7 @@ import subprocess
 import pytest
 import torch
 
+import tracking
 from conftest import ROOT, SCRIPTS, run_script
 
 BAD_FLAGS = [
@@ -130,3 +132,27 @@ def test_a_full_disk_is_one_line(script, small_disk, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and re.search(r"cannot write|could not write", last), last
     assert "disk" in last or "space" in last, last
+
+
+def test_a_tracker_that_cannot_write_is_one_line_last(tmp_path, capsys):
+    """Where no small disk can be mounted: a tracker whose record write fails as on a full disk."""
+    class FullDisk(tracking.Tracker):
+        name = "FullDisk"
+
+        def log_epoch(self, metrics, step, checkpoint):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(self.run_dir, "record"))
+
+    import alexnet
+    import data
+    cfg = dict(alexnet.RECIPES["default"], epochs=2, batch_size=64, log_every=5, seed=0)
+    ds = data.load("synthetic", None, train_size=256, val_fraction=0.1, seed=0)
+    run_dir = str(tmp_path / "run")
+    engine = alexnet.Engine(cfg, ds, FullDisk(None, run_dir), torch.device("cpu"), run_dir)
+    os.makedirs(run_dir)
+    engine.save_state()  # as after the first minute of a run: the line says how to continue
+    code = tracking.train(engine, engine.tracker, False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("error: FullDisk could not write its record: No space left on device (")
+    assert "continue with:" in err[-1] and "--resume" in err[-1]
+    assert os.path.exists(engine.state_path)  # the resume state is kept

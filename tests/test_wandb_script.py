@@ -71,9 +71,9 @@ def test_weight_histograms_every_epoch(offline_run):
 
 def test_config_holds_hyperparameters_and_environment(offline_run):
     config = of_type(offline_run["records"], "run")[0]["config"]["update"]
+    recipe = alexnet.RECIPES["default"]  # a given batch size: the recipe is not fitted to the data
     for key, value in {"epochs": 3, "batch_size": 64, "lr": 3e-4, "optimizer": "adam", "weight_decay": 0,
-                       "warmup_epochs": 0.24, "seed": 5,  # 8% of 3 epochs: the recipe fitted to a short run
-                       "val_fraction": 0.1, "log_every": 2,
+                       "warmup_epochs": recipe["warmup_epochs"], "seed": 5, "val_fraction": 0.1, "log_every": 2,
                        "recipe": "default", "model_params": 23_272_266, "device": "cpu"}.items():
         assert config[key] == value, key
     assert config["dataset_version"] == offline_run["history"]["config"]["dataset_version"]
