@@ -43,11 +43,11 @@ def fit_to_data(cfg, train_images, given):
     """The default recipe on a small training set: the batch, peak rate and warmup it uses instead.
 
     Unless --batch-size or --lr is given: the batch halves (to 32 at least) until an epoch has
-    100 optimizer steps; the peak rate follows it (lr * batch / 128, never above the recipe's),
-    and where the rate is lowered so the warmup is the shorter of `warmup_epochs` and 8% of all
-    steps, so a short run decays too. The recipe's own rate keeps its full warmup: after a short
-    one it diverges. On the full training set (45,000 images: 176 steps
-    of 256) nothing changes (README, "A quick look")."""
+    100 optimizer steps; the peak rate follows it (lr * batch / 128, never above the recipe's);
+    where that lowers the rate, the warmup is the shorter of `warmup_epochs` and 8% of all steps,
+    so a short run decays too. The recipe's own rate keeps its full warmup: after a short one it
+    diverges. On the full training set (45,000 images: 176 steps of 256) nothing changes
+    (README, "A quick look")."""
     if cfg["recipe"] != "default" or given & {"batch_size", "lr"}:
         return {}
     batch = cfg["batch_size"]
