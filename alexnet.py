@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 import data
+import durable
 
 # The study's recipe, exactly; `default` keeps its model, data, augmentation, batch size and 25
 # epochs and changes how it is optimized: SGD with Nesterov momentum and weight decay, a 2-epoch
@@ -136,10 +137,17 @@ class Checkpoint:
 @dataclass
 class Recorded:
     """What a tracker's record of this run already holds, read back from the tool's own record
-    when a run resumes: steps and epochs up to a stop (even a kill -9) are not logged twice."""
-    last_step: int = 0                         # the highest step of the per-step series
-    epochs: set = field(default_factory=set)   # epochs whose metrics (and new model version) are there
-    results: bool = False                      # the evaluation, final model version and summary are there
+    when a run resumes: nothing up to a stop (even a kill -9) is logged twice, and what the
+    record lacks of what the resume state holds is logged from the state."""
+    steps: set = field(default_factory=set)     # steps of the per-step series
+    epochs: set = field(default_factory=set)    # epochs whose metrics are there
+    versions: set = field(default_factory=set)  # epochs whose model version is there
+    final: bool = False                         # the final model version is there
+    results: bool = False                       # the summary (test/*, best/*), logged last, is there
+
+    @property
+    def last_step(self):
+        return max(self.steps, default=0)
 
 
 @dataclass
@@ -154,11 +162,8 @@ class Evaluation:
 
 
 def save_checkpoint(path, model, **meta):
-    """Write atomically (temp file, then rename) so an interrupt never leaves half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save({"model": model.state_dict(), **meta}, tmp)
-    os.replace(tmp, path)
+    """Durably and atomically: a kill or a power loss never leaves half a file."""
+    durable.write_atomically(path, lambda tmp: torch.save({"model": model.state_dict(), **meta}, tmp))
 
 
 def load_checkpoint(path, model=None):
@@ -254,6 +259,8 @@ def load_state(path):
         state = torch.load(path, map_location="cpu")
         if not isinstance(state, dict) or "optimizer" not in state:
             raise ValueError("not a resume state")
+        if state["best"]:  # a state from before paths were kept relative: the checkpoint is found by its epoch
+            state["best"].pop("path", None)
         return state
     except Exception as e:  # truncated, corrupt or foreign file: the user gets one line
         raise CheckpointError(f"cannot read the resume state {path} (truncated or corrupt?): "
@@ -263,6 +270,7 @@ def load_state(path):
 class Engine:
     """Trains AlexNet on a `data.Dataset` and reports to a tracker; `run()` returns the history."""
     RESUME_FILE = "resume.pt"
+    PREVIOUS_FILE = "resume.previous.pt"  # the state before the latest, kept until the latest is durable
     STATE_EVERY_S = 60.0
 
     def __init__(self, config, dataset, tracker, device, run_dir):
@@ -294,22 +302,25 @@ class Engine:
         self.stop = StopRequest()
         self.step = 0          # optimizer steps taken, over all epochs
         self.history = []      # one dict of metrics per finished epoch
-        self.best = None       # epoch, val_acc and path of the best checkpoint so far
+        self.best = None       # epoch and val_acc of the best checkpoint so far
+        self.points = []       # (step, per-step metrics) at each logging step, for a resumed run's record
         self.partial = None    # progress through an unfinished epoch, when resuming into one
         self.lr = config["lr"]  # of the last step taken
         self.recorded = Recorded()  # what the tracker's record holds already (a resumed run)
         self.pending_stop = None    # under DDP: the stop flag's all-reduce in flight (work, tensor)
-        self.state_saved_at = time.monotonic()
+        self.state_saved_at = None  # the first epoch's end saves a state; later ones a minute apart
 
     def run(self, recorded=None):
         """Train the remaining epochs, then evaluate; the tracker's run is open (tracking.main owns it).
 
         `recorded` is what the tracker already holds from earlier segments of this run: a resumed
         run trains again from its last resume state but logs only what is not there yet, so a
-        stop at any point, even a kill -9, leaves each step and epoch in the record exactly once."""
+        stop at any point, even a kill -9, leaves each step and epoch in the record exactly once.
+        What the state holds and the record lacks (a client's buffer lost to a kill) is logged first."""
         cfg = self.cfg
         self.recorded = recorded or Recorded()
         self.tracker.log_dataset(self.data.describe(), self.data.files)
+        self.log_missing()
         first = len(self.history) + 1
         epochs = tqdm(range(first, cfg["epochs"] + 1), initial=first - 1, total=cfg["epochs"],
                       desc="epochs", unit="epoch", disable=None if self.rank == 0 else True)
@@ -323,35 +334,68 @@ class Engine:
             self.history.append(metrics)
             checkpoint = None
             if math.isfinite(train_loss) and (self.best is None or val_acc > self.best["val_acc"]):
-                self.best = {"epoch": epoch, "val_acc": val_acc,
-                             "path": os.path.join(self.run_dir, "checkpoints", f"epoch_{epoch}.pt")}
-                checkpoint = Checkpoint(self.best["path"], epoch, val_acc, is_best=True)
-                if epoch not in self.recorded.epochs or not os.path.exists(checkpoint.path):
+                self.best = {"epoch": epoch, "val_acc": val_acc}
+                checkpoint = Checkpoint(self.checkpoint_path(epoch), epoch, val_acc, is_best=True)
+                if not os.path.exists(checkpoint.path):  # a version's file is never rewritten
                     try:
                         self.save(save_checkpoint, checkpoint.path, self.model, epoch=epoch, val_acc=val_acc,
                                   config=cfg)
                     except CheckpointError:  # the epoch's metrics are recorded all the same
-                        if epoch not in self.recorded.epochs:
-                            self.tracker.log_epoch(metrics, self.step, None)
+                        self.log_epoch(metrics, self.step, None)
                         raise
-            if epoch not in self.recorded.epochs:  # the model version first: a recorded epoch has its version
-                self.tracker.log_epoch(metrics, self.step, checkpoint)
+            self.log_epoch(metrics, self.step, checkpoint)
             self.say(f"epoch {epoch}/{cfg['epochs']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
                      f"  val loss {val_loss:.4f} acc {val_acc:.4f}  lr {metrics['lr']:.2e}"
                      f"  {epoch_time:.1f}s {metrics['throughput_img_s']:.0f} img/s")
             if not math.isfinite(train_loss):  # the last resume state saved is of a good epoch
                 raise FloatingPointError(f"the training loss became {train_loss} in epoch {epoch}")
-            # A finished epoch is a point to resume from: saved after every epoch that ends a
-            # minute or more after the last save (every epoch on a CPU; on a GPU, whose epochs take
-            # about a second, not a 280 MB write per second), and always when stopped.
-            self.stop_here(when=time.monotonic() - self.state_saved_at >= self.STATE_EVERY_S)
+            # A finished epoch is a point to resume from: saved after the first epoch and every
+            # epoch that ends a minute or more after the last save (every epoch on a CPU; on a GPU,
+            # whose epochs take about a second, not a 280 MB write per second), and when stopped.
+            self.stop_here(when=self.state_saved_at is None
+                           or time.monotonic() - self.state_saved_at >= self.STATE_EVERY_S)
         return self.finish()
+
+    def checkpoint_path(self, epoch):
+        return os.path.join(self.run_dir, "checkpoints", f"epoch_{epoch}.pt")
+
+    def log_epoch(self, metrics, step, checkpoint):
+        """An epoch's metrics, and its model version first, unless the record holds them."""
+        if metrics["epoch"] in self.recorded.epochs:
+            return
+        if checkpoint and checkpoint.epoch in self.recorded.versions:
+            checkpoint = None
+        self.tracker.log_epoch(metrics, step, checkpoint)
+
+    def log_missing(self):
+        """What the resume state holds and the tracker's record lacks, in the order it was made: a
+        kill -9 can lose what a client had buffered (Neptune's offline writes, MLflow's queued
+        metrics) after the state that covers it was written."""
+        best = None
+        for metrics in self.history:
+            epoch = metrics["epoch"]
+            if math.isfinite(metrics["train/loss"]) and (best is None or metrics["val/acc"] > best):
+                best = metrics["val/acc"]
+                checkpoint = Checkpoint(self.checkpoint_path(epoch), epoch, best, is_best=True)
+            else:
+                checkpoint = None
+            end = epoch * self.steps_per_epoch
+            for step, point in self.points:
+                if end - self.steps_per_epoch < step <= end and step not in self.recorded.steps:
+                    self.tracker.log_metrics(point, step)
+            self.log_epoch(metrics, end, checkpoint)
+        for step, point in self.points:  # the unfinished epoch's points
+            if step > len(self.history) * self.steps_per_epoch and step not in self.recorded.steps:
+                self.tracker.log_metrics(point, step)
+        self.recorded.steps.update(step for step, _ in self.points)
+        self.recorded.epochs.update(m["epoch"] for m in self.history)
 
     def stop_here(self, when=False):
         """Save the resume state if asked to stop (or `when`); raise Interrupted if asked to stop."""
         stop = self.stop_requested()
         if stop or when:
             self.save_state()
+            self.state_saved_at = time.monotonic()
         if stop:
             raise Interrupted(self.stop.signum, self.state_path)
 
@@ -360,18 +404,20 @@ class Engine:
 
         The resume state stays until tracking.main has closed the tracker's run."""
         best = self.best
-        load_checkpoint(best["path"], self.model)
+        load_checkpoint(self.checkpoint_path(best["epoch"]), self.model)
         test_loss, test_acc, evaluation = self.evaluate(self.data.test, detailed=True)
         final_path = os.path.join(self.run_dir, "checkpoints", "final.pt")
-        self.save(save_checkpoint, final_path, self.model, epoch=best["epoch"], val_acc=best["val_acc"],
-                  test_acc=test_acc, config=self.cfg, classes=list(self.data.classes),
-                  mean=list(self.data.mean), std=list(self.data.std))
+        if not os.path.exists(final_path):  # written once: a resumed run's tracker may hold it already
+            self.save(save_checkpoint, final_path, self.model, epoch=best["epoch"], val_acc=best["val_acc"],
+                      test_acc=test_acc, config=self.cfg, classes=list(self.data.classes),
+                      mean=list(self.data.mean), std=list(self.data.std))
         self.stop_here()
         summary = {"test/loss": test_loss, "test/acc": test_acc,
                    "best/val_acc": best["val_acc"], "best/epoch": best["epoch"]}
         if not self.recorded.results:
-            self.tracker.log_results(evaluation, Checkpoint(final_path, best["epoch"], best["val_acc"], is_best=True,
-                                                            final=True, test_acc=test_acc), summary, self.step)
+            final = None if self.recorded.final else Checkpoint(final_path, best["epoch"], best["val_acc"],
+                                                                is_best=True, final=True, test_acc=test_acc)
+            self.tracker.log_results(evaluation, final, summary, self.step)
         self.say(f"test loss {test_loss:.4f} acc {test_acc:.4f} (best checkpoint: epoch {best['epoch']}, "
                  f"val acc {best['val_acc']:.4f})")
         result = {"config": self.cfg, "epochs": self.history, "summary": summary}
@@ -382,8 +428,9 @@ class Engine:
 
     def forget_state(self):
         """The run is finished and its tracker run closed: nothing is left to resume."""
-        if self.rank == 0 and os.path.exists(self.state_path):
-            os.remove(self.state_path)
+        for path in (self.state_path, os.path.join(self.run_dir, self.PREVIOUS_FILE)):
+            if self.rank == 0 and os.path.exists(path):
+                os.remove(path)
 
     def say(self, line):
         if self.rank == 0:
@@ -408,22 +455,20 @@ class Engine:
         """Everything needed to continue from the next step exactly as if never stopped."""
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "scheduler": self.sched.state_dict(), "step": self.step, "history": self.history,
-                 "best": self.best, "partial": self.partial, "config": self.cfg, "lr": self.lr,
-                 "rng": torch.get_rng_state(),
+                 "points": self.points, "best": self.best, "partial": self.partial, "config": self.cfg,
+                 "lr": self.lr, "rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}
 
-        def write(path):
-            tmp = path + ".tmp"
-            torch.save(state, tmp)
-            os.replace(tmp, path)  # a half-written state never replaces a good one
+        def write(path):  # the previous state stays beside it until this one is on disk
+            durable.write_atomically(path, lambda tmp: torch.save(state, tmp),
+                                     keep_previous=os.path.join(self.run_dir, self.PREVIOUS_FILE))
         self.save(write, self.state_path)
-        self.state_saved_at = time.monotonic()
 
     def restore(self, state):
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
-        self.step, self.history = state["step"], state["history"]
+        self.step, self.history, self.points = state["step"], state["history"], state.get("points", [])
         self.best, self.partial, self.lr = state["best"], state["partial"], state["lr"]
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] is not None and self.device.type == "cuda":
@@ -476,12 +521,14 @@ class Engine:
             correct += batch_correct
             bar.update(len(y))
             # The first loss shows how training starts; a resumed run skips what its record holds.
-            if (self.step % cfg["log_every"] == 0 or self.step == 1) and self.step > self.recorded.last_step:
+            if self.step % cfg["log_every"] == 0 or self.step == 1:
                 batch = self.all_sum(torch.stack([loss.detach().float() * (len(index) / self.world),
                                                   batch_correct.float()]))
                 batch_loss, batch_acc = (batch / len(index)).tolist()
-                self.tracker.log_metrics({"train/batch_loss": batch_loss, "train/batch_acc": batch_acc},
-                                         self.step)
+                point = {"train/batch_loss": batch_loss, "train/batch_acc": batch_acc}
+                self.points.append((self.step, point))
+                if self.step not in self.recorded.steps:
+                    self.tracker.log_metrics(point, self.step)
                 bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{batch_acc:.3f}",
                                 img_s=f"{bar.n / (time.perf_counter() - t0):.0f}")
             if self.stop_requested(pipelined=True):

@@ -126,15 +126,36 @@ def reason(e):
     return str(getattr(e, "reason", None) or e).strip() or type(e).__name__
 
 
+class Refused(pickle.UnpicklingError):
+    """A batch file asks to load something the official files never hold."""
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Admits only what the official batch files hold (dicts, lists, bytes, str, numbers and numpy
+    arrays): unpickling a crafted file can otherwise run any code, and --skip-checksum checks nothing."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"), ("numpy.core.numeric", "_frombuffer"),
+               ("numpy._core.numeric", "_frombuffer")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise Refused(f"it asks to load {module}.{name}, which a CIFAR-10 batch file never "
+                                         "holds (a crafted file?); nothing in it was run")
+        return super().find_class(module, name)
+
+
 def read_batches(paths):
     """uint8 images (N, 3, 32, 32) and int64 labels from CIFAR-10 python-batch files."""
     images, labels = [], []
     for path in paths:
         try:
             with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")
+                batch = BatchUnpickler(f, encoding="latin1").load()
             data = torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
             y = torch.as_tensor(batch["labels"], dtype=torch.int64)
+        except Refused as e:
+            raise DataError(f"{path} is refused: {e}") from None
         except Exception as e:  # any unpickling or shape error means the file is not a CIFAR batch
             raise DataError(f"{path} is not a readable CIFAR-10 batch file (truncated or corrupt?): "
                             f"{type(e).__name__}") from None

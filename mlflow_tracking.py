@@ -6,6 +6,7 @@
 Online, a server that asks for credentials gets MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD,
 MLFLOW_TRACKING_TOKEN, or a prompt. The mirror image of wandb_setup_script.py and neptune_integration.py.
 """
+import contextlib
 import getpass
 import logging
 import os
@@ -15,12 +16,29 @@ import warnings
 from pathlib import Path
 
 import alexnet
+import durable
 import tracking
 
 mlflow = None  # imported by MlflowTracker.__init__, once the folders MLflow writes to are set
 STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 EXPERIMENT = "alexnet-cifar10"
 CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+
+
+def create_store(path):
+    """A new SQLite store at `path`, made whole or not at all: MLflow's migrations run on a temporary
+    file renamed into place when done, so a full disk or a kill during them never leaves a half-made
+    store (which MLflow then cannot open: "table _alembic_tmp_... already exists")."""
+    if os.path.exists(path):
+        return
+    import mlflow
+
+    def migrate(tmp):
+        if os.path.exists(tmp):  # a try cut short before
+            os.remove(tmp)
+        uri = f"sqlite:///{tmp}"
+        mlflow.MlflowClient(uri, uri).search_registered_models(max_results=1)  # the tracking and registry tables
+    durable.write_atomically(path, migrate)
 
 
 class MlflowTracker(tracking.Tracker):
@@ -38,7 +56,9 @@ class MlflowTracker(tracking.Tracker):
         import mlflow.data.code_dataset_source
         import mlflow.data.dataset_source_registry
         import mlflow.data.meta_dataset
-        self.write_errors = (OSError, mlflow.exceptions.MlflowException)  # a full disk under the SQLite store
+        import sqlalchemy
+        # A full disk under the SQLite store; SQLAlchemy's own error where a new store's migrations fail.
+        self.write_errors = (OSError, mlflow.exceptions.MlflowException, sqlalchemy.exc.SQLAlchemyError)
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # said in one line instead
         if args.mode == "offline":
             # A SQLite store holds runs and the Model Registry alike; the artifacts lie beside it.
@@ -103,12 +123,18 @@ class MlflowTracker(tracking.Tracker):
 
     def start(self, config, model):
         a = self.args
-        self.client = mlflow.MlflowClient()
         name = a.project or os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
         try:
-            experiment = self.client.get_experiment_by_name(name)
-            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
-                name, artifact_location=Path(self.artifacts).as_uri() if a.mode == "offline" else None)
+            # Runs started together into a new folder: one creates the store (its migrations race) and
+            # the experiment, the others wait for it.
+            with durable.exclusive(os.path.join(a.out_dir, ".mlflow-store.lock")) if a.mode == "offline" else \
+                    contextlib.nullcontext():
+                if a.mode == "offline":
+                    create_store(self.store)
+                self.client = mlflow.MlflowClient()
+                experiment = self.client.get_experiment_by_name(name)
+                experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
+                    name, artifact_location=Path(self.artifacts).as_uri() if a.mode == "offline" else None)
             # A resumed run is found by our run id, kept as a tag: the same MLflow run continues.
             earlier = self.client.search_runs([experiment_id], f"tags.run_id = '{self.run_id}'", max_results=1)
             self.run = mlflow.start_run(
@@ -127,10 +153,12 @@ class MlflowTracker(tracking.Tracker):
 
     def recorded(self):
         run_id = self.run.info.run_id
-        steps = [m.step for m in self.client.get_metric_history(run_id, "train/batch_loss")]
+        versions = [v.tags for v in self.client.search_model_versions(f"name = '{self.model_name}'")]
         return alexnet.Recorded(
-            last_step=max(steps, default=0),
+            steps={m.step for m in self.client.get_metric_history(run_id, "train/batch_loss")},
             epochs={int(m.value) for m in self.client.get_metric_history(run_id, "epoch")},
+            versions={int(tags["epoch"]) for tags in versions if "test_acc" not in tags},
+            final=any("test_acc" in tags for tags in versions),
             results=self.client.get_run(run_id).data.tags.get("results") == "recorded")
 
     def log_dataset(self, info, files):
@@ -152,10 +180,10 @@ class MlflowTracker(tracking.Tracker):
 
     def log_epoch(self, metrics, step, checkpoint=None):
         if checkpoint:  # first: an epoch on record implies its model version is too
-            self.log_model_version(checkpoint)
+            self.log_model(checkpoint)
         mlflow.log_metrics(metrics, step=metrics["epoch"])
 
-    def log_model_version(self, checkpoint):
+    def log_model(self, checkpoint):
         mlflow.log_artifact(checkpoint.path, "checkpoints")  # each version is its own file, never rewritten
         if not self.client.search_registered_models(f"name = '{self.model_name}'"):
             self.client.create_registered_model(self.model_name, tags={"run_id": self.run_id},
@@ -182,7 +210,8 @@ class MlflowTracker(tracking.Tracker):
         for rank, m in enumerate(evaluation.mistakes):
             mlflow.log_image(m["image"], f"test/most_confident_mistakes/{rank:02d}_image{m['index']}_true-{m['true']}"
                                          f"_predicted-{m['predicted']}_p{m['probability']:.3f}.png")
-        self.log_model_version(checkpoint)
+        if checkpoint:
+            self.log_model(checkpoint)
         mlflow.log_metrics(summary, step=step)
         mlflow.set_tag("results", "recorded")  # last: recorded() trusts it to mean all of the above
 
@@ -203,8 +232,10 @@ class MlflowTracker(tracking.Tracker):
             for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
                 for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
                     if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
-                        db.execute(f'UPDATE "{table}" SET "{column[1]}" = REPLACE("{column[1]}", ?, ?) '
-                                   f'WHERE "{column[1]}" LIKE ?', (old, new, f"%{old}%"))
+                        rows = db.execute(f'SELECT rowid, "{column[1]}" FROM "{table}" WHERE "{column[1]}" LIKE ?',
+                                          (f"%{old}%",)).fetchall()
+                        db.executemany(f'UPDATE "{table}" SET "{column[1]}" = ? WHERE rowid = ?',
+                                       [(durable.repoint(text, old, new), rowid) for rowid, text in rows])
         return f"re-pointed 1 MLflow store from {old} to {new}"
 
     def where(self):

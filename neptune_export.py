@@ -15,6 +15,7 @@ import glob
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,31 +25,71 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import durable
+from mlflow_tracking import create_store
+from tracking import first_line
+
 MODEL_EXTENSIONS = ("pt", "pth", "ckpt", "bin", "safetensors", "h5", "keras", "onnx", "pkl", "joblib")
 SYSTEM = re.compile(r"^monitoring/[^/]+/(?!stdout$|stderr$)")  # hardware metrics, not console output
 STATUS = {"completed": (0, "FINISHED"), "failed": (1, "FAILED"), "interrupted": (130, "KILLED")}
 
 
-def log_entries(folder, cut=None):
-    """Every entry of one queue's operation log (`data-N.log`: {"obj": operation, "version", "at"}), in
-    order. A line cut short by a hard kill (the client writes through a buffer) ends the log; `cut`,
-    a list, gets where."""
-    entries = []
-    for log in sorted(glob.glob(os.path.join(folder, "data-*.log")), key=lambda p: int(p.rsplit("-", 1)[1][:-4])):
-        with open(log) as f:
-            for number, line in enumerate(f, 1):
-                try:
-                    entries.append(json.loads(line))
-                except ValueError:
-                    if cut is not None:
-                        cut.append(f"{log}: line {number} is cut short (a hard kill?); it and what follows are not read")
-                    return entries
-    return entries
+LOG_NAME = re.compile(r"data-(\d+)\.log")
+
+
+@dataclass
+class Log:
+    """One queue's operation log as read: its entries, where each came from, and what was not read."""
+    entries: list = field(default_factory=list)  # {"obj": operation, "version", "at"}, in order
+    lines: list = field(default_factory=list)    # "FILE: line N" of each entry
+    unread: list = field(default_factory=list)   # what could not be read, by file and line, and why
+    cut: list = field(default_factory=list)      # a last line cut short by a hard kill
+
+
+def is_operation(entry):
+    return isinstance(entry, dict) and isinstance(entry.get("obj"), dict) and \
+        isinstance(entry["obj"].get("type"), str) and isinstance(entry["obj"].get("path"), list)
+
+
+def read_log(folder):
+    """One queue's operation log (`data-N.log` files, in N's order). A bad line or file is passed
+    over and named, the rest still read: a line cut short at the end by a hard kill (the client
+    writes through a buffer) is expected; anything else is input that could not be read."""
+    log, files = Log(), []
+    for path in sorted(glob.glob(os.path.join(folder, "data-*.log"))):
+        number = LOG_NAME.fullmatch(os.path.basename(path))
+        if number:
+            files.append((int(number[1]), path))
+        else:
+            log.unread.append(f"{path}: not a queue log's name (data-N.log); not read")
+    for i, (_, path) in enumerate(sorted(files)):
+        try:
+            with open(path, "rb") as f:
+                lines = f.read().split(b"\n")
+        except OSError as e:
+            log.unread.append(f"{path}: cannot be read ({e.strerror}); not read")
+            continue
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+                if i == len(files) - 1 and number == len(lines):  # the last write, never finished
+                    log.cut.append(f"{path}: line {number} is cut short (a hard kill?); not read")
+                    continue
+            if is_operation(entry):
+                log.entries.append(entry)
+                log.lines.append(f"{path}: line {number}")
+            else:
+                log.unread.append(f"{path}: line {number} is not a Neptune operation; not read")
+    return log
 
 
 def operations(folder):
     """Every operation of one run's offline or async queue, in order."""
-    return [entry["obj"] for entry in log_entries(folder)]
+    return [entry["obj"] for entry in read_log(folder).entries]
 
 
 def assigned(ops, path):
@@ -60,18 +101,22 @@ class ExportError(Exception):
     """The input or the target cannot be used: one line, exit 2."""
 
 
+class NotRead(Exception):
+    """Part of the input cannot be read: said by file and line, the rest exported, exit 1."""
+
+
 @dataclass
 class Queue:
     """One folder of operations: a run's offline log, or one process's async queue."""
     folder: str
-    entries: list
+    log: Log
     created: str
     container: str   # the Neptune object's id
     problems: list   # what is missing from the log itself
 
     @property
     def run_id(self):
-        value = assigned([e["obj"] for e in self.entries], "run_id")
+        value = assigned([e["obj"] for e in self.log.entries], "run_id")
         return None if value is None else str(value)
 
 
@@ -82,22 +127,31 @@ def find_queues(path):
     queues = []
     for folder, dirs, files in os.walk(path):
         dirs.sort()
-        if not any(re.fullmatch(r"data-\d+\.log", f) for f in files):
+        if not any(LOG_NAME.fullmatch(f) for f in files):
             continue
-        meta = {}
+        meta, unread = {}, []
         if "metadata.json" in files:
-            with open(os.path.join(folder, "metadata.json")) as f:
-                meta = json.load(f)
+            try:
+                with open(os.path.join(folder, "metadata.json"), "rb") as f:
+                    meta = json.load(f)
+                if not isinstance(meta, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError) as e:
+                meta = {}
+                unread.append(f"{os.path.join(folder, 'metadata.json')}: line 1: cannot be read ({first_line(e)}); "
+                              "the queue is taken for a run's, named by its folder")
         if meta.get("containerType", "run") != "run":
             continue  # models and projects: this moves runs
-        problems = []
-        entries = log_entries(folder, problems)
-        if entries and entries[0].get("version", 1) > 1:  # an async queue whose server acknowledged the start
-            problems.append(f"{folder}: operations 1 to {entries[0]['version'] - 1} were acknowledged by a Neptune "
+        log = read_log(folder)
+        log.unread[:0] = unread
+        problems = list(log.cut)
+        version = log.entries[0].get("version", 1) if log.entries else 1
+        if isinstance(version, int) and version > 1:  # an async queue whose server acknowledged the start
+            problems.append(f"{folder}: operations 1 to {version - 1} were acknowledged by a Neptune "
                             "server and deleted here; they are on that server, not in this export")
         parts = os.path.basename(folder).split("__")
-        container = meta.get("containerId") or (parts[1] if len(parts) > 1 else os.path.basename(folder))
-        queues.append(Queue(folder, entries, meta.get("createdAt", ""), container, problems))
+        container = str(meta.get("containerId") or (parts[1] if len(parts) > 1 else os.path.basename(folder)))
+        queues.append(Queue(folder, log, str(meta.get("createdAt", "")), container, problems))
     if not queues:
         raise ExportError(f"no Neptune run data under {path} (looked for .neptune/offline/run__*/data-1.log "
                           "and .neptune/async/...)")
@@ -133,6 +187,7 @@ class Run:
     skipped: Counter = field(default_factory=Counter)  # (operation type, why) -> count
     deleted: list = field(default_factory=list)
     problems: list = field(default_factory=list)       # files missing or changed since logged, by name
+    unread: list = field(default_factory=list)         # input not read or not applied, by file and line
     created: float = None
     ended: float = None
 
@@ -163,18 +218,26 @@ def replay(key, segments):
     batch_ns, before = None, {}
     for q in segments:
         run.problems += q.problems
+        run.unread += q.log.unread
         queue_upload = os.path.join(q.folder, "upload_path")
-        for entry in q.entries:
+        for entry, line in zip(q.log.entries, q.log.lines):
             op, at = entry["obj"], entry.get("at")
+            if not isinstance(at, (int, float)):
+                at = None
             run.created = run.created or at
             run.ended = at or run.ended
-            kind, path = op["type"], "/".join(op["path"])
+            kind, path = op["type"], "/".join(map(str, op["path"]))
             ns = path.rpartition("/")[0]
             if not kind.startswith("Assign"):
                 batch_ns = None
             elif ns != batch_ns:  # a dict assigned is a run of Assign operations on one namespace
                 batch_ns, before = ns, run.namespace(ns)
-            why = apply(run, op, kind, path, at, queue_upload)
+            try:
+                why = apply(run, op, kind, path, at, queue_upload)
+            except (KeyError, TypeError, ValueError, AttributeError) as e:  # a field the operation lacks
+                why = "a malformed operation"
+                run.unread.append(f"{line}: a {kind} operation that cannot be applied ({type(e).__name__}: "
+                                  f"{first_line(e)}); not applied")
             if why:
                 run.skipped[(kind, why)] += 1
             else:
@@ -365,6 +428,7 @@ def summary_of(run):
 class WandbTarget:
     """One W&B offline run per Neptune run under OUT/wandb/; `wandb sync` uploads them."""
     name = "W&B"
+    write_errors = (OSError,)
 
     def __init__(self, args):
         self.out = os.path.abspath(args.out_dir)
@@ -488,15 +552,21 @@ class MlflowTarget:
         os.environ["XDG_CONFIG_HOME"] = os.path.join(self.out, ".mlflow-config")  # as mlflow_tracking.py
         os.environ.setdefault("MPLCONFIGDIR", os.path.join(self.out, ".matplotlib"))
         import mlflow
+        import sqlalchemy
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # errors are said in one line instead
         self.uri = args.tracking_uri or f"sqlite:///{os.path.join(self.out, 'mlflow.db')}"
-        self.client = mlflow.MlflowClient(self.uri, self.uri)
+        # What a full disk or a refusing store raises; SQLAlchemy's own error where the store's migrations fail.
+        self.write_errors = (OSError, mlflow.exceptions.MlflowException, sqlalchemy.exc.SQLAlchemyError)
         name = args.project or "neptune-export"
         try:
+            if not args.tracking_uri:
+                create_store(os.path.join(self.out, "mlflow.db"))
+            self.client = mlflow.MlflowClient(self.uri, self.uri)
             experiment = self.client.get_experiment_by_name(name)
             self.experiment = experiment.experiment_id if experiment else self.client.create_experiment(
                 name, artifact_location=None if args.tracking_uri else Path(self.out, "mlartifacts").as_uri())
-        except mlflow.exceptions.MlflowException as e:
-            raise ExportError(f"MLflow at {self.uri}: {str(e).splitlines()[0]}") from None
+        except self.write_errors as e:
+            raise ExportError(f"MLflow at {self.uri}: {first_line(e)}") from None
         self.model_prefix = name
 
     def existing(self, run):
@@ -525,16 +595,16 @@ class MlflowTarget:
         for key, value in config_of(run).items():
             text = value if isinstance(value, str) else json.dumps(value)
             if len(text) <= 6000:  # MLflow's limit for a param value; a longer one becomes a text artifact
-                params[key] = text
+                params[self.key(run, key)] = text
             else:
                 texts[f"neptune/{key}.txt"] = text
         for path, value in summary_of(run).items():
             if path.startswith("dataset/") and len(str(value)) <= 6000:  # describes the input, as a param
-                params[path] = str(value)
+                params[self.key(run, path)] = str(value)
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                metrics.append(Metric(path, float(value), int((run.ended or 0) * 1000), 0))
+                metrics.append(Metric(self.key(run, path), float(value), int((run.ended or 0) * 1000), 0))
             elif len(str(value)) <= 8000:  # a tag value's limit
-                more_tags[f"neptune/{path}"] = str(value)
+                more_tags[self.key(run, f"neptune/{path}")] = str(value)
             else:
                 texts[f"neptune/{path}.txt"] = str(value)
         moved["fields"] += len(params) + len(metrics) + len(texts) + len(more_tags)
@@ -542,7 +612,8 @@ class MlflowTarget:
             if run.kinds[path] == "float":
                 if any(s != int(s) for s, _, _ in points):
                     run.problems.append(f"{path}: fractional steps rounded down (MLflow steps are whole numbers)")
-                metrics += [Metric(target_name(path), float(v), int(ts * 1000), int(s)) for s, v, ts in points]
+                name = self.key(run, target_name(path))
+                metrics += [Metric(name, float(v), int(ts * 1000), int(s)) for s, v, ts in points]
                 moved["series points"] += len(points)
         items = [Param(k, v) for k, v in params.items()]
         tag_items = [RunTag(k, v) for k, v in more_tags.items()]
@@ -595,6 +666,20 @@ class MlflowTarget:
         self.client.set_tag(rid, "neptune.export_key", run.key)  # last: the run is whole
         return moved, rid
 
+    @staticmethod
+    def key(run, name):
+        """`name` as MLflow takes it for a metric, param or tag: characters and path parts it
+        rejects become "_", said once."""
+        from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
+        if validate_param_and_metric_name(name) and not path_not_unique(name):
+            return name
+        fixed = "/".join(part if part not in ("", ".", "..") else "_"
+                         for part in re.sub(r"[^/\w.\- ]", "_", name).split("/"))
+        said = f"{name}: MLflow rejects the name; moved as {fixed}"
+        if said not in run.problems:
+            run.problems.append(said)
+        return fixed
+
     def log_file(self, rid, tmp, name, content):
         local = os.path.join(tmp, name)
         os.makedirs(os.path.dirname(local), exist_ok=True)
@@ -642,6 +727,9 @@ def summarize(runs, moved, already):
         lines += [f"problem: {p}" for p in r.problems]
         if r.deleted:
             lines.append(f"deleted in Neptune before the export (not moved): {', '.join(r.deleted)}")
+    unread = sum(len(r.unread) for r in runs)
+    if unread:
+        lines.append(f"not read: {unread} part(s) of the input, each named below; the rest was exported")
     return lines
 
 
@@ -662,25 +750,41 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    logging.raiseExceptions = False  # a client's debug log on a full disk: said in one line, not a traceback each
+    lock = None
     try:
         groups = jobs(find_queues(args.path))
+        lock = durable.FolderLock(args.out_dir, "the export folder")  # two exports never replace each other's runs
         target = (WandbTarget if args.to == "wandb" else MlflowTarget)(args)
-        runs, moved, written, already = [], [], [], []
-        for key, segments in groups.items():
-            run = replay(key, segments)
-            runs.append(run)
+    except (ExportError, durable.Busy) as e:
+        if lock:
+            lock.release()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    runs, moved, written, already, failed = [], [], [], [], []
+    for key, segments in groups.items():
+        run = replay(key, segments)
+        runs.append(run)
+        try:
             previous = target.existing(run)
             if previous:
                 already.append(f"{key} (as {previous})")
                 continue
             counts, where = target.write(run)
-            moved.append(counts)
-            written.append(where)
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        except target.write_errors as e:  # a full disk, a store that refuses: the other runs go on
+            failed.append(f"run {key} was not exported: {first_line(e)} (an export cut short is replaced when "
+                          "this runs again)")
+            continue
+        moved.append(counts)
+        written.append(where)
+    lock.release()
     for line in summarize(runs, moved, already) + target.done(written):
         print(line)
+    errors = [line for r in runs for line in r.unread] + failed
+    for line in errors:  # last, one line each: what was not read or not written
+        print(f"error: {line}", file=sys.stderr)
+    if errors:
+        return 1
     if args.strict and any(r.skipped or r.problems for r in runs):
         print("error: --strict: something was skipped or a file was missing or changed (above)", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from neptune.types import File
 from neptune.utils import stringify_unsupported
 
 import alexnet
+import durable
 import tracking
 from neptune_export import assigned, operations  # the reader of Neptune's operation log
 
@@ -28,9 +29,9 @@ SOURCE = os.path.dirname(os.path.abspath(__file__))
 
 
 def repoint(value, old, new):
-    """`value` (a decoded operation) with `old` replaced by `new` in every string."""
+    """`value` (a decoded operation) with the folder `old` re-pointed to `new` in every string."""
     if isinstance(value, str):
-        return value.replace(old, new)
+        return durable.repoint(value, old, new)
     if isinstance(value, list):
         return [repoint(v, old, new) for v in value]
     if isinstance(value, dict):
@@ -51,6 +52,7 @@ class NeptuneTracker(tracking.Tracker):
         os.environ.setdefault("MPLCONFIGDIR", os.path.join(args.out_dir, ".matplotlib"))
         self.project = args.project or os.environ.get("NEPTUNE_PROJECT")
         self.token = None
+        self.logged, self.uploaded = set(), set()  # (series, step) points and files earlier segments hold
         if args.mode == "online":
             self.authenticate()
 
@@ -109,43 +111,55 @@ class NeptuneTracker(tracking.Tracker):
 
     def log_metrics(self, metrics, step):
         for key, value in metrics.items():
-            self.run[key].append(value, step=step)
+            if (key, float(step)) not in self.logged:
+                self.run[key].append(value, step=step)
 
     def recorded(self):
         if self.args.mode == "online":  # the server's copy of the resumed run
             def steps(path):
                 return self.run[path].fetch_values()["step"].tolist() if self.run.exists(path) else []
-            return alexnet.Recorded(int(max(steps("train/batch_loss"), default=0)), {int(e) for e in steps("epoch")},
-                                    self.run.exists("test/acc"))
-        # A kill -9 may cut the log between two operations: each check reads the call's last one.
+            epochs = {int(e) for e in steps("epoch")}
+            return alexnet.Recorded({int(s) for s in steps("train/batch_acc")}, epochs, epochs,
+                                    self.run.exists("model/final"), self.run.exists("test/acc"))
+        # A kill -9 may cut the log between two operations: each check reads the call's last one,
+        # and the points and files a cut call did write are not written again (log_metrics, log_model).
         ops = [op for folder in self.earlier for op in operations(folder)]
-        series = {key: [v["step"] for op in ops if op["type"] == "LogFloats" and "/".join(op["path"]) == key
-                        for v in op["values"]] for key in ("train/batch_acc", "epoch")}
-        return alexnet.Recorded(int(max(series["train/batch_acc"], default=0)), {int(e) for e in series["epoch"]},
-                                assigned(ops, "test/acc") is not None)
+        self.logged = {("/".join(op["path"]), float(v["step"])) for op in ops if op["type"] == "LogFloats"
+                       for v in op["values"] if v["step"] is not None}  # hardware monitoring has no steps
+        self.uploaded = {"/".join(op["path"]) for op in ops if op["type"] == "UploadFile"}
+        versions = {op["value"].rpartition("/")[2] for op in ops  # the last operation of log_model
+                    if op["type"] == "AssignString" and op["path"] == ["model", "latest", "checkpoint"]}
+        return alexnet.Recorded({int(s) for key, s in self.logged if key == "train/batch_acc"},
+                                {int(s) for key, s in self.logged if key == "epoch"},
+                                {int(v[len("epoch_"):]) for v in versions if v.startswith("epoch_")},
+                                "final" in versions, assigned(ops, "test/acc") is not None)
 
     def log_epoch(self, metrics, step, checkpoint=None):
         if checkpoint:
             self.log_model(checkpoint)
         for key, value in sorted(metrics.items(), key=lambda kv: kv[0] == "epoch"):  # "epoch" last
-            self.run[key].append(value, step=metrics["epoch"])
+            if (key, float(metrics["epoch"])) not in self.logged:
+                self.run[key].append(value, step=metrics["epoch"])
 
     def log_model(self, checkpoint):
         # Offline, Neptune records the file's path, not its content: each version is its own file
         # under --out-dir that the engine never rewrites, so `neptune sync` uploads the right bytes.
         version = "final" if checkpoint.final else f"epoch_{checkpoint.epoch}"
-        self.run[f"model/checkpoints/{version}"].upload(checkpoint.path)
-        meta = {"epoch": checkpoint.epoch, "val_acc": checkpoint.val_acc,
-                "checkpoint": f"model/checkpoints/{version}"}
+        if f"model/checkpoints/{version}" not in self.uploaded:
+            self.run[f"model/checkpoints/{version}"].upload(checkpoint.path)
+        meta = {"epoch": checkpoint.epoch, "val_acc": checkpoint.val_acc}
         if checkpoint.final:  # the final version is the best one, with its test accuracy
             meta["test_acc"] = checkpoint.test_acc
+        meta["checkpoint"] = f"model/checkpoints/{version}"  # last: recorded() reads it as the call's end
+        if checkpoint.final:
             self.run["model/final"] = meta
         self.run["model/best"] = meta  # as W&B's aliases best and latest: the newest version logged
         self.run["model/latest"] = meta
 
     def log_results(self, evaluation, checkpoint, summary, step):
         self.log_evaluation(evaluation)
-        self.log_model(checkpoint)
+        if checkpoint:
+            self.log_model(checkpoint)
         for key, value in sorted(summary.items(), key=lambda kv: kv[0] == "test/acc"):  # "test/acc" last
             self.run[key] = value
 
@@ -179,13 +193,15 @@ class NeptuneTracker(tracking.Tracker):
         for log in logs:
             with open(log) as f:
                 lines = f.read().splitlines(keepends=True)
-            with open(log + ".tmp", "w") as f:
-                for line in lines:
-                    try:
-                        f.write(json.dumps(repoint(json.loads(line), old, new)) + "\n")
-                    except ValueError:  # a line cut short by a hard kill stays as it was
-                        f.write(line)
-            os.replace(log + ".tmp", log)
+
+            def write(tmp):
+                with open(tmp, "w") as f:
+                    for line in lines:
+                        try:
+                            f.write(json.dumps(repoint(json.loads(line), old, new)) + "\n")
+                        except ValueError:  # a line cut short by a hard kill stays as it was
+                            f.write(line)
+            durable.write_atomically(log, write)
         return f"re-pointed {len(logs)} Neptune operation log(s) from {old} to {new}"
 
     def where(self):

@@ -17,10 +17,16 @@ import torch
 
 import alexnet
 import data
+import durable
 
 
 class UsageError(Exception):
     """A mistake the user can fix (bad flag, missing token, unwritable folder): one line, exit 2."""
+
+
+class RecordError(Exception):
+    """The tracker's own record of an earlier segment cannot be read back: one line, exit 1, and
+    nothing logged (an empty record would log every earlier step again)."""
 
 
 class Tracker:
@@ -210,10 +216,12 @@ def build_parser(tracker_class):
                    help="--out-dir was copied or moved here from OLD_DIR (another path or machine): re-point "
                         "the tracker's local records to where they are now, then exit")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
-                   help="continue the latest unfinished run in --out-dir, or the run folder RUN_DIR "
+                   help="continue the newest unfinished run in --out-dir, or the run folder RUN_DIR "
                         "(wherever it is: its parent is then the --out-dir), from its last saved state, "
-                        "as the same tracker run; give the same flags as before")
+                        "as the same tracker run; give the same flags as before. One process trains a "
+                        "run at a time: a second is refused, naming the first")
     return p
+
 
 
 def make_config(args):
@@ -261,16 +269,31 @@ def find_resume_state(out_dir, which):
                 raise Finished(which)
             raise UsageError(f"--resume {which}: no unfinished run there ({alexnet.Engine.RESUME_FILE} not found)")
         return os.path.abspath(path)
-    runs = [os.path.join(out_dir, d) for d in os.listdir(out_dir)]
-    runs = [r for r in runs if os.path.isfile(os.path.join(r, alexnet.Engine.RESUME_FILE))
-            or os.path.isfile(os.path.join(r, "history.json"))]
-    if not runs:
-        raise UsageError(f"--resume: nothing to continue yet in {out_dir} (a run saves its resume state at "
-                         "its first epoch's end, at most a minute apart after that, and when stopped)")
-    latest = max(runs, key=os.path.getmtime)
-    if not os.path.isfile(os.path.join(latest, alexnet.Engine.RESUME_FILE)):
-        raise Finished(latest)
-    return os.path.join(latest, alexnet.Engine.RESUME_FILE)
+    states = [os.path.join(out_dir, d, alexnet.Engine.RESUME_FILE) for d in os.listdir(out_dir)]
+    states = [s for s in states if os.path.isfile(s)]
+    if states:  # the newest unfinished run, whatever finished after it
+        return max(states, key=os.path.getmtime)
+    finished = [os.path.join(out_dir, d) for d in os.listdir(out_dir)
+                if os.path.isfile(os.path.join(out_dir, d, "history.json"))]
+    if finished:
+        raise Finished(max(finished, key=os.path.getmtime))
+    raise UsageError(f"--resume: nothing to continue yet in {out_dir} (a run saves its resume state at "
+                     "its first epoch's end, at most a minute apart after that, and when stopped)")
+
+
+def load_resume_state(path):
+    """The resume state at `path`, or the one before it where that cannot be read (saying so)."""
+    try:
+        return alexnet.load_state(path)
+    except alexnet.CheckpointError as e:
+        previous = os.path.join(os.path.dirname(path), alexnet.Engine.PREVIOUS_FILE)
+        if not os.path.isfile(previous):
+            raise
+        state = alexnet.load_state(previous)
+        os.replace(path, path + ".unreadable")  # kept to look at; the previous state takes its place
+        os.link(previous, path)
+        say(f"{e}; continuing from the state saved before it (the unreadable one is kept as {path}.unreadable)")
+        return state
 
 
 def check_resumable(cfg, saved):
@@ -310,6 +333,7 @@ def agree(value):
     return box[0]
 
 
+
 def resume_command(run_dir):
     """The command that continues this run, as pasted from the current folder."""
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd() + os.sep) else sys.executable
@@ -333,8 +357,12 @@ def main(tracker_class, argv=None):
         if not os.path.isdir(args.out_dir):
             return error(f"--moved-from: --out-dir {args.out_dir} is not a folder", 2)
         old, new = (os.path.abspath(p).rstrip(os.sep) for p in (args.moved_from, args.out_dir))
-        say(tracker_class.relocate(old, new))
+        try:
+            say(tracker_class.relocate(old, new))
+        except RecordError as e:
+            return error(e, 1)
         return 0
+    lock = None
     try:
         device = start_distributed(resolve_device(args.device))
         if args.resume not in (None, "latest"):  # a run folder anywhere: its parent holds the tracker's data
@@ -342,20 +370,24 @@ def main(tracker_class, argv=None):
         args.out_dir = prepare_out_dir(args.out_dir) if RANK == 0 else os.path.abspath(args.out_dir)
         cfg = make_config(args)
         state_path = find_resume_state(args.out_dir, args.resume) if args.resume else None
-        saved = alexnet.load_state(state_path) if state_path else None
-        run_id = saved["config"]["run_id"] if saved else f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-        tracker = None
+        run_dir = os.path.dirname(state_path) if state_path else \
+            os.path.join(args.out_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
+        tracker, saved = None, None
         if RANK == 0:  # credentials are asked for and checked before the data is loaded
             try:
+                lock = durable.FolderLock(run_dir, "the run folder")  # one process trains a run; held to the end
+                saved = load_resume_state(state_path) if state_path else None
                 cls = tracker_class if args.mode != "disabled" else Tracker
-                tracker = cls(args, os.path.dirname(state_path) if saved else os.path.join(args.out_dir, run_id))
+                tracker = cls(args, run_dir)
             finally:  # the other processes wait through the token prompt for rank 0's run id, or None
-                agree(run_id if tracker else None)
+                agree(tracker.run_id if tracker else None)
+            run_id = saved["config"]["run_id"] if saved else tracker.run_id
         else:
             run_id = agree(None)
             if run_id is None:
                 return 2  # rank 0 could not open its tracker and has said why
             tracker = Tracker(args, os.path.join(args.out_dir, run_id))
+            saved = alexnet.load_state(state_path) if state_path else None
         dataset = data.load(args.dataset, args.data_dir, skip_checksum=args.skip_checksum,
                             train_size=args.train_size, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
         fitted = alexnet.fit_to_data(cfg, len(dataset.train), {k for k, v in vars(args).items() if v is not None})
@@ -373,14 +405,18 @@ def main(tracker_class, argv=None):
         engine = alexnet.Engine(cfg, dataset, tracker, device, tracker.run_dir)
         if saved:
             engine.restore(saved)
-    except (UsageError, data.DataError, alexnet.CheckpointError) as e:
-        return error(e, 2)
+    except (UsageError, durable.Busy, data.DataError, alexnet.CheckpointError) as e:
+        code = error(e, 2)
     except Finished as e:
         say(f"run {os.path.basename(str(e))} is finished: nothing to continue (its results: {e}/history.json)")
-        return 0
+        code = 0
     except KeyboardInterrupt:
-        return error("interrupted before training started; nothing was recorded", 130)
-    return train(engine, tracker, saved is not None)
+        code = error("interrupted before training started; nothing was recorded", 130)
+    else:
+        code = train(engine, tracker, saved is not None)
+    if lock:
+        lock.release()
+    return code
 
 
 def train(engine, tracker, resumed):
@@ -413,12 +449,15 @@ def train(engine, tracker, resumed):
                 raise alexnet.Interrupted(engine.stop.signum, engine.state_path)
         except UsageError as e:  # raised while the tracker opens its run (token, server)
             code, failure = 2, e
+        except RecordError as e:
+            failure = e
         except alexnet.Interrupted as e:
             status, code = "interrupted", 128 + e.signum
         except alexnet.Abandoned as e:
             status, code, abandoned = "interrupted", 130, f"{e}: stopped waiting for {tracker.name} to open the run"
         except (FloatingPointError, alexnet.CheckpointError) as e:
             failure = f"{e}; checkpoints already saved are kept in {tracker.run_dir}"
+
         except tracker.write_errors as e:  # the tracker could not write its record: a full disk, a folder gone
             failure = write_failure(e, engine, tracker)
         finally:

@@ -21,6 +21,7 @@ import torch
 import wandb
 
 import alexnet
+import durable
 import tracking
 
 KEY_URL = "https://wandb.ai/authorize"
@@ -33,7 +34,8 @@ LOG_HEADER, LOG_BLOCK, FULL, FIRST, MIDDLE, LAST = b":W&B\xe1\xbe\x00", 32768, 1
 
 
 def read_log(path):
-    """The serialized records of a .wandb log, up to a tail cut short by a hard kill."""
+    """The serialized records of a .wandb log; ValueError where any part of it cannot be read (a
+    damaged block, a tail cut short), so a rewrite never drops what this reader could not read."""
     with open(path, "rb") as f:
         raw = f.read()
     if not raw.startswith(LOG_HEADER):
@@ -46,11 +48,13 @@ def read_log(path):
         crc, size, kind = struct.unpack("<IHB", raw[pos:pos + 7])
         chunk = raw[pos + 7:pos + 7 + size]
         if len(chunk) < size or zlib.crc32(bytes([kind]) + chunk) != crc:
-            break
+            raise ValueError(f"{path} has a damaged or cut-short record at byte {pos}")
         record, pos = record + chunk, pos + 7 + size
         if kind in (FULL, LAST):
             records.append(record)
             record = b""
+    if record or raw[pos:].strip(b"\0"):
+        raise ValueError(f"{path} ends in a cut-short record at byte {pos}")
     return records
 
 
@@ -69,9 +73,11 @@ def write_log(path, records):
             first = False
             if not record:
                 break
-    with open(path + ".tmp", "wb") as f:
-        f.write(out)
-    os.replace(path + ".tmp", path)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(out)
+    durable.write_atomically(path, write)
 
 
 def repoint(message, old, new):
@@ -80,7 +86,7 @@ def repoint(message, old, new):
         if field.message_type and field.message_type.GetOptions().map_entry:
             for key in value:
                 if isinstance(value[key], str):
-                    value[key] = value[key].replace(old, new)
+                    value[key] = durable.repoint(value[key], old, new)
                 else:
                     repoint(value[key], old, new)
         elif field.type == field.TYPE_MESSAGE:
@@ -88,17 +94,24 @@ def repoint(message, old, new):
                 repoint(item, old, new)
         elif field.type == field.TYPE_STRING:
             if field.is_repeated:
-                value[:] = [v.replace(old, new) for v in value]
+                value[:] = [durable.repoint(v, old, new) for v in value]
             else:
-                setattr(message, field.name, value.replace(old, new))
+                setattr(message, field.name, durable.repoint(value, old, new))
 
 
 def leet_records(log):
-    """Every record of a .wandb log, through W&B's own reader (`wandb leet inspect --json`)."""
+    """Every record of a .wandb log, through W&B's own reader (`wandb leet inspect --json`); a read
+    that fails or is cut short is an error, never fewer records."""
     wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
-    out = subprocess.run([wandb_cli, "leet", "inspect", "--json", log], capture_output=True, text=True,
-                         timeout=300).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    try:
+        read = subprocess.run([wandb_cli, "leet", "inspect", "--json", log], capture_output=True, text=True,
+                              timeout=300)
+        if read.returncode != 0:
+            raise ValueError(tracking.first_line(read.stderr or f"exit status {read.returncode}"))
+        return [json.loads(line) for line in read.stdout.splitlines() if line.strip()]
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+        raise tracking.RecordError(f"cannot read W&B's record of the earlier segment {log} with `wandb leet "
+                                   f"inspect` ({tracking.first_line(e)}); nothing more was logged") from None
 
 
 def weight_histograms(model, bins=64):
@@ -211,17 +224,22 @@ class WandbTracker(tracking.Tracker):
 
     def recorded(self):
         if self.args.mode == "online":  # the server's summary of the resumed run
-            s = self.run.summary
-            return alexnet.Recorded(int(s.get("global_step", 0)), set(range(1, int(s.get("epoch", 0)) + 1)),
-                                    "test/acc" in s)
+            s, epochs = self.run.summary, set(range(1, int(self.run.summary.get("epoch", 0)) + 1))
+            return alexnet.Recorded(set(range(1, int(s.get("global_step", 0)) + 1)), epochs, epochs,
+                                    "test/acc" in s, "test/acc" in s)
         recorded = alexnet.Recorded()
         for log in self.earlier:
             for r in leet_records(log):
                 item = r["history"]["item"] if r["type"] == "history" else {}
                 if "train/batch_loss" in item:
-                    recorded.last_step = max(recorded.last_step, int(item["global_step"]))
+                    recorded.steps.add(int(item["global_step"]))
                 if "val/acc" in item:
                     recorded.epochs.add(int(item["epoch"]))
+                if r["type"] == "artifact" and r["artifact"]["type"] == "model":
+                    aliases = r["artifact"]["aliases"]
+                    recorded.final |= "final" in aliases
+                    recorded.versions.update(int(a[len("epoch-"):]) for a in aliases
+                                             if a.startswith("epoch-") and "final" not in aliases)
                 if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {}):
                     recorded.results = True
         return recorded
@@ -270,7 +288,8 @@ class WandbTracker(tracking.Tracker):
     def log_results(self, evaluation, checkpoint, summary, step):
         # One step after training's last: a resumed run's earlier segment may hold that step's row.
         self.log_evaluation(evaluation, step + 1)
-        self.log_model(checkpoint)
+        if checkpoint:
+            self.log_model(checkpoint)
         self.run.summary.update(summary)
 
     def log_evaluation(self, evaluation, step):
@@ -295,12 +314,18 @@ class WandbTracker(tracking.Tracker):
     @staticmethod
     def relocate(old, new):
         """W&B keeps absolute paths in its run logs (staged files, model files, settings): re-point
-        every .wandb log under --out-dir, and the logs' symlinks, from the old folder to the new."""
+        every .wandb log under --out-dir, and the logs' symlinks, from the old folder to the new.
+        A log not read whole is left as it is, and said (the client has no Python reader to ask)."""
         from wandb.proto.wandb_internal_pb2 import Record
-        moved = 0
+        moved, refused = 0, []
         for log in sorted({os.path.realpath(p) for p in glob.glob(os.path.join(new, "wandb", "*", "*.wandb"))}):
             records = []
-            for data in read_log(log):
+            try:
+                logged = read_log(log)
+            except ValueError as e:
+                refused.append(str(e))
+                continue
+            for data in logged:
                 record = Record()
                 record.ParseFromString(data)
                 repoint(record, old, new)
@@ -314,7 +339,10 @@ class WandbTracker(tracking.Tracker):
                     target = new + os.readlink(link)[len(old):]
                     os.remove(link)
                     os.symlink(target, link)
-        return f"re-pointed {moved} W&B run log(s) from {old} to {new}"
+        done = f"re-pointed {moved} W&B run log(s) from {old} to {new}"
+        if refused:
+            raise tracking.RecordError(f"{done}; left as they are, not re-pointed: {'; '.join(refused)}")
+        return done
 
     def where(self):
         if not hasattr(self, "folder"):

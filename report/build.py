@@ -541,7 +541,7 @@ def neptune_excerpt(runs, width=150):
     import neptune_export
     lines = []
     for q in sorted(neptune_export.find_queues(os.path.join(runs, "neptune", ".neptune")), key=lambda q: q.created)[:1]:
-        for e in q.entries:
+        for e in q.log.entries:
             op = e["obj"]
             path = "/".join(op["path"])
             if (op["type"] == "LogFloats" and path in ("val/acc", "epoch", "train/batch_loss")

@@ -192,7 +192,7 @@ def read_neptune(out_dir):
                          "image": base64.b64decode(value["data"])})
     seg_info = []
     for q in segments:
-        ops = [e["obj"] for e in q.entries]
+        ops = [e["obj"] for e in q.log.entries]
         epochs = [int(v["value"]) for op in ops if op["type"] == "LogFloats" and op["path"] == ["epoch"]
                   for v in op["values"]]
         status = neptune_export.assigned(ops, "status")

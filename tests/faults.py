@@ -7,6 +7,10 @@ PHASE is where the signal is sent to the process itself:
   dataset     the dataset has just been logged
   step:N      during global optimizer step N
   epoch:N     epoch N's metrics have just been logged (the state of epoch N is not saved yet)
+  version:N   epoch N's model version has just been logged, its metrics not yet
+  version:final  the final model version has just been logged, the summary (its marker) not yet
+  state:N     the resume state of epoch N's end has just been written, the tracker's records
+              maybe still in its client's buffers
   checkpoint  while the final model version (final.pt) is being written
   test        while the best checkpoint is evaluated on the test set
   finish      the results are recorded; the tracker is closing its run
@@ -74,6 +78,12 @@ elif phase == "dataset":
     Tracker.log_dataset = after(Tracker.log_dataset)
 elif phase == "step":
     alexnet.Engine.stop_requested = before(alexnet.Engine.stop_requested, lambda self, *a, **k: self.step == int(n))
+elif phase == "version":
+    Tracker.log_model = after(Tracker.log_model, lambda self, checkpoint: checkpoint.final if n == "final"
+                              else not checkpoint.final and checkpoint.epoch == int(n))
+elif phase == "state":
+    alexnet.Engine.save_state = after(alexnet.Engine.save_state,
+                                      lambda self: len(self.history) == int(n) and self.partial is None)
 elif phase == "epoch":
     Tracker.log_epoch = after(Tracker.log_epoch, lambda self, metrics, *a: metrics["epoch"] == int(n))
 elif phase == "checkpoint":

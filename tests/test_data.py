@@ -1,5 +1,6 @@
 """CIFAR-10 loading, verification, splitting, normalization and batched augmentation."""
 import os
+import pickle
 import shutil
 
 import pytest
@@ -151,3 +152,25 @@ def test_synthetic_data_is_deterministic_and_class_structured():
     assert torch.equal(x1, x2) and h1 == h2
     means = torch.stack([x1[y1 == c].float().mean(0) for c in range(10)])
     assert torch.cdist(means.flatten(1), means.flatten(1)).fill_diagonal_(1e9).min() > 100
+
+
+class RunsCode:
+    """A pickled object whose unpickling runs a command: what a crafted batch file can carry."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_batch_file_is_refused_and_its_code_never_runs(tmp_path, cifar_dir):
+    copy = tmp_path / "copy"
+    shutil.copytree(cifar_dir, copy)
+    marker = tmp_path / "code-ran"
+    with open(copy / data.BATCH_DIR / "data_batch_3", "wb") as f:
+        pickle.dump({"batch_label": "x", "labels": [0], "data": RunsCode(marker), "filenames": ["a.png"]}, f,
+                    protocol=2)
+    with pytest.raises(data.DataError, match=r"data_batch_3 is refused: it asks to load posix\.system"):
+        data.load("cifar10", str(copy), skip_checksum=True)
+    assert not marker.exists()
+    data.load("cifar10", str(cifar_dir), skip_checksum=True)  # the files as written (protocol 2, numpy) load

@@ -256,3 +256,150 @@ def test_field_types_beyond_our_scripts_land_or_are_reported(tmp_path):
     [dataset] = [r["artifact"] for r in rs if r["type"] == "artifact" and r["artifact"]["type"] == "dataset"]
     assert [e["ref"] for e in dataset["manifest"]["contents"]] == [f"file://{source}/tracked.csv"]
     assert tree_digest(source) == before
+
+
+# Two small runs written by the real client offline: the input the bad-input tests damage.
+TWO_RUNS = r"""
+import os, sys
+import neptune
+here = sys.argv[1]
+with open(os.path.join(here, "weights.pt"), "wb") as f:
+    f.write(os.urandom(2 << 20))
+for name in ("first", "second"):
+    run = neptune.init_run(mode="offline", name=name)
+    run["run_id"] = name
+    run["parameters"] = {"lr": 0.1, "depth": 3}
+    for step in range(1, 6):
+        run["metrics/acc@1"].append(step / 10, step=step)  # a name MLflow rejects
+        run["train/loss"].append(1 / step, step=step)
+    run["model/checkpoints/final"].upload(os.path.join(here, "weights.pt"))
+    run["test/acc"] = 0.5
+    run.stop()
+"""
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    source = tmp_path_factory.mktemp("two-runs")
+    env = clean_env(source, NEPTUNE_DATA_DIRECTORY=str(source / ".neptune"))
+    made = subprocess.run([sys.executable, "-c", TWO_RUNS, str(source)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert made.returncode == 0, made.stderr[-2000:]
+    return source
+
+
+WANDB_MARKER = "neptune-export.json"
+
+
+def queue_of(source, name):
+    """The offline queue folder of the run named `name`, and its operation log."""
+    for log in glob.glob(str(source / ".neptune" / "offline" / "*" / "data-1.log")):
+        if f'"value": "{name}"' in open(log).read():
+            return os.path.dirname(log), log
+    raise AssertionError(f"no queue of {name}")
+
+
+def exported_runs(out):
+    """{run_id tag: {metric: [(step, value)]}} of every whole export in the MLflow store under `out`."""
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return {r.data.tags["run_id"]: {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)]
+                                    for k in r.data.metrics}
+            for r in runs if "neptune.export_key" in r.data.tags}
+
+
+def damage_metadata(queue, log):
+    with open(os.path.join(queue, "metadata.json"), "w") as f:
+        f.write('{"containerType": "run", "containerId": ')
+    return "metadata.json: line 1: cannot be read"
+
+
+def damage_line(queue, log):
+    lines = open(log).read().splitlines(keepends=True)
+    lines.insert(2, '{"obj": {"no type": 1}, "version": 3}\n')
+    lines.insert(4, "[1, 2, 3]\n")
+    open(log, "w").writelines(lines)
+    return "data-1.log: line 3 is not a Neptune operation; not read", "data-1.log: line 5 is not a Neptune operation"
+
+
+def damage_operation(queue, log):
+    lines = open(log).read().splitlines(keepends=True)
+    lines.insert(2, json.dumps({"obj": {"type": "LogFloats", "path": ["train", "loss"]}, "version": 3}) + "\n")
+    open(log, "w").writelines(lines)
+    return "data-1.log: line 3: a LogFloats operation that cannot be applied (KeyError: 'values'); not applied"
+
+
+def damage_file_name(queue, log):
+    shutil.copy(log, os.path.join(queue, "data-x.log"))
+    return "data-x.log: not a queue log's name (data-N.log); not read"
+
+
+@pytest.mark.parametrize("damage", [damage_metadata, damage_line, damage_operation, damage_file_name])
+def test_a_bad_input_is_one_line_and_the_rest_is_exported(damage, two_runs, tmp_path):
+    """Each bad part of the input is named (file and line) in one line of its own, exit 1; what
+    follows it in the same log, and the other run's queue, are exported all the same."""
+    source = tmp_path / "source"
+    shutil.copytree(two_runs, source)
+    queue, log = queue_of(source, "first")
+    said = damage(queue, log)
+    said = list(said) if isinstance(said, tuple) else [said]
+    result = export(source, "mlflow", tmp_path / "out", tmp_path)
+    errors = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(errors) == len(said), result.stderr
+    for line, want in zip(errors, said):
+        assert line.startswith("error: ") and want in line, (line, want)
+    assert "each named below; the rest was exported" in result.stdout, result.stdout
+    runs = exported_runs(tmp_path / "out")
+    assert sorted(runs) == ["first", "second"]
+    for name in runs:  # every point of both runs, the damaged one's after its bad line too
+        assert runs[name]["train/loss"] == [(s, 1 / s) for s in range(1, 6)], runs[name]
+
+
+def test_a_name_mlflow_rejects_is_moved_under_a_name_it_takes_and_said(two_runs, tmp_path):
+    result = export(two_runs, "mlflow", tmp_path / "out", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "problem: metrics/acc@1: MLflow rejects the name; moved as metrics/acc_1" in result.stdout, result.stdout
+    for name, metrics in exported_runs(tmp_path / "out").items():
+        assert metrics["metrics/acc_1"] == [(s, s / 10) for s in range(1, 6)], (name, metrics)
+
+
+def test_two_exports_into_one_folder_the_second_is_refused(two_runs, tmp_path):
+    import durable
+    out = tmp_path / "out"
+    held = durable.FolderLock(str(out), "the export folder")  # an export in progress: this process
+    result = export(two_runs, "mlflow", out, tmp_path)
+    [line] = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and f"the export folder {out} is in use by pid {os.getpid()} on host " in line, line
+    assert os.listdir(out) == [".lock"]  # nothing written, nothing replaced
+    held.release()
+
+
+@pytest.mark.parametrize("to", ["mlflow", "wandb"])
+@pytest.mark.parametrize("free_kb", [3072, 160])
+def test_a_full_disk_is_one_line_a_run_and_a_second_try_completes(to, free_kb, two_runs, tmp_path):
+    """A disk that fills during an export (3 MB: the store fits, the 2 MB model files do not) or
+    before it (160 KB left): one line each, exit non-zero; with room made, the same command completes."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a small file system here (needs root)")
+    try:
+        filler = mount / "filler"
+        filler.write_bytes(b"\0" * ((4096 - free_kb) << 10))
+        full = export(two_runs, to, mount / "out", tmp_path)
+        errors = full.stderr.strip().splitlines()
+        assert full.returncode != 0 and errors and all(e.startswith("error: ") for e in errors), \
+            full.stdout + full.stderr
+        assert "No space left on device" in full.stderr or "disk is full" in full.stderr, full.stderr
+        filler.unlink()
+        subprocess.run(["mount", "-o", "remount,size=200m", str(mount)], check=True)  # room made
+        again = export(two_runs, to, mount / "out", tmp_path)
+        assert again.returncode == 0 and "read 0 operations" not in again.stdout, again.stdout + again.stderr
+        if to == "mlflow":
+            assert sorted(exported_runs(mount / "out")) == ["first", "second"]
+        else:
+            assert len(glob.glob(str(mount / "out" / "wandb" / "offline-run-*" / WANDB_MARKER))) == 2
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)  # this process may still hold the store open

@@ -64,3 +64,22 @@ def test_a_copied_out_dir_keeps_every_referenced_file(script, cifar_dir, tmp_pat
     links = [os.path.join(d, n) for d, dirs, names in os.walk(new) for n in dirs + names
              if os.path.islink(os.path.join(d, n))]
     assert all(os.path.exists(link) for link in links), links
+
+
+def test_a_damaged_wandb_log_is_left_as_it_is_and_said(cifar_dir, tmp_path):
+    """Our reader of a .wandb log stops where a record is damaged: that log is not rewritten (a
+    rewrite would drop what follows), the move says so in one line and exits 1."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    result = run_script("wandb_setup_script.py", quick_args(cifar_dir, old, epochs=1), tmp_path, **TOKENS)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shutil.copytree(old, new, symlinks=True)
+    [log] = glob.glob(str(new / "wandb" / "offline-run-*" / "*.wandb"))
+    damaged = bytearray(open(log, "rb").read())
+    damaged[len(damaged) // 2] ^= 0xFF
+    with open(log, "wb") as f:
+        f.write(damaged)
+    moved = run_script("wandb_setup_script.py", ["--out-dir", new, "--moved-from", old], tmp_path)
+    assert moved.returncode == 1 and "Traceback" not in moved.stderr, moved.stderr[-2000:]
+    [line] = moved.stderr.strip().splitlines()
+    assert line.startswith("error: re-pointed 0 W&B run log(s)") and "not re-pointed" in line and log in line, line
+    assert open(log, "rb").read() == damaged  # untouched

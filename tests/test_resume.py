@@ -6,6 +6,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,26 +101,29 @@ CHAIN_ARGS = ["--mode", "offline", "--dataset", "synthetic", "--train-size", 284
 
 
 def record(script, out):
-    """Epochs, per-step steps, final model versions and test accuracy in the tracker's record, all segments."""
+    """Epochs, per-step steps, final model versions, test accuracy and the epochs of the other model
+    versions (each as often as recorded) in the tracker's record, all segments."""
     if script == "wandb_setup_script.py":
         rs = records.wandb_records(str(out))
         items = [r["history"]["item"] for r in rs if r["type"] == "history"]
-        finals = [a for r in rs if r["type"] == "artifact" for a in [r["artifact"]]
-                  if a["type"] == "model" and "final" in a["aliases"]]
+        models = [r["artifact"]["aliases"] for r in rs if r["type"] == "artifact" and r["artifact"]["type"] == "model"]
         test_acc = [r["summary"]["update"]["test/acc"] for r in rs
                     if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {})]
         return ([int(i["epoch"]) for i in items if "val/acc" in i],
-                [int(i["global_step"]) for i in items if "train/batch_loss" in i], len(finals), test_acc)
+                [int(i["global_step"]) for i in items if "train/batch_loss" in i],
+                sum("final" in a for a in models), test_acc,
+                sorted(int(e[len("epoch-"):]) for a in models if "final" not in a for e in a if e.startswith("epoch-")))
     if script == "mlflow_tracking.py":
         client, run = mlflow_record(out)
-        finals = [v for v in client.search_model_versions() if "test_acc" in v.tags]
+        tags = [v.tags for v in client.search_model_versions()]
         return ([s for s, _ in mlflow_series(out, "val/acc")], [s for s, _ in mlflow_series(out, "train/batch_loss")],
-                len(finals), [v for _, v in mlflow_series(out, "test/acc")])
+                sum("test_acc" in t for t in tags), [v for _, v in mlflow_series(out, "test/acc")],
+                sorted(int(t["epoch"]) for t in tags if "test_acc" not in t))
     ops = records.neptune_ops(str(out))
-    finals = [op for op in ops if op["type"] == "UploadFile" and op["path"] == ["model", "checkpoints", "final"]]
+    uploads = [op["path"][2] for op in ops if op["type"] == "UploadFile" and op["path"][:2] == ["model", "checkpoints"]]
     test_acc = [op["value"] for op in ops if op["type"] == "AssignFloat" and op["path"] == ["test", "acc"]]
     return ([s for s, _ in neptune_series(ops, "val/acc")], [s for s, _ in neptune_series(ops, "train/batch_loss")],
-            len(finals), test_acc)
+            uploads.count("final"), test_acc, sorted(int(u[len("epoch_"):]) for u in uploads if u != "final"))
 
 
 def test_hard_crash_before_any_state_says_nothing_to_continue_yet(tmp_path):
@@ -238,11 +242,19 @@ def test_resume_bad_inputs(script, tmp_path):
     conflict = run_script(script, args(tmp_path, epochs=5, extra=["--resume"]), tmp_path, **TOKENS)
     assert conflict.returncode == 2 and "--epochs 5" in conflict.stderr and "Traceback" not in conflict.stderr
     [run] = [d for d in os.listdir(tmp_path) if d[0].isdigit()]
-    state = tmp_path / run / "resume.pt"
-    state.write_bytes(state.read_bytes()[:5000])
+    state, previous = tmp_path / run / "resume.pt", tmp_path / run / "resume.previous.pt"
+    good = state.read_bytes()
+    state.write_bytes(good[:5000])
+    previous.write_bytes(good[:5000])  # both unreadable
     corrupt = run_script(script, args(tmp_path, extra=["--resume"]), tmp_path, **TOKENS)
     assert corrupt.returncode == 2 and "truncated or corrupt" in corrupt.stderr
     assert "Traceback" not in corrupt.stderr
+    previous.write_bytes(good)  # the state before the latest is kept: a corrupt latest falls back to it
+    state.write_bytes(good[:5000])
+    fallback = run_script(script, args(tmp_path, extra=["--resume"]), tmp_path, **TOKENS)
+    assert fallback.returncode == 0 and "continuing from the state saved before it" in fallback.stdout, \
+        fallback.stdout[-2000:] + fallback.stderr[-2000:]
+    assert record(script, tmp_path)[:2] == ([1, 2, 3], [1, *range(3, 28, 3)])  # each epoch and step once
 
 
 def test_resume_a_run_folder_outside_out_dir_continues_it_there(tmp_path):
@@ -261,3 +273,75 @@ def test_resume_a_run_folder_outside_out_dir_continues_it_there(tmp_path):
     assert sorted(os.listdir(elsewhere / run)) == ["architecture.txt", "checkpoints", "history.json", "source"]
     assert not os.path.exists(os.path.join(ROOT, "runs", run))  # not a new folder under the default --out-dir
     assert record("neptune_integration.py", elsewhere)[:2] == ([1, 2, 3], list(range(1, 13)))
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
+    """Two --resume of one unfinished run at once: the second is refused in one line naming the
+    first (exit 2) and records nothing; the first finishes with each epoch recorded once."""
+    script = "neptune_integration.py"
+    code, _ = interrupt_in_epoch_2(script, tmp_path, signal.SIGINT, tmp_path)
+    assert code == 130
+    [run] = [d for d in os.listdir(tmp_path) if d[0].isdigit()]
+    first = subprocess.Popen([sys.executable, script, *map(str, args(tmp_path, extra=["--resume", tmp_path / run]))],
+                             cwd=ROOT, env=clean_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    for line in first.stdout:
+        if line.startswith("resuming run"):
+            break
+    second = run_script(script, args(tmp_path, extra=["--resume", tmp_path / run]), tmp_path)
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
+    [refusal] = second.stderr.strip().splitlines()
+    assert f"is in use by pid {first.pid} on host " in refusal, refusal
+    first.communicate(timeout=300)
+    assert first.returncode == 0
+    assert record(script, tmp_path)[:2] == ([1, 2, 3], [1, *range(3, 28, 3)])
+    assert len(records.neptune_folders(str(tmp_path))) == 2  # the run's two segments; the refused one made none
+    assert sorted(os.listdir(tmp_path / run)) == ["architecture.txt", "checkpoints", "history.json", "source"]
+
+
+def test_plain_resume_continues_the_newest_unfinished_run(tmp_path):
+    """A newer finished run does not hide an older unfinished one."""
+    code, _ = interrupt_in_epoch_2("wandb_setup_script.py", tmp_path, signal.SIGINT, tmp_path)
+    assert code == 130
+    [unfinished] = [d for d in os.listdir(tmp_path) if d[0].isdigit()]
+    disabled = ["--mode", "disabled", *args(tmp_path)[2:]]
+    assert run_script("wandb_setup_script.py", disabled, tmp_path).returncode == 0  # a newer run, finished
+    resumed = run_script("wandb_setup_script.py", [*disabled, "--resume"], tmp_path)
+    assert resumed.returncode == 0 and f"resuming run {unfinished}" in resumed.stdout, resumed.stderr[-2000:]
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_mlflow_runs_started_together_into_a_new_folder_each_record_one_run(n, tmp_path):
+    """The first runs into a new folder create MLflow's SQLite store together: its migrations race
+    unless one process makes it while the others wait."""
+    out = tmp_path / "new"
+    procs = [subprocess.Popen([sys.executable, "mlflow_tracking.py", *map(str, args(out, epochs=1))], cwd=ROOT,
+                              env=clean_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, [e[-1500:] for e in errors]
+    assert not any("Traceback" in e for e in errors)
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == n and len({r.data.tags["run_id"] for r in runs}) == n
+    assert all(r.info.status == "FINISHED" and r.data.metrics["epoch"] == 1 for r in runs)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_moved_run_resumes_and_evaluates_its_own_best_checkpoint(script, uninterrupted, tmp_path):
+    """Stopped, its --out-dir moved with --moved-from (the old folder deleted), then resumed: it
+    finishes from its own files and records what an uninterrupted run records."""
+    old, new = tmp_path / "old", tmp_path / "elsewhere" / "new"
+    code, _ = interrupt_in_epoch_2(script, old, signal.SIGINT, tmp_path)
+    assert code == 130
+    shutil.copytree(old, new, symlinks=True)
+    shutil.rmtree(old)
+    moved = run_script(script, ["--out-dir", new, "--moved-from", old], tmp_path)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    resumed = run_script(script, args(new, extra=["--resume"]), tmp_path, **TOKENS)
+    assert resumed.returncode == 0 and "resuming run" in resumed.stdout, resumed.stderr[-2000:]
+    epochs, steps, finals, test_acc, _ = record(script, new)
+    assert (epochs, steps, finals) == ([1, 2, 3], [1, *range(3, 28, 3)], 1)
+    assert test_acc == [uninterrupted["summary"]["test/acc"]]
+    assert not os.path.exists(old)

@@ -143,3 +143,16 @@ def test_prompt_on_a_terminal_hides_the_key_and_rejects_an_unverifiable_one(tmp_
     assert WANDB_KEY not in text  # not echoed, not printed back
     assert code == 2 and "Traceback" not in text and "--mode offline" in text
     assert seconds < 90
+
+
+@pytest.mark.parametrize("content", [None, b"not a W&B log"])
+def test_a_record_that_cannot_be_read_back_is_an_error_not_an_empty_record(content, tmp_path):
+    """A resumed run reads its earlier segments through `wandb leet inspect`: a read that fails (a
+    missing or damaged log) raises, so nothing recorded before is logged again."""
+    import tracking
+    import wandb_setup_script
+    log = tmp_path / "run-x.wandb"
+    if content:
+        log.write_bytes(content)
+    with pytest.raises(tracking.RecordError, match=rf"cannot read W&B's record of the earlier segment {log}"):
+        wandb_setup_script.leet_records(str(log))
