@@ -4,6 +4,7 @@
 # make evidence   replace report/evidence with the runs (and benchmark) in $(OUT)
 # make report     rebuild the committed report/report.pdf from report/evidence alone
 # make test       set up, then run the test suite
+# make test-ddp   the two-process torchrun launch of each script, 30 times in a row (about 45 minutes)
 # Variables: DATA (CIFAR-10 folder, default data), OUT (default runs), ARGS (more flags for every script).
 PY := .venv/bin/python
 DATA ?= data
@@ -35,4 +36,7 @@ report: .venv/installed
 test: .venv/installed
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=8 tests
 
-.PHONY: run benchmark evidence report test
+test-ddp: .venv/installed
+	DDP_REPEATS=30 $(PY) -m pytest -q -x tests/test_ddp.py -k again_and_again
+
+.PHONY: run benchmark evidence report test test-ddp

@@ -4,6 +4,7 @@
 `Tracker` and call `main`, which owns the tracker run's lifecycle.
 """
 import argparse
+import gc
 import os
 import re
 import secrets
@@ -218,10 +219,32 @@ def build_parser(tracker_class):
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                    help="continue the newest unfinished run in --out-dir, or the run folder RUN_DIR "
                         "(wherever it is: its parent is then the --out-dir), from its last saved state, "
-                        "as the same tracker run; give the same flags as before. One process trains a "
-                        "run at a time: a second is refused, naming the first")
+                        "as the same tracker run, with the flags it was started with (a flag given again "
+                        "must match). --resume auto: continue the newest unfinished run in --out-dir if "
+                        "there is one, else start a new run, so one command line serves the first start, a "
+                        "torchrun restart and a scheduler's requeue (W&B's resume=\"allow\"). One process "
+                        "trains a run at a time: a second is refused, naming the first")
     return p
 
+
+UNSET = object()
+
+
+def given_flags(parser, argv, args):
+    """The flags given on the command line, as opposed to those left at their defaults."""
+    probe = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(vars(args), UNSET)))
+    return {key for key, value in vars(probe).items() if value is not UNSET}
+
+
+# How and where a run is trained, not what: a resumed run takes these from its command line.
+NOT_RESTORED = {"resume", "moved_from", "out_dir", "device", "compile"}
+
+
+def restore_flags(args, saved, given):
+    """A resumed run's own flags, from its resume state, where the command line does not give them."""
+    for key, value in saved["config"].items():
+        if hasattr(args, key) and key not in given and key not in NOT_RESTORED:
+            setattr(args, key, value)
 
 
 def make_config(args):
@@ -261,8 +284,9 @@ class Finished(Exception):
 
 
 def find_resume_state(out_dir, which):
-    """The resume state of the run to continue: `which` is a run folder, or "latest" in out_dir."""
-    if which != "latest":
+    """The resume state of the run to continue: `which` is a run folder, or "latest" or "auto" in
+    out_dir (auto: None where there is no unfinished run, for a new one)."""
+    if which not in ("latest", "auto"):
         path = which if os.path.isfile(which) else os.path.join(which, alexnet.Engine.RESUME_FILE)
         if not os.path.isfile(path):
             if os.path.isfile(os.path.join(which, "history.json")):
@@ -273,6 +297,8 @@ def find_resume_state(out_dir, which):
     states = [s for s in states if os.path.isfile(s)]
     if states:  # the newest unfinished run, whatever finished after it
         return max(states, key=os.path.getmtime)
+    if which == "auto":
+        return None
     finished = [os.path.join(out_dir, d) for d in os.listdir(out_dir)
                 if os.path.isfile(os.path.join(out_dir, d, "history.json"))]
     if finished:
@@ -320,8 +346,35 @@ def start_distributed(device):
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    store, rank, world_size = next(torch.distributed.rendezvous("env://"))
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
+                                         world_size=world_size, store=this_attempt(store, rank, world_size))
     return device
+
+
+def this_attempt(store, rank, world_size, timeout=600):
+    """The launcher's store under a name that this start of the processes shares and no earlier one
+    used. torchrun keeps one store for the whole job: after a restart it still held the dead
+    workers' addresses, and a process that read one failed to connect. The restart count cannot be
+    the name: on more than one node, a launch that restarts for another's failure does not count it.
+    So rank 0 draws the name and each other rank asks for it under a name of its own: no answer it
+    reads can be an earlier start's."""
+    if rank == 0:
+        name, waiting, deadline = secrets.token_hex(8), set(range(1, world_size)), time.monotonic() + timeout
+        while waiting:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ranks {sorted(waiting)} did not join within {timeout} s")
+            for r in sorted(waiting):  # an earlier start's question is answered too, in vain
+                store.set(f"answer/{store.get(f'ask/{r}').decode()}", name)
+                if store.check([f"joined/{name}/{r}"]):
+                    waiting.discard(r)
+            time.sleep(0.05)
+    else:
+        question = secrets.token_hex(8)
+        store.set(f"ask/{rank}", question)
+        name = store.get(f"answer/{question}").decode()
+        store.set(f"joined/{name}/{rank}", "")
+    return torch.distributed.PrefixStore(f"attempt/{name}", store)
 
 
 def agree(value):
@@ -332,6 +385,21 @@ def agree(value):
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
 
+
+def decide(choose):
+    """What `choose()` returns on rank 0, for every process (under torchrun); what it raises on
+    rank 0 is raised in every process."""
+    if RANK == 0:
+        try:
+            value = choose()
+        except (UsageError, Finished) as e:
+            agree(e)
+            raise
+        return agree(value)
+    value = agree(None)
+    if isinstance(value, Exception):
+        raise value
+    return value
 
 
 def resume_command(run_dir):
@@ -351,7 +419,9 @@ def resume_command(run_dir):
 def main(tracker_class, argv=None):
     """Parse the command line, check credentials, load the data, open the tracker's run, train,
     close the run; returns the exit code."""
-    args = build_parser(tracker_class).parse_args(argv)
+    parser = build_parser(tracker_class)
+    args = parser.parse_args(argv)
+    given = given_flags(parser, argv, args)
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines appear as they happen in a log file
     if args.moved_from:
         if not os.path.isdir(args.out_dir):
@@ -365,11 +435,11 @@ def main(tracker_class, argv=None):
     lock = None
     try:
         device = start_distributed(resolve_device(args.device))
-        if args.resume not in (None, "latest"):  # a run folder anywhere: its parent holds the tracker's data
+        if args.resume not in (None, "latest", "auto"):  # a run folder anywhere: its parent holds the tracker's data
             args.out_dir = os.path.dirname(os.path.dirname(find_resume_state(None, args.resume)))
         args.out_dir = prepare_out_dir(args.out_dir) if RANK == 0 else os.path.abspath(args.out_dir)
-        cfg = make_config(args)
-        state_path = find_resume_state(args.out_dir, args.resume) if args.resume else None
+        # Rank 0 decides which run goes on (or that a new one starts), and every process follows.
+        state_path = decide(lambda: find_resume_state(args.out_dir, args.resume) if args.resume else None)
         run_dir = os.path.dirname(state_path) if state_path else \
             os.path.join(args.out_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
         tracker, saved = None, None
@@ -377,6 +447,8 @@ def main(tracker_class, argv=None):
             try:
                 lock = durable.FolderLock(run_dir, "the run folder")  # one process trains a run; held to the end
                 saved = load_resume_state(state_path) if state_path else None
+                if saved:
+                    restore_flags(args, saved, given)
                 cls = tracker_class if args.mode != "disabled" else Tracker
                 tracker = cls(args, run_dir)
             finally:  # the other processes wait through the token prompt for rank 0's run id, or None
@@ -388,6 +460,9 @@ def main(tracker_class, argv=None):
                 return 2  # rank 0 could not open its tracker and has said why
             tracker = Tracker(args, os.path.join(args.out_dir, run_id))
             saved = alexnet.load_state(state_path) if state_path else None
+            if saved:
+                restore_flags(args, saved, given)
+        cfg = make_config(args)
         dataset = data.load(args.dataset, args.data_dir, skip_checksum=args.skip_checksum,
                             train_size=args.train_size, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
         fitted = alexnet.fit_to_data(cfg, len(dataset.train), {k for k, v in vars(args).items() if v is not None})
@@ -414,14 +489,16 @@ def main(tracker_class, argv=None):
         code = error("interrupted before training started; nothing was recorded", 130)
     else:
         code = train(engine, tracker, saved is not None)
+        engine = None  # its DDP wrapper holds the process group
     if lock:
         lock.release()
+    leave_process_group()
     return code
 
 
 def train(engine, tracker, resumed):
     """Open the tracker's run, train, close the run whatever happened; returns the exit code."""
-    status, code, failure, abandoned = "failed", 1, None, None
+    status, code, failure, abandoned, lost = "failed", 1, None, None, False
     with engine.stop.deferred():  # a signal now waits for the step, the checkpoint and the tracker's flush
         try:
             started = False
@@ -457,7 +534,12 @@ def train(engine, tracker, resumed):
             status, code, abandoned = "interrupted", 130, f"{e}: stopped waiting for {tracker.name} to open the run"
         except (FloatingPointError, alexnet.CheckpointError) as e:
             failure = f"{e}; checkpoints already saved are kept in {tracker.run_dir}"
-
+        except RuntimeError as e:
+            if not lost_peer(e):
+                raise
+            # Another process of the launch died: torchrun stops the others and starts them all again
+            # with this command line; the last resume state is where they go on (--resume auto).
+            status, code, lost = "interrupted", 1, True
         except tracker.write_errors as e:  # the tracker could not write its record: a full disk, a folder gone
             failure = write_failure(e, engine, tracker)
         finally:
@@ -474,9 +556,11 @@ def train(engine, tracker, resumed):
         engine.forget_state()
     if tracker.where():
         say(tracker.where())
-    if status == "interrupted" and os.path.exists(engine.state_path):
+    if status == "interrupted" and not lost and os.path.exists(engine.state_path):
         say(f"interrupted at step {engine.step}; saved {engine.state_path}\n"
             f"  continue with: {resume_command(tracker.run_dir)}", file=sys.stderr)
+    if lost:  # every process that is left says it, last: rank 0 may be the one that died
+        print(f"rank {RANK}: lost a peer; torchrun will restart from the resume state", file=sys.stderr)
     if failure:
         error(failure, code)  # last, below the tracker's own closing lines
     if abandoned:  # the client would wait again at exit; what it wrote so far stays on disk
@@ -485,6 +569,14 @@ def train(engine, tracker, resumed):
         sys.stderr.flush()
         os._exit(code)
     return end_together(code)
+
+
+def lost_peer(e):
+    """A collective failed because another process of the launch is gone (gloo: "Connection reset
+    by peer"; NCCL and the store: torch.distributed.DistError)."""
+    return torch.distributed.is_initialized() and (
+        isinstance(e, torch.distributed.DistError)
+        or re.search(r"Connection (reset|closed) by peer|Broken pipe|gloo/transport", str(e)) is not None)
 
 
 def write_failure(e, engine, tracker):
@@ -502,16 +594,27 @@ def write_failure(e, engine, tracker):
 
 def end_together(code):
     """Under torchrun, every process waits for rank 0 to close its tracker run and ends with its exit
-    code; a process that tore its process group down while rank 0 still used it was seen to abort
-    (SIGABRT in gloo) in CI."""
+    code (a process that tore its process group down while rank 0 still used it aborted)."""
     if not torch.distributed.is_initialized():
         return code
     try:
-        code = agree(code)
-        torch.distributed.destroy_process_group()
+        return agree(code)
     except RuntimeError:  # rank 0 is gone (it stopped waiting on a slow tracker, or was killed)
-        pass
-    return code
+        return code
+
+
+def leave_process_group():
+    """Destroy the process group while Python still runs. Its worker threads free each collective
+    they finish, which takes the interpreter's lock: one that did so while the interpreter was
+    exiting ended the process with SIGABRT ("terminate called without an active exception"; about
+    one launch in seven). Destroying the group joins those threads; DDP holds the group too, so
+    the caller drops the engine first, and a collection frees what a reference cycle still holds."""
+    if torch.distributed.is_initialized():
+        try:
+            torch.distributed.destroy_process_group()
+        except RuntimeError:  # a peer is gone
+            pass
+    gc.collect()
 
 
 def say(line, file=None):

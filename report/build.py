@@ -610,6 +610,23 @@ def resume_section(recs, torchrun):
                        f"({torchrun['args']}), run by report/collect.py: "
                        + (f"{', '.join(one)}: one tracker run per launch." if one else "more than one run per launch.")))
         out.append(table(["1fr", "1fr", "1fr", "2fr"], ["tool", "processes", "tracker runs created", "epochs recorded"], rows))
+    restarted = (torchrun or {}).get("restarted")
+    if restarted:
+        tools = restarted["tools"]
+        rows = [[t, plural(v["runs"], "run"), str(v["segments"]), ", ".join(map(str, v["epochs"])),
+                 str(v["model_versions"]), str(v["exit_code"]), str(v["tracebacks"])] for t, v in tools.items()]
+        whole = [t for t, v in tools.items() if v["runs"] == 1 and v["epochs"] == sorted(set(v["epochs"]))
+                 and v["exit_code"] == 0 and v["tracebacks"] == 0]
+        out.append(par(f"The same launch restarted: {restarted['killed']}; torchrun ({restarted['launch']}) stopped "
+                       "the other worker and started both again with the same command line, which continued from the "
+                       "last resume state. "
+                       + (f"{', '.join(whole)}: one tracker run, each epoch recorded once, exit 0, no traceback."
+                          if whole else "No tool kept it as one run with each epoch once.")
+                       + " Segments are the parts a tool keeps apart (W&B: one offline log per process start, "
+                         "Neptune: one offline queue; MLflow continues the same run)."))
+        out.append(table(["0.8fr", "0.8fr", "0.7fr", "1fr", "0.9fr", "0.6fr", "0.8fr"],
+                         ["tool", "tracker runs", "segments", "epochs recorded", "model versions", "exit", "tracebacks"],
+                         rows))
     return out
 
 

@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import build  # noqa: E402
 import records  # noqa: E402
+import neptune_export  # noqa: E402  (records.py puts the scripts' folder on the path)
 
 SKIP = (".pt", ".pt.tmp")  # model versions: 93 MB each, referenced by the records, not read by the report
 
@@ -103,34 +105,90 @@ TORCHRUN_ARGS = ["--mode", "offline", "--dataset", "synthetic", "--train-size", 
                  "--batch-size", "128", "--seed", "5", "--device", "cpu"]
 
 
+def worker(launchers, rank):
+    """The pid of the worker of `rank` among the torchrun launchers' children, or None."""
+    pids = {launcher.pid for launcher in launchers}
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent in pids and f"RANK={rank}".encode() in env:
+            return int(pid)
+    return None
+
+
+def kill_in_epoch_2(out, launchers, rank=1):
+    """Once the run's first resume state is written, wait a second into epoch 2 and kill -9 the
+    worker of `rank` (a lost machine, a preempted GPU) under whichever launcher runs it."""
+    deadline = time.monotonic() + 300
+    while not glob.glob(os.path.join(out, "*", "resume.pt")):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in launchers):
+            raise RuntimeError("the launch wrote no resume state")
+        time.sleep(0.05)
+    time.sleep(1)
+    pid = worker(launchers, rank)
+    if pid is None:
+        raise RuntimeError(f"no worker of rank {rank}")
+    os.kill(pid, signal.SIGKILL)
+
+
+def tracked(tool, out):
+    """Tracker runs, segments, epochs and model versions in one launch's records, read by each tool's reader."""
+    if tool == "W&B":
+        logs = records.wandb_logs(out)
+        recs = [r for log in logs for r in records.leet_records(log)]
+        runs, segments = len({r["run"]["run_id"] for r in recs if r["type"] == "run"}), len(logs)
+        epochs = [int(r["history"]["item"]["epoch"]) for r in recs if r["type"] == "history" and "val/acc" in r["history"]["item"]]
+        versions = sum(r["type"] == "artifact" and r["artifact"]["type"] == "model" for r in recs)
+    elif tool == "Neptune":
+        folders = records.neptune_folders(out)
+        run = records.read_neptune(out)
+        runs, segments = len({neptune_export.assigned(neptune_export.operations(f), "run_id") for f in folders}), len(folders)
+        epochs = [int(e["epoch"]) for e in run["epochs"]]
+        versions = sum(op["type"] == "UploadFile" and op["path"][:2] == ["model", "checkpoints"]
+                       for f in folders for op in neptune_export.operations(f))
+    else:
+        from mlflow import MlflowClient
+        client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+        mruns = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        runs, segments = len(mruns), len(mruns)
+        epochs = [int(m.value) for m in client.get_metric_history(mruns[0].info.run_id, "epoch")]
+        versions = len(client.search_model_versions())
+    return {"runs": runs, "segments": segments, "epochs": epochs, "model_versions": versions}
+
+
 def torchrun_launches(processes=2):
-    found = {}
+    """Each script under torchrun: a launch left alone, and one whose rank-1 worker is killed in
+    epoch 2 (--max-restarts 1 --resume auto), as each tool recorded them."""
+    found, restarted = {}, {}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NEPTUNE_", "MLFLOW_"))}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     for tool, script in (("W&B", "wandb_setup_script.py"), ("Neptune", "neptune_integration.py"),
                          ("MLflow", "mlflow_tracking.py")):
         with tempfile.TemporaryDirectory(prefix="torchrun-") as out:
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NEPTUNE_", "MLFLOW_"))}
-            result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                                     str(processes), script, *TORCHRUN_ARGS, "--out-dir", out], cwd=ROOT, env=env,
+            result = subprocess.run([*launcher, script, *TORCHRUN_ARGS, "--out-dir", out], cwd=ROOT, env=env,
                                     capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
             if result.returncode != 0:
                 sys.exit(f"error: torchrun with {script} failed: {result.stderr[-1500:]}")
-            if tool == "W&B":
-                logs = records.wandb_logs(out)
-                recs = [r for log in logs for r in records.leet_records(log)]
-                runs = len(logs)
-                epochs = [int(r["history"]["item"]["epoch"]) for r in recs
-                          if r["type"] == "history" and "val/acc" in r["history"]["item"]]
-            elif tool == "Neptune":
-                runs = len(records.neptune_folders(out))
-                epochs = [int(e["epoch"]) for e in records.read_neptune(out)["epochs"]]
-            else:
-                from mlflow import MlflowClient
-                client = MlflowClient(f"sqlite:///{out}/mlflow.db")
-                mruns = client.search_runs([e.experiment_id for e in client.search_experiments()])
-                runs = len(mruns)
-                epochs = [int(m.value) for m in client.get_metric_history(mruns[0].info.run_id, "epoch")]
-            found[tool] = {"processes": processes, "runs": runs, "epochs": epochs}
-    return {"processes": processes, "args": " ".join(TORCHRUN_ARGS), "tools": found}
+            found[tool] = {"processes": processes, **tracked(tool, out)}
+        with tempfile.TemporaryDirectory(prefix="torchrun-restart-") as out:
+            launch = subprocess.Popen([*launcher, "--max-restarts", "1", script, *TORCHRUN_ARGS, "--resume", "auto",
+                                       "--out-dir", out], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            kill_in_epoch_2(out, [launch])
+            stdout, stderr = launch.communicate(timeout=900)
+            if launch.returncode != 0:
+                sys.exit(f"error: the restarted torchrun launch of {script} failed: {stderr[-1500:]}")
+            restarted[tool] = {"processes": processes, "exit_code": launch.returncode,
+                               "lost_peer_lines": stderr.count("lost a peer; torchrun will restart"),
+                               "tracebacks": (stdout + stderr).count("Traceback"), **tracked(tool, out)}
+    return {"processes": processes, "args": " ".join(TORCHRUN_ARGS), "tools": found,
+            "restarted": {"killed": "the rank-1 worker, kill -9, a second into epoch 2",
+                          "launch": "--max-restarts 1, the script with --resume auto", "tools": restarted}}
 
 
 def export_summary(runs):
@@ -146,10 +204,19 @@ def export_summary(runs):
 
 def main():
     p = argparse.ArgumentParser(description="Collect the report's evidence from real runs into report/evidence.")
-    p.add_argument("--runs", required=True, help="holds wandb/, neptune/ and mlflow/ as `make run` writes them")
+    p.add_argument("--runs", help="holds wandb/, neptune/ and mlflow/ as `make run` writes them")
     p.add_argument("--bench", help="benchmarks/run.py --json output to include")
     p.add_argument("--evidence", default=os.path.join(HERE, "evidence"), help="default: report/evidence")
+    p.add_argument("--torchrun-only", action="store_true",
+                   help="replace only torchrun.json (the torchrun launches need no real run; --runs is not read)")
     a = p.parse_args()
+    if a.torchrun_only:
+        found = torchrun_launches()  # before the file is opened: a stopped collection leaves it whole
+        with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
+            json.dump(found, f, indent=1)
+        return
+    if not a.runs:
+        p.error("--runs is required (or --torchrun-only)")
     try:  # a stopped or partial benchmark is refused before the long steps, not after
         bench = build.read_benchmark(a.bench) if a.bench else None
     except build.BenchmarkError as e:
