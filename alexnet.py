@@ -227,10 +227,10 @@ class StopRequest:
     @contextlib.contextmanager
     def deferred(self):
         def note(signum, frame):
-            if self.signum is None:
+            if self.signum is None:  # noted before it is said: a second signal can run this mid-print
+                self.signum = signum
                 print(f"\n{signal.Signals(signum).name}: stopping after this step (again does not "
                       "hurry it: the checkpoint is being saved)", file=sys.stderr, flush=True)
-                self.signum = signum
             elif self.waiting:
                 self.waiting = False
                 raise Abandoned(signal.Signals(signum).name)
