@@ -4,7 +4,7 @@
 # make evidence   replace report/evidence with the runs (and benchmark) in $(OUT)
 # make report     rebuild the committed report/report.pdf from report/evidence alone
 # make test       set up, then run the test suite
-# make test-ddp   the two-process torchrun launch of each script, 30 times in a row (about 45 minutes)
+# make test-ddp   the two-process torchrun launch of each script, 30 times in a row (about an hour)
 # Variables: DATA (CIFAR-10 folder, default data), OUT (default runs), ARGS (more flags for every script).
 PY := .venv/bin/python
 DATA ?= data
