@@ -1,7 +1,9 @@
 # make run        set up, train and track the job with each tool offline (no account needed),
 #                 then build a report of those runs: $(OUT)/report.pdf
+# make search     one hyperparameter search of TRIALS trials per tool offline, trained with the flags
+#                 SEARCH, and the default recipe trained with the same flags: $(OUT)/search/
 # make benchmark  the engine's and the trackers' costs: $(OUT)/benchmark.json
-# make evidence   replace report/evidence with the runs (and benchmark) in $(OUT)
+# make evidence   replace report/evidence with the runs (and benchmark, and searches) in $(OUT)
 # make report     rebuild the committed report/report.pdf from report/evidence alone
 # make test       set up, then run the test suite
 # make test-ddp   the two-process torchrun launch of each script, 30 times in a row (about an hour)
@@ -10,6 +12,8 @@ PY := .venv/bin/python
 DATA ?= data
 OUT ?= runs
 ARGS ?=
+SEARCH ?= --train-size 5000 --epochs 4 --batch-size 128
+TRIALS ?= 6
 
 .venv/installed: requirements.txt
 	python3 -m venv .venv
@@ -22,13 +26,20 @@ run: .venv/installed
 	$(PY) mlflow_tracking.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/mlflow $(ARGS)
 	$(PY) report/build.py --runs $(OUT) --pdf $(OUT)/report.pdf
 
+search: .venv/installed
+	$(PY) wandb_setup_script.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/search/wandb $(SEARCH) --search $(TRIALS) $(ARGS)
+	$(PY) neptune_integration.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/search/neptune $(SEARCH) --search $(TRIALS) $(ARGS)
+	$(PY) mlflow_tracking.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/search/mlflow $(SEARCH) --search $(TRIALS) $(ARGS)
+	$(PY) wandb_setup_script.py --mode disabled --data-dir $(DATA) --out-dir $(OUT)/search/default $(SEARCH) $(ARGS)
+
 benchmark: .venv/installed
 	mkdir -p $(OUT)
 	$(PY) benchmarks/run.py --quick --json > $(OUT)/benchmark.json.part
 	mv $(OUT)/benchmark.json.part $(OUT)/benchmark.json
 
 evidence: .venv/installed
-	$(PY) report/collect.py --runs $(OUT) $(if $(wildcard $(OUT)/benchmark.json),--bench $(OUT)/benchmark.json)
+	$(PY) report/collect.py --runs $(OUT) $(if $(wildcard $(OUT)/benchmark.json),--bench $(OUT)/benchmark.json) \
+		$(if $(wildcard $(OUT)/search),--search $(OUT)/search)
 
 report: .venv/installed
 	$(PY) report/build.py --pdf report/report.pdf
@@ -39,4 +50,4 @@ test: .venv/installed
 test-ddp: .venv/installed
 	DDP_REPEATS=30 $(PY) -m pytest -q -x tests/test_ddp.py -k again_and_again
 
-.PHONY: run benchmark evidence report test test-ddp
+.PHONY: run search benchmark evidence report test test-ddp

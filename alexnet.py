@@ -208,6 +208,11 @@ class Interrupted(Exception):
         self.signum, self.state_path = signum, state_path
 
 
+class StoppedEarly(Exception):
+    """Training ended on purpose after an epoch (`Engine.stop_early`, a search's pruner): the run is
+    complete as it stands, with no test evaluation."""
+
+
 class CheckpointError(Exception):
     """A checkpoint could not be written (disk full, folder removed or unwritable)."""
 
@@ -309,6 +314,7 @@ class Engine:
         self.recorded = Recorded()  # what the tracker's record holds already (a resumed run)
         self.pending_stop = None    # under DDP: the stop flag's all-reduce in flight (work, tensor)
         self.state_saved_at = None  # the first epoch's end saves a state; later ones a minute apart
+        self.stop_early = None      # the caller's verdict on each trained epoch's metrics: True ends training there
 
     def run(self, recorded=None):
         """Train the remaining epochs, then evaluate; the tracker's run is open (tracking.main owns it).
@@ -349,6 +355,9 @@ class Engine:
                      f"  {epoch_time:.1f}s {metrics['throughput_img_s']:.0f} img/s")
             if not math.isfinite(train_loss):  # the last resume state saved is of a good epoch
                 raise FloatingPointError(f"the training loss became {train_loss} in epoch {epoch}")
+            # Asked of every epoch trained, recorded before or not: a resumed run stops where it would have.
+            if self.stop_early and self.stop_early(metrics):
+                raise StoppedEarly(f"stopped after epoch {epoch}")
             # A finished epoch is a point to resume from: saved after the first epoch and every
             # epoch that ends a minute or more after the last save (every epoch on a CPU; on a GPU,
             # whose epochs take about a second, not a 280 MB write per second), and when stopped.

@@ -8,6 +8,7 @@ MLFLOW_TRACKING_TOKEN, or a prompt. The mirror image of wandb_setup_script.py an
 """
 import contextlib
 import getpass
+import json
 import logging
 import os
 import re
@@ -123,24 +124,17 @@ class MlflowTracker(tracking.Tracker):
 
     def start(self, config, model):
         a = self.args
-        name = a.project or os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
         try:
-            # Runs started together into a new folder: one creates the store (its migrations race) and
-            # the experiment, the others wait for it.
-            with durable.exclusive(os.path.join(a.out_dir, ".mlflow-store.lock")) if a.mode == "offline" else \
-                    contextlib.nullcontext():
-                if a.mode == "offline":
-                    create_store(self.store)
-                self.client = mlflow.MlflowClient()
-                experiment = self.client.get_experiment_by_name(name)
-                experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
-                    name, artifact_location=Path(self.artifacts).as_uri() if a.mode == "offline" else None)
+            experiment_id, parent = self.open_experiment(config.get("study"))
             # A resumed run is found by our run id, kept as a tag: the same MLflow run continues.
             earlier = self.client.search_runs([experiment_id], f"tags.run_id = '{self.run_id}'", max_results=1)
+            tags = {"run_id": self.run_id, **dict.fromkeys(a.tags, "")}
+            if parent:
+                tags.update(study=config["study"], trial=str(config["trial"]))
             self.run = mlflow.start_run(
                 run_id=earlier[0].info.run_id if earlier else None, experiment_id=experiment_id,
-                run_name=a.name, description=a.notes, tags={"run_id": self.run_id, **dict.fromkeys(a.tags, "")},
-                log_system_metrics=True)
+                run_name=a.name, description=a.notes, tags=tags, log_system_metrics=True,
+                parent_run_id=None if earlier else parent)
         except mlflow.exceptions.MlflowException as e:
             raise tracking.UsageError(f"MLflow could not open the run: {tracking.first_line(e)}; "
                                       "run with --mode offline to track locally") from None
@@ -150,6 +144,61 @@ class MlflowTracker(tracking.Tracker):
         mlflow.log_artifact(self.write_architecture(model))
         # One registered model per run, so its aliases best and final name this run's versions.
         self.model_name = f"{EXPERIMENT}-{self.run_id}"
+
+    def open_experiment(self, study=None):
+        """The experiment's id, and the run of the search `study` if this run is one of its trials:
+        the trials' parent, as MLflow nests a search's runs (mlflow.optuna's storage does the same)."""
+        a = self.args
+        name = a.project or os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+        # Runs started together into a new folder: one creates the store (its migrations race), the
+        # experiment and the study's run, the others wait for it.
+        with durable.exclusive(os.path.join(a.out_dir, ".mlflow-store.lock")) if a.mode == "offline" else \
+                contextlib.nullcontext():
+            if a.mode == "offline":
+                create_store(self.store)
+            self.client = mlflow.MlflowClient()
+            experiment = self.client.get_experiment_by_name(name)
+            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
+                name, artifact_location=Path(self.artifacts).as_uri() if a.mode == "offline" else None)
+            if not study:
+                return experiment_id, None
+            found = self.client.search_runs([experiment_id], f"tags.run_id = '{study}-study'", max_results=1)
+            parent = found[0].info.run_id if found else self.client.create_run(
+                experiment_id, run_name=study, tags={"run_id": f"{study}-study", "study": study}).info.run_id
+        return experiment_id, parent
+
+    def open_study(self, name):
+        try:  # the study's run, the trials' parent, made once (the search holds its lock)
+            self.open_experiment(name)
+        except mlflow.exceptions.MlflowException as e:
+            raise tracking.UsageError(f"MLflow could not open the study's run: {tracking.first_line(e)}; "
+                                      "run with --mode offline to track locally") from None
+
+    def log_trial(self, outcome):
+        mlflow.set_tag("trial_state", outcome["state"])
+        mlflow.log_metrics({f"trial/{key}": outcome[key] for key in ("value", "duration_s") if outcome[key] is not None})
+
+    def log_study(self, study):
+        """The study's run, the trials' parent (made by the first trial): the search space, the
+        trials as a table, the best trial; then closed. MLflow's Compare view shows the children."""
+        try:
+            _, parent = self.open_experiment(study.study_name)
+            trials = sorted(study.get_trials(), key=lambda t: t.number)
+            best = study.best_trial
+            with mlflow.start_run(run_id=parent):
+                mlflow.log_params({"search_space": json.dumps(study.user_attrs.get("search_space")),
+                                   "direction": "maximize"})
+                mlflow.log_table({"trial": [t.number for t in trials], "state": [t.state.name.lower() for t in trials],
+                                  "val_acc": [t.value for t in trials],
+                                  "duration_s": [t.duration.total_seconds() if t.duration else None for t in trials],
+                                  **{key: [t.params.get(key) for t in trials] for key in best.params},
+                                  "val_acc_by_epoch": [json.dumps(t.intermediate_values) for t in trials]},
+                                 "trials.json")
+                mlflow.set_tags({"best/trial": best.number, "best/val_acc": best.value,
+                                 **{f"best/{k}": v for k, v in best.params.items()}})
+        except mlflow.exceptions.MlflowException as e:
+            raise tracking.UsageError(f"MLflow could not record the study: {tracking.first_line(e)}") from None
+        return []
 
     def recorded(self):
         run_id = self.run.info.run_id
@@ -242,13 +291,18 @@ class MlflowTracker(tracking.Tracker):
         if not hasattr(self, "run"):
             return ""
         run = self.run.info
+        try:  # a search's trial registers no model
+            registered = bool(self.client.search_registered_models(f"name = '{self.model_name}'"))
+        except self.write_errors:  # a store that failed: say what a run normally has
+            registered = True
         if self.args.mode == "online":
             page = f"{self.uri.rstrip('/')}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
-            return (f"MLflow run: {page if self.uri.startswith('http') else f'{run.run_id} in {self.uri}'}\n"
-                    f"  registered model: {self.model_name} (aliases best and final; the newest version is "
-                    f"models:/{self.model_name}/latest)")
-        return (f"MLflow run {run.run_id} saved offline in {self.store} (artifacts in {self.artifacts}; the "
-                f"Model Registry works on this SQLite store: model {self.model_name})\n"
+            return (f"MLflow run: {page if self.uri.startswith('http') else f'{run.run_id} in {self.uri}'}"
+                    + (f"\n  registered model: {self.model_name} (aliases best and final; the newest version is "
+                       f"models:/{self.model_name}/latest)" if registered else ""))
+        return (f"MLflow run {run.run_id} saved offline in {self.store} (artifacts in {self.artifacts}"
+                + (f"; the Model Registry works on this SQLite store: model {self.model_name}" if registered else "")
+                + ")\n"
                 f"  look at it: mlflow ui --backend-store-uri sqlite:///{self.store} "
                 f"--default-artifact-root {self.artifacts}\n"
                 "  share it:   MLflow has no sync command; run the same flags with --mode online and "

@@ -88,7 +88,8 @@ class NeptuneTracker(tracking.Tracker):
             self.run = tracking.call_with_timeout(lambda: neptune.init_run(
                 project=self.project, api_token=self.token, custom_run_id=self.run_id,
                 mode="async" if a.mode == "online" else "offline", name=a.name,
-                description=a.notes, tags=a.tags, source_files=[os.path.join(source, "*.py")],
+                description=a.notes, tags=[*a.tags, *([config["study"]] if config.get("study") else [])],
+                source_files=[os.path.join(source, "*.py")],
                 capture_hardware_metrics=True, capture_stdout=True, capture_stderr=True), timeout_s)
         except TimeoutError:
             raise tracking.UsageError(f"no answer from the Neptune server within {timeout_s} s (neptune.ai's "
@@ -184,6 +185,36 @@ class NeptuneTracker(tracking.Tracker):
             self.run["sys/failed"] = True
         self.url = self.run.get_url() if self.args.mode == "online" else None
         self.run.stop()
+
+    def log_trial(self, outcome):
+        self.run["trial"] = stringify_unsupported(outcome)
+
+    def log_study(self, study):
+        """The study as one run, written by neptune-optuna's log_study_metadata: every trial under
+        trials/trials/N, the best under best/, Optuna's plots under visualizations/ (made once, at
+        the end: the callback remakes them after each trial)."""
+        import neptune_optuna
+        import optuna
+        a = self.args
+        run = neptune.init_run(project=self.project, api_token=self.token, mode="async" if a.mode == "online" else
+                               "offline", name=study.study_name, tags=[*a.tags, study.study_name],
+                               capture_hardware_metrics=False, capture_stdout=False, capture_stderr=False)
+        run["run_id"] = self.run_id
+        # neptune-optuna 1.4.1 appends each trial's value to a float series, and a failed trial's is None:
+        # it gets the trials that have a value, and a failed trial is logged beside them, under its names.
+        valued = optuna.create_study(study_name=study.study_name, directions=study.directions)
+        valued.add_trials([t for t in study.get_trials() if t.value is not None])
+        neptune_optuna.log_study_metadata(valued, run)
+        for t in study.get_trials():
+            if t.value is None:
+                run[f"trials/trials/{t.number}"] = stringify_unsupported({
+                    "params": t.params, "intermediate_values": t.intermediate_values, "state": repr(t.state),
+                    "datetime_start": t.datetime_start, "duration": t.duration})
+        run.stop()
+        return ["Neptune offline: neptune_optuna.load_study_from_run refuses an offline run, so the study is "
+                "reloaded from its Optuna journal; the runs of one search share its name as a tag",
+                "neptune-optuna 1.4.1 cannot log a failed trial (its value is None): failed trials are logged under "
+                "trials/trials/N by this script"]
 
     @staticmethod
     def relocate(old, new):

@@ -74,6 +74,20 @@ class Tracker:
     def finish(self, status, exit_code):
         """Close the run; status is "completed", "failed" or "interrupted"."""
 
+    def log_trial(self, outcome):
+        """A search's trial, before its run closes: its number and study (also in the config), state
+        ("complete", "pruned" or "failed"), value (best validation accuracy), validation accuracy by epoch,
+        parameters and duration (`search.Trial.outcome`)."""
+
+    def open_study(self, name):
+        """Before a search's first trial (and in each process that joins it): what the tool needs
+        before the trials' runs open."""
+
+    def log_study(self, study):
+        """The finished search (an `optuna.Study`) as the tool records a study, once; returns what
+        the tool could not record offline, one line each."""
+        return []
+
     def where(self):
         """Lines telling the user where the run's records are, how to look at them and upload them."""
         return ""
@@ -156,6 +170,13 @@ def non_negative(text):
     return value
 
 
+def smoothing(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1 (exclusive), got {text}")
+    return value
+
+
 def fraction(text):
     value = float(text)
     if not 0 < value < 1:
@@ -202,6 +223,10 @@ def build_parser(tracker_class):
                    help=f"peak learning rate (recipe: {d['lr']:g}; times batch/{d['batch_size'] // 2}, and the "
                         "warmup at most 8%% of the run, where the default recipe halves the batch)")
     p.add_argument("--weight-decay", type=non_negative, help=f"weight decay (recipe: {d['weight_decay']:g})")
+    p.add_argument("--label-smoothing", type=smoothing,
+                   help=f"label smoothing of the training loss (recipe: {d['label_smoothing']:g})")
+    p.add_argument("--warmup-epochs", type=non_negative,
+                   help=f"epochs of linear warmup to the peak rate (recipe: {d['warmup_epochs']:g})")
     p.add_argument("--seed", type=int, help=f"random seed (recipe: {d['seed']})")
     p.add_argument("--val-fraction", type=fraction,
                    help=f"fraction of training data held out for validation (recipe: {d['val_fraction']:g})")
@@ -216,6 +241,13 @@ def build_parser(tracker_class):
     p.add_argument("--moved-from", metavar="OLD_DIR",
                    help="--out-dir was copied or moved here from OLD_DIR (another path or machine): re-point "
                         "the tracker's local records to where they are now, then exit")
+    p.add_argument("--search", type=positive(int), metavar="N",
+                   help="search hyperparameters with Optuna instead of training one run: N trials (TPE sampler "
+                        "seeded by --seed) over the peak rate and weight decay (log scales), label smoothing and "
+                        "warmup, each trained with the other flags as given and recorded as a run, a median pruner "
+                        "stopping trials behind at an epoch; ends with the best trial and the command that trains "
+                        "it. The study lives in --out-dir: processes started with the same flags share its trials, "
+                        "and the same command (or --resume) continues a stopped search")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
                    help="continue the newest unfinished run in --out-dir, or the run folder RUN_DIR "
                         "(wherever it is: its parent is then the --out-dir), from its last saved state, "
@@ -237,7 +269,7 @@ def given_flags(parser, argv, args):
 
 
 # How and where a run is trained, not what: a resumed run takes these from its command line.
-NOT_RESTORED = {"resume", "moved_from", "out_dir", "device", "compile"}
+NOT_RESTORED = {"resume", "moved_from", "out_dir", "device", "compile", "search"}
 
 
 def restore_flags(args, saved, given):
@@ -402,18 +434,25 @@ def decide(choose):
     return value
 
 
-def resume_command(run_dir):
-    """The command that continues this run, as pasted from the current folder."""
+def command_line(drop=(), add=()):
+    """This process's command line as pasted from the current folder, without the flags `drop`
+    (and their values), with `add` at its end."""
     python = os.path.relpath(sys.executable) if sys.executable.startswith(os.getcwd() + os.sep) else sys.executable
     argv, skip = [], False
     for i, word in enumerate(sys.argv):
         if skip:
             skip = False
-        elif word == "--resume":  # replaced by the run folder itself
-            skip = i + 1 < len(sys.argv) and not sys.argv[i + 1].startswith("-")
-        elif not word.startswith("--resume="):
+        elif word in drop:  # its value, if it has one (--resume may not)
+            skip = i + 1 < len(sys.argv) and not sys.argv[i + 1].startswith("--")
+        elif not word.startswith(tuple(f"{flag}=" for flag in drop)):
             argv.append(word)
-    return shlex.join([python, *argv, "--resume", os.path.relpath(run_dir)])
+    return shlex.join([python, *argv, *add])
+
+
+def resume_command(tracker):
+    """The command that continues this run (a search: the search), as pasted from the current folder."""
+    where = [] if tracker.args.search else [os.path.relpath(tracker.run_dir)]
+    return command_line(drop=["--resume"], add=["--resume", *where])
 
 
 def main(tracker_class, argv=None):
@@ -423,6 +462,15 @@ def main(tracker_class, argv=None):
     args = parser.parse_args(argv)
     given = given_flags(parser, argv, args)
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines appear as they happen in a log file
+    if args.search:
+        if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            return error("--search runs one process per worker, not under torchrun: start it several times "
+                         "with the same flags and --out-dir, and the processes share the study's trials", 2)
+        if args.moved_from or args.resume not in (None, "latest", "auto"):
+            return error("--search continues a stopped search with the same flags (and --resume), not with "
+                         f"--{'moved-from' if args.moved_from else 'resume RUN_DIR'}", 2)
+        import search  # Optuna is imported only for a search
+        return search.run(tracker_class, args, given)
     if args.moved_from:
         if not os.path.isdir(args.out_dir):
             return error(f"--moved-from: --out-dir {args.out_dir} is not a folder", 2)
@@ -528,6 +576,8 @@ def train(engine, tracker, resumed):
             code, failure = 2, e
         except RecordError as e:
             failure = e
+        except alexnet.StoppedEarly:  # complete as it stands; a stop asked for meanwhile still ends the process
+            status, code = "completed", 128 + engine.stop.signum if engine.stop.signum else 0
         except alexnet.Interrupted as e:
             status, code = "interrupted", 128 + e.signum
         except alexnet.Abandoned as e:
@@ -558,7 +608,7 @@ def train(engine, tracker, resumed):
         say(tracker.where())
     if status == "interrupted" and not lost and os.path.exists(engine.state_path):
         say(f"interrupted at step {engine.step}; saved {engine.state_path}\n"
-            f"  continue with: {resume_command(tracker.run_dir)}", file=sys.stderr)
+            f"  continue with: {resume_command(tracker)}", file=sys.stderr)
     if lost:  # every process that is left says it, last: rank 0 may be the one that died
         print(f"rank {RANK}: lost a peer; torchrun will restart from the resume state", file=sys.stderr)
     if failure:
@@ -588,7 +638,7 @@ def write_failure(e, engine, tracker):
     line = f"{tracker.name} could not write its record: {what}; what is already recorded and saved is kept in " \
            f"{tracker.run_dir}"
     if os.path.exists(engine.state_path):
-        line += f"; once that is fixed, continue with: {resume_command(tracker.run_dir)}"
+        line += f"; once that is fixed, continue with: {resume_command(tracker)}"
     return line
 
 

@@ -14,6 +14,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import warnings
 import zlib
 
 import numpy as np
@@ -196,7 +197,8 @@ class WandbTracker(tracking.Tracker):
         try:
             self.run = wandb.init(project=a.project or os.environ.get("WANDB_PROJECT", "alexnet-cifar10"),
                                   name=a.name, tags=a.tags, notes=a.notes, config=config, mode=a.mode,
-                                  dir=a.out_dir, id=self.run_id, resume="allow", job_type="train",
+                                  dir=a.out_dir, id=self.run_id, resume="allow",
+                                  group=config.get("study"), job_type="trial" if config.get("study") else "train",
                                   settings=wandb.Settings(init_timeout=60))
         except wandb.errors.Error as e:
             raise tracking.UsageError(f"W&B could not open the run: {tracking.first_line(e)}; "
@@ -310,6 +312,39 @@ class WandbTracker(tracking.Tracker):
     def finish(self, status, exit_code):
         if hasattr(self, "run"):
             self.run.finish(exit_code=exit_code)
+
+    def log_trial(self, outcome):
+        self.run.summary.update({f"trial/{key}": value for key, value in outcome.items()
+                                 if key not in ("params", "intermediate_values")})
+
+    def log_study(self, study):
+        """The study as one run of the trials' group (job_type "study"), written by optuna-integration's
+        WeightsAndBiasesCallback, called for each trial in order: it logs each trial's parameters and
+        value at step = trial number, and W&B drops a step lower than the last, so not as trials end
+        (two processes end them out of order). Then the trials table and the best trial."""
+        from optuna_integration.wandb import WeightsAndBiasesCallback
+        a = self.args
+        with warnings.catch_warnings():  # deprecated since optuna-integration 4.9, still its W&B integration
+            warnings.simplefilter("ignore", FutureWarning)
+            callback = WeightsAndBiasesCallback(metric_name="val_acc", wandb_kwargs=dict(
+                project=a.project or os.environ.get("WANDB_PROJECT", "alexnet-cifar10"), name=study.study_name,
+                tags=a.tags, mode=a.mode, dir=a.out_dir, id=self.run_id, resume="allow", group=study.study_name,
+                job_type="study", config={"search_space": study.user_attrs.get("search_space")}))
+        trials = sorted(study.get_trials(), key=lambda t: t.number)
+        for trial in trials:
+            callback(study, trial)
+        run = wandb.run
+        params = sorted({key for t in trials for key in t.params})
+        run.log({"trials": wandb.Table(
+            columns=["trial", "state", "val_acc", "duration_s", *params, "val_acc_by_epoch"],
+            data=[[t.number, t.state.name.lower(), t.value, t.duration.total_seconds() if t.duration else None,
+                   *[t.params.get(key) for key in params], json.dumps(t.intermediate_values)] for t in trials])})
+        best = study.best_trial
+        run.summary.update({"best/trial": best.number, "best/val_acc": best.value,
+                            **{f"best/{key}": value for key, value in best.params.items()}})
+        run.finish()
+        return [f"W&B offline: Sweeps need a W&B server (wandb.sweep); this search ran on Optuna, its trials the "
+                f"runs of group {study.study_name} (job_type trial), the study its run of job_type study"]
 
     @staticmethod
     def relocate(old, new):

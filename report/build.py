@@ -299,7 +299,8 @@ def build(runs, pdf_path, bench_path=None):
     ev = rubric.Evidence(recs, client_probes.probe_all(), bench, rubric.load_external())
     facts, rates, cells = evaluate(ev)
     extras = {"footprint": optional(runs, "footprint.json", json.load), "leet": optional(runs, "leet_screen.txt"),
-              "torchrun": optional(runs, "torchrun.json", json.load), "export": optional(runs, "export.txt")}
+              "torchrun": optional(runs, "torchrun.json", json.load), "export": optional(runs, "export.txt"),
+              "search_default": optional(os.path.join(runs, "search"), "default.json", json.load)}
     with tempfile.TemporaryDirectory(prefix="report-") as work:
         doc = document(recs, ev, facts, rates, cells, extras, work, runs)
         with open(os.path.join(work, "report.typ"), "w") as f:
@@ -333,6 +334,8 @@ def document(recs, ev, facts, rates, cells, extras, work, runs):
     out += records_section(recs, ev, extras, work, runs)
     out += evaluation_section(recs, ev, facts, work)
     out += resume_section(recs, extras["torchrun"])
+    if all(recs[t].get("search") for t in TOOLS):
+        out += search_section(recs, ev, facts, extras["search_default"], work)
     out += closing(recs, ev, rates, extras["export"])
     return "".join(out)
 
@@ -627,6 +630,145 @@ def resume_section(recs, torchrun):
         out.append(table(["0.8fr", "0.8fr", "0.7fr", "1fr", "0.9fr", "0.6fr", "0.8fr"],
                          ["tool", "tracker runs", "segments", "epochs recorded", "model versions", "exit", "tracebacks"],
                          rows))
+    return out
+
+
+SEARCHED = ("lr", "weight_decay", "label_smoothing", "warmup_epochs")
+
+
+def search_trials(recs):
+    """Each tool's trials by number, and whether the three records agree on every trial."""
+    trials = {t: recs[t]["search"]["trials"] for t in TOOLS}
+    numbers = sorted(trials["W&B"])
+    agree = all(sorted(trials[t]) == numbers for t in TOOLS) and all(
+        trials[t][n]["params"] == trials["W&B"][n]["params"] and trials[t][n]["state"] == trials["W&B"][n]["state"]
+        and np.allclose(trials[t][n]["val_acc"], trials["W&B"][n]["val_acc"]) for t in TOOLS for n in numbers)
+    return trials, numbers, agree
+
+
+def importances(trials):
+    """fANOVA importances of the searched parameters for the validation accuracy at the last epoch
+    every trial reached (a pruned trial has no final value), from one record's trials (Optuna's
+    evaluator on a study rebuilt from the record); None where fewer than two trials reached it."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    reached = [t for t in trials.values() if t["val_acc"] and all(np.isfinite(t["val_acc"]))]
+    if len(reached) < 2:
+        return None
+    epoch = min(len(t["val_acc"]) for t in reached)
+    low = {k: min(t["params"][k] for t in reached) for k in SEARCHED}
+    dists = {k: optuna.distributions.FloatDistribution(low[k], max(t["params"][k] for t in reached) + 1e-12,
+                                                       log=k in ("lr", "weight_decay") and low[k] > 0)
+             for k in SEARCHED}
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([optuna.trial.create_trial(params=t["params"], distributions=dists, value=t["val_acc"][epoch - 1])
+                      for t in reached])
+    ranked = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    return {"epoch": epoch, "trials": len(reached), **ranked}
+
+
+def search_figure(trials, numbers, path):
+    pyplot = plt()
+    fig, (left, right) = pyplot.subplots(1, 2, figsize=(7.2, 2.8))
+    for tool, style, ms in (("W&B", "-", 0), ("Neptune", "o", 4), ("MLflow", "x", 5)):
+        best, so_far = [], 0.0
+        for n in numbers:
+            so_far = max(so_far, max(trials[tool][n]["val_acc"]))
+            best.append(so_far)
+        left.plot(numbers, best, style, color=COLORS[tool], ms=ms, lw=2, label=tool)
+    left.set(xlabel="trial", ylabel="best validation accuracy so far", title="Optimization history")
+    for n in numbers:
+        t = trials["W&B"][n]
+        right.plot(range(1, len(t["val_acc"]) + 1), t["val_acc"], "-" if t["state"] == "complete" else "--",
+                   marker="o", ms=3, label=f"trial {n} ({t['state']})")
+    right.set(xlabel="epoch", ylabel="validation accuracy", title="Each trial (W&B's record; others equal)")
+    epoch_axis(right)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot.close(fig)
+
+
+def search_section(recs, ev, facts, default, work):
+    out = [heading("A hyperparameter search in each tool")]
+    trials, numbers, agree = search_trials(recs)
+    sweep = ev.probes["W&B"]["sweep_offline"]
+    if default:
+        c = default["config"]
+        ran = {t: sum(trials[t][n]["duration_s"] or 0 for n in numbers) for t in TOOLS}
+        out.append(par(
+            f"The searches: each script with --search {len(numbers)} --train-size {c['train_size']} --epochs "
+            f"{c['epochs']} --batch-size {c['batch_size']} (seed {c['seed']}; CIFAR-10, the shared JPEG-derived copy: "
+            f"{round(c['train_size'] * (1 - c['val_fraction'])):,} training and {round(c['train_size'] * c['val_fraction']):,} "
+            f"validation images; offline), one after another on {c.get('cpu_count', '?')} CPU cores ({c.get('cpu', c.get('device_name'))}), "
+            "no GPU; their trials took " + ", ".join(f"{t} {seconds(ran[t])}" for t in TOOLS) + " in all."))
+    out.append(par(
+        f"Each script ran --search {len(numbers)} with the same flags and seed: an Optuna study (TPE sampler "
+        "seeded by --seed and the trial's number, median pruner from epoch 2) over the peak learning rate and the "
+        "weight decay (log scales), label smoothing and warmup, each trial trained by the same engine and recorded "
+        "as a run. Offline, Optuna is the search engine of all three: W&B Sweeps need a W&B server (wandb.sweep "
+        f"offline: {sweep['said']}). How each tool grouped the search: "
+        + "; ".join(f"{t}: {recs[t]['search']['grouping']}" for t in TOOLS) + ". "
+        + ("The three records hold the same trials: the same parameters, validation accuracies by epoch and "
+           "ends, as the main job's records agree." if agree else "The three records differ (see the table).")))
+    rows = []
+    for n in numbers:
+        t = trials["W&B"][n]
+        rows.append([str(n), *(f"{t['params'][k]:.3g}" for k in SEARCHED),
+                     " ".join(f"{v:.3f}" for v in t["val_acc"]), t["state"] or "none",
+                     *(seconds(trials[tool][n]["duration_s"]) if trials[tool][n]["duration_s"] else "—"
+                       for tool in TOOLS)])
+    out.append(table(["0.5fr", "0.8fr", "0.9fr", "0.9fr", "0.8fr", "2fr", "0.9fr", "0.8fr", "0.8fr", "0.8fr"],
+                     ["trial", "peak lr", "weight decay", "label smoothing", "warmup epochs",
+                      "validation accuracy by epoch", "end", "W&B", "Neptune", "MLflow"], rows, 7))
+    path = os.path.join(work, "search.svg")
+    search_figure(trials, numbers, path)
+    out.append(figure(path, "The search as each tool recorded it: the best validation accuracy after each trial "
+                            "(left) and each trial's validation accuracy by epoch, pruned trials dashed (right)."))
+    ranked = {t: importances(trials[t]) for t in TOOLS}
+    if all(ranked.values()):
+        r = ranked["W&B"]
+        out.append(par(f"Parameter importances (Optuna's fANOVA, seed 0) from each record, for the validation "
+                       f"accuracy at epoch {r['epoch']}, the last that all {r['trials']} trials reached (a pruned "
+                       "trial has no final value); from so few trials they rank rather than measure:"))
+        out.append(table(["1.2fr", "1fr", "1fr", "1fr"], ["parameter", *TOOLS],
+                         [[k, *(f"{ranked[t][k]:.2f}" for t in TOOLS)] for k in SEARCHED]))
+    studies = {t: recs[t]["search"]["studies"][0] for t in TOOLS}
+    best = studies["W&B"]["best"]
+    line = (f"Each tool's study record names trial {best} best (W&B {studies['W&B']['best']}, Neptune "
+            f"{studies['Neptune']['best']}, MLflow {studies['MLflow']['best']}), at validation accuracy "
+            f"{pct(studies['W&B']['best_val_acc'])}.")
+    if default:
+        gap = 100 * (studies['W&B']['best_val_acc'] - max(default['val_acc']))
+        line += (f" The default recipe trained with the same flags reached {pct(max(default['val_acc']))} (its best "
+                 f"epoch; test {pct(default['summary']['test/acc'])}): the best trial is {abs(gap):.1f} points "
+                 f"{'above' if gap > 0 else 'below'} it.")
+    out.append(par(line))
+    cost = {}
+    for tool in TOOLS:
+        done = [t for t in trials[tool].values() if t["duration_s"]]
+        cost[tool] = (sum(t["duration_s"] for t in done) / sum(len(t["val_acc"]) for t in done), len(done))
+    line = ("Cost per trial, from the durations each record holds (training, validation, the test evaluation of "
+            "a finished trial, the tracker's opening and closing): "
+            + "; ".join(f"{t} {seconds(cost[t][0])} per epoch trained ({cost[t][1]} trials)" for t in TOOLS))
+    if default:
+        untracked = sum(default["epoch_time_s"]) / len(default["epoch_time_s"])
+        line += (f"; the default recipe's epochs without a tracker took {seconds(untracked)} of training each. One "
+                 "search per tool, run one after another: a difference of a few per cent is within these cores' "
+                 "run-to-run spread (see \"What each tool costs\").")
+    out.append(par(line))
+    if default and default.get("neptune_plots", {}).get("files"):
+        plots = default["neptune_plots"]
+        out.append(par(f"Neptune's study run holds Optuna's plots as {plots['files']} HTML pages, "
+                       f"{size(plots['bytes'] / plots['files'])} each (plotly.js inside each page), "
+                       f"{size(plots['bytes'])} in all (left out of the committed evidence)."))
+    viewer = {t: facts["local_viewer"][t] for t in TOOLS}
+    out.append(par("What each tool shows of the search offline: " + "; ".join(
+        f"{t}: {'a local viewer' if v and v[0] else 'no local viewer'} ({v[1] if v else 'no evidence'})"
+        for t, v in viewer.items()) + ". The integrations, probed with a complete, a pruned and a failed trial: "
+        + "; ".join(f"{t}: {ev.probes[t]['optuna_study']['said']}" for t in TOOLS) + "."))
     return out
 
 

@@ -41,10 +41,10 @@ def tree_size(paths):
     return total, files
 
 
-def copy_record(src, dst):
-    """A record folder without model files and links."""
+def copy_record(src, dst, skip=()):
+    """A record folder without model files and links (and files ending in `skip`)."""
     def ignore(folder, names):
-        return [n for n in names if n.endswith(SKIP) or os.path.islink(os.path.join(folder, n))]
+        return [n for n in names if n.endswith(SKIP + tuple(skip)) or os.path.islink(os.path.join(folder, n))]
     shutil.copytree(src, dst, ignore=ignore, dirs_exist_ok=True)
 
 
@@ -65,6 +65,32 @@ def copy_records(runs, evidence):
     os.makedirs(os.path.join(evidence, "mlflow"), exist_ok=True)
     shutil.copy(os.path.join(runs, "mlflow", "mlflow.db"), os.path.join(evidence, "mlflow", "mlflow.db"))
     copy_record(os.path.join(runs, "mlflow", "mlartifacts"), os.path.join(evidence, "mlflow", "mlartifacts"))
+
+
+def copy_searches(searches, evidence):
+    """Each tool's record of its search (the .wandb logs, Neptune queues, the MLflow store without its
+    artifacts) and the default recipe's run with the same flags, under evidence/search/."""
+    dst = os.path.join(evidence, "search")
+    shutil.rmtree(dst, ignore_errors=True)
+    for log in records.wandb_logs(os.path.join(searches, "wandb")):
+        folder = os.path.dirname(log)
+        copy_record(folder, os.path.join(dst, "wandb", "wandb", os.path.basename(folder)))
+    plots = []
+    for folder in records.neptune_folders(os.path.join(searches, "neptune")):
+        # neptune-optuna's plots: plotly HTML pages with plotly.js inside, about 5 MB each; counted, not copied
+        plots += glob.glob(os.path.join(folder, "upload_path", "visualizations_*.html"))
+        copy_record(folder, os.path.join(dst, "neptune", ".neptune", "offline", os.path.basename(folder)),
+                    skip=(".html",))
+    os.makedirs(os.path.join(dst, "mlflow"))
+    shutil.copy(os.path.join(searches, "mlflow", "mlflow.db"), os.path.join(dst, "mlflow", "mlflow.db"))
+    default = max(glob.glob(os.path.join(searches, "default", "*", "history.json")), key=os.path.getmtime)
+    with open(default) as f:
+        history = json.load(f)
+    with open(os.path.join(dst, "default.json"), "w") as f:
+        json.dump({"neptune_plots": {"files": len(plots), "bytes": sum(map(os.path.getsize, plots))},
+                   "config": history["config"], "val_acc": [e["val/acc"] for e in history["epochs"]],
+                   "epoch_time_s": [e["epoch_time_s"] for e in history["epochs"]], "summary": history["summary"]},
+                  f, indent=1)
 
 
 def footprint(runs):
@@ -206,6 +232,7 @@ def main():
     p = argparse.ArgumentParser(description="Collect the report's evidence from real runs into report/evidence.")
     p.add_argument("--runs", help="holds wandb/, neptune/ and mlflow/ as `make run` writes them")
     p.add_argument("--bench", help="benchmarks/run.py --json output to include")
+    p.add_argument("--search", help="holds wandb/, neptune/, mlflow/ and default/ as `make search` writes them")
     p.add_argument("--evidence", default=os.path.join(HERE, "evidence"), help="default: report/evidence")
     p.add_argument("--torchrun-only", action="store_true",
                    help="replace only torchrun.json (the torchrun launches need no real run; --runs is not read)")
@@ -215,14 +242,19 @@ def main():
         with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
             json.dump(found, f, indent=1)
         return
+    if a.search and not a.runs:  # the searches alone: the other evidence stays
+        copy_searches(a.search, a.evidence)
+        return
     if not a.runs:
-        p.error("--runs is required (or --torchrun-only)")
+        p.error("--runs is required (or --torchrun-only, or --search alone)")
     try:  # a stopped or partial benchmark is refused before the long steps, not after
         bench = build.read_benchmark(a.bench) if a.bench else None
     except build.BenchmarkError as e:
         sys.exit(f"error: {e}")
     os.makedirs(a.evidence, exist_ok=True)
     copy_records(a.runs, a.evidence)
+    if a.search:
+        copy_searches(a.search, a.evidence)
     with open(os.path.join(a.evidence, "footprint.json"), "w") as f:
         json.dump(footprint(a.runs), f, indent=1)
     with open(os.path.join(a.evidence, "leet_screen.txt"), "w") as f:

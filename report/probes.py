@@ -71,6 +71,30 @@ def attribute(module, words, what):
     return outcome(find)
 
 
+def optuna_objective(trial):
+    """The integration probes' objective: trial 0 completes, trial 1 is pruned, trial 2 fails."""
+    import optuna
+    x = trial.suggest_float("x", 0.0, 1.0)
+    trial.report(x, 1)
+    if trial.number == 1:
+        raise optuna.TrialPruned()
+    if trial.number == 2:
+        raise ValueError("a failed trial")
+    return x
+
+
+def optuna_study(callbacks=(), storage=None):
+    """Three trials, one of each ending, through a vendor's Optuna integration (a callback or a storage)."""
+    import warnings
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(storage=storage, direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+        study.optimize(optuna_objective, n_trials=3, callbacks=list(callbacks), catch=(ValueError,))
+    return study
+
+
 ASKED = ("sync", "leet", "ui", "server")  # the commands the rubric asks each CLI about
 
 
@@ -112,6 +136,19 @@ def probe_wandb(work):
     found["sweep_offline"] = outcome(lambda: wandb.sweep({"method": "random", "parameters": {"lr": {"values": [1, 2]}}},
                                                          project="probe"))
     found["sweep_driver"] = attribute(wandb, ["sweep"], "hyperparameter search")
+
+    def optuna_callback():
+        import warnings
+        from optuna_integration.wandb import WeightsAndBiasesCallback
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            callback = WeightsAndBiasesCallback(wandb_kwargs=dict(mode="offline", dir=work, project="probe"))
+        optuna_study([callback])
+        wandb.finish()
+        deprecated = [str(w.message).split(". ")[0] for w in said if issubclass(w.category, FutureWarning)]
+        return "optuna-integration's WeightsAndBiasesCallback recorded 3 trials (complete, pruned, failed) in an " \
+               "offline run" + (f"; {deprecated[0]}" if deprecated else "")
+    found["optuna_study"] = outcome(optuna_callback)
     found["dataset_input"] = attribute(wandb.Run, ["use_artifact"], "call that marks an artifact as a run's input")
     found["resume"] = parameter(wandb.init, "resume", "continues a run under its id")
     found["commands"], found["resolves"] = cli_answers(cli)
@@ -144,6 +181,16 @@ def probe_neptune(work):
     found["sweep_driver"] = attribute(neptune, ["sweep", "tune", "hyperopt"], "hyperparameter search")
     found["optuna_module"] = present("neptune.integrations.optuna")
     found["optuna_integration"] = importable("neptune.integrations.optuna")
+
+    def optuna_callback():
+        from neptune_optuna import NeptuneCallback
+        run = neptune.init_run(project="probe/probe", mode="offline")
+        try:
+            optuna_study([NeptuneCallback(run)])
+        finally:
+            run.stop()
+        return "neptune-optuna's NeptuneCallback recorded 3 trials (complete, pruned, failed) in an offline run"
+    found["optuna_study"] = outcome(optuna_callback)
     found["report_api"] = attribute(neptune, ["report"], "report API")
     return found
 
@@ -187,6 +234,21 @@ def probe_mlflow(work):
     found["pytorch_integration"] = importable("mlflow.pytorch")
     found["optuna_module"] = present("mlflow.optuna")
     found["optuna_integration"] = importable("mlflow.optuna")
+
+    def optuna_storage():
+        from mlflow.optuna.storage import MlflowStorage
+        mlflow.set_tracking_uri(uri)
+        experiment = client.create_experiment("optuna-probe", artifact_location=f"file://{work}/artifacts")
+        storage = MlflowStorage(experiment)
+        optuna_study(storage=storage)
+        storage.flush_all_batches()
+        runs = client.search_runs([experiment])
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        if len(children) != 3:
+            raise AssertionError(f"MlflowStorage left {len(children)} child runs of 3 trials")
+        return f"mlflow.optuna's MlflowStorage recorded 3 trials as child runs of the study's run on a SQLite " \
+               f"store ({', '.join(sorted(r.info.status for r in children))})"
+    found["optuna_study"] = outcome(optuna_storage)
     found["sweep_driver"] = attribute(mlflow, ["sweep", "tune", "hyperopt", "search_space"], "hyperparameter search")
     return found
 

@@ -321,5 +321,114 @@ READERS = {"W&B": ("wandb", read_wandb), "Neptune": ("neptune", read_neptune), "
 
 
 def read_all(root):
-    """Each tool's record of the job, from root/wandb, root/neptune and root/mlflow."""
-    return {tool: read(os.path.join(root, sub)) for tool, (sub, read) in READERS.items()}
+    """Each tool's record of the job, from root/wandb, root/neptune and root/mlflow, and of its search
+    from root/search/ (where there is one: `make run` makes none)."""
+    found = {tool: read(os.path.join(root, sub)) for tool, (sub, read) in READERS.items()}
+    for tool, search in read_searches(os.path.join(root, "search")).items():
+        found[tool]["search"] = search
+    return found
+
+
+# A search (--search N): each tool's record of its trials, grouped as the tool groups a search.
+SEARCH_PARAMS = ("lr", "weight_decay", "label_smoothing", "warmup_epochs")
+
+
+def new_trial(params):
+    return {"params": params, "val_acc": [], "state": None, "duration_s": None, "segments": 0}
+
+
+def wandb_search(out_dir):
+    """The trials (a run each, of one group) and the study runs (job_type study), from the .wandb logs."""
+    trials, studies = {}, {}
+    for log in wandb_logs(out_dir):  # oldest first: a later segment of a run updates its summary
+        logged = leet_records(log)
+        run = next(r["run"] for r in logged if r["type"] == "run")
+        summary = {}
+        for r in logged:
+            if r["type"] == "summary":
+                summary.update(r["summary"].get("update", {}))
+        if run["job_type"] == "study":  # a study recorded again (a stop while it was written) is one run
+            study = studies.setdefault(run["run_id"], {"group": run["run_group"]})
+            if "best/trial" in summary:
+                study.update(best=summary["best/trial"], best_val_acc=summary["best/val_acc"])
+            continue
+        config = run["config"]["update"]
+        trial = trials.setdefault(config["trial"], new_trial({k: config[k] for k in SEARCH_PARAMS}))
+        trial.update(segments=trial["segments"] + 1, group=run["run_group"])
+        trial["val_acc"] += [r["history"]["item"]["val/acc"] for r in logged
+                             if r["type"] == "history" and "val/acc" in r["history"]["item"]]
+        trial["state"] = summary.get("trial/state", trial["state"])
+        trial["duration_s"] = summary.get("trial/duration_s", trial["duration_s"])
+    return {"trials": trials, "studies": [s for s in studies.values() if "best" in s],
+            "grouping": "a run per trial, all of one group (W&B's grouping, as a sweep's runs), and the study as a "
+                        "run of job_type study (optuna-integration's WeightsAndBiasesCallback)"}
+
+
+def neptune_search(out_dir):
+    """The trials (a run each, tagged with the study) and the study runs (neptune-optuna's record)."""
+    trials, studies = {}, {}
+    for folder in neptune_folders(out_dir):  # oldest first
+        ops = operations(folder)
+        run_id = neptune_export.assigned(ops, "run_id")
+        if run_id.endswith("-study"):
+            numbers = {op["path"][2] for op in ops if op["path"][:2] == ["trials", "trials"]}
+            if not any(op["path"][:2] == ["best", "trials"] for op in ops):
+                continue  # cut short while written; the study is recorded again, under the same run_id
+
+            def values(n):
+                return [v for _, v in sorted((int(op["path"][4]), op["value"]) for op in ops
+                                             if op["path"][:4] == ["trials", "trials", n, "intermediate_values"])]
+            studies[run_id] = ({
+                "best": int(next(op["path"][2] for op in ops if op["path"][:2] == ["best", "trials"])),
+                "best_val_acc": neptune_export.assigned(ops, "best/value"),
+                "trials": {int(n): {"params": {k: neptune_export.assigned(ops, f"trials/trials/{n}/params/{k}")
+                                               for k in SEARCH_PARAMS},
+                                    "val_acc": values(n),
+                                    "state": neptune_export.assigned(ops, f"trials/trials/{n}/state")}
+                           for n in numbers}})
+            continue
+        number = int(run_id.rpartition("-")[2])
+        trial = trials.setdefault(number, new_trial({k: neptune_export.assigned(ops, f"parameters/{k}")
+                                                     for k in SEARCH_PARAMS}))
+        trial["segments"] += 1
+        trial["val_acc"] += [v["value"] for op in ops if op["type"] == "LogFloats" and op["path"] == ["val", "acc"]
+                             for v in op["values"]]
+        trial["state"] = neptune_export.assigned(ops, "trial/state") or trial["state"]
+        trial["duration_s"] = neptune_export.assigned(ops, "trial/duration_s") or trial["duration_s"]
+    return {"trials": trials, "studies": list(studies.values()),
+            "grouping": "the study as one run (neptune-optuna: each trial under trials/trials/N, the best under best/, "
+                        "Optuna's plots), and a run per trial tagged with the study's name"}
+
+
+def mlflow_search(out_dir):
+    """The study's run and its child runs, one per trial, from the store through MlflowClient."""
+    from mlflow import MlflowClient
+    uri = f"sqlite:///{os.path.abspath(out_dir)}/mlflow.db"
+    client = MlflowClient(uri, uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = {r.info.run_id: r for r in runs if r.data.tags["run_id"].endswith("-study")}
+    trials = {}
+    for run in runs:
+        if run.info.run_id in parents:
+            continue
+        trial = trials.setdefault(int(run.data.tags["trial"]), new_trial(
+            {k: float(run.data.params[k]) for k in SEARCH_PARAMS}))
+        trial.update(segments=trial["segments"] + 1, parent=run.data.tags.get("mlflow.parentRunId"),
+                     state=run.data.tags.get("trial_state"), duration_s=run.data.metrics.get("trial/duration_s"))
+        trial["val_acc"] = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val/acc"),
+                                                    key=lambda m: m.step)]
+    studies = [{"run_id": r.info.run_id, "status": r.info.status, "best": int(r.data.tags["best/trial"]),
+                "best_val_acc": float(r.data.tags["best/val_acc"])} for r in parents.values() if "best/trial" in r.data.tags]
+    return {"trials": trials, "studies": studies,
+            "grouping": "a parent run for the study with a child run per trial (MLflow's nesting, as mlflow.optuna's "
+                        "MlflowStorage makes it)"}
+
+
+SEARCH_READERS = {"W&B": ("wandb", wandb_search), "Neptune": ("neptune", neptune_search),
+                  "MLflow": ("mlflow", mlflow_search)}
+
+
+def read_searches(root):
+    """Each tool's record of its search, from root/wandb, root/neptune and root/mlflow (where there is one)."""
+    return {tool: read(os.path.join(root, sub)) for tool, (sub, read) in SEARCH_READERS.items()
+            if os.path.isdir(os.path.join(root, sub))}

@@ -197,11 +197,21 @@ def resumed_as_one_run(ev, tool):
     return r["one_run"], r["segments_note"]
 
 
-def hpo_integration(ev, tool):
-    p = ev.probes[tool]
-    if tool == "W&B":
-        return p["sweep_driver"]["accepted"], said(p["sweep_driver"])
-    return p["optuna_module"]["accepted"], f"{said(p['optuna_module'])}: {said(p['optuna_integration'])}"
+def search_recorded(ev, tool):
+    s = ev.records[tool].get("search")
+    if not s:
+        return False, "no search in the evidence"
+    trials = s["trials"]
+    whole = [n for n, t in trials.items() if all(v is not None for v in t["params"].values()) and t["val_acc"]
+             and t["state"] and t["segments"] >= 1]
+    return (len(whole) == len(trials) > 0 and len(s["studies"]) == 1,
+            f"{len(whole)} of {len(trials)} trials with parameters, validation accuracy by epoch and state; "
+            f"{len(s['studies'])} study record; {s['grouping']}")
+
+
+def optuna_integration_every_trial(ev, tool):
+    probe = ev.probes[tool]["optuna_study"]
+    return probe["accepted"], said(probe)
 
 
 def hpo_driver(ev, tool):
@@ -242,8 +252,10 @@ FACTS = {
     "console_captured": ("the record holds the console output", "record", console_captured),
     "resumed_as_one_run": ("an interrupted and resumed run is one run in the tool's record", "record",
                            resumed_as_one_run),
-    "hpo_integration": ("the vendor integrates a hyperparameter search (in the client or with a search library)",
-                        "probe", hpo_integration),
+    "search_recorded": ("a search's trials are in the tool's record, each with its parameters, validation accuracy "
+                        "by epoch and state, grouped as one search", "record", search_recorded),
+    "optuna_every_trial": ("the vendor's Optuna integration records a complete, a pruned and a failed trial offline",
+                           "probe", optuna_integration_every_trial),
     "hpo_driver": ("the client itself drives a hyperparameter search", "probe", hpo_driver),
 }
 
@@ -258,7 +270,7 @@ CRITERIA = [
     ("Understandability", ["record_readable"], ["local_viewer"]),
     ("Usability", ["works_offline"], ["quick_start_finish", "cli_without_pins"]),
     ("Debuggability", ["system_metrics"], ["console_captured", "resumed_as_one_run"]),
-    ("Hyperparameter optimization integration", ["hpo_integration"], ["hpo_driver"]),
+    ("Hyperparameter optimization integration", ["search_recorded"], ["optuna_every_trial"]),
 ]
 
 # The offline matrix: each feature is "works offline" where its first fact holds, "needs a server"

@@ -105,3 +105,19 @@ def test_make_run_builds_its_own_report_and_leaves_the_committed_one():
     dry = subprocess.run(["make", "-n", "run", "OUT=somewhere"], cwd=ROOT, capture_output=True, text=True).stdout
     assert "--pdf somewhere/report.pdf" in dry and "report/report.pdf" not in dry
     assert "report/report.pdf" in subprocess.run(["make", "-n", "report"], cwd=ROOT, capture_output=True, text=True).stdout
+
+
+def test_the_tenth_criterion_comes_from_the_search_records_and_the_integration_probes(evidence):
+    """Hyperparameter optimization integration: level 2 from each tool's record of its search, level 3
+    from a probe of the vendor's Optuna integration; a record or probe changed, the rating follows."""
+    _, rates, _ = build.evaluate(evidence)
+    assert all(evidence.records[t]["search"]["trials"] for t in rubric.TOOLS)
+    rated = rates["Hyperparameter optimization integration"]
+    for tool in rubric.TOOLS:
+        assert rated[tool] == (3 if evidence.probes[tool]["optuna_study"]["accepted"] else 2)
+    lost = copy.deepcopy(evidence)
+    next(iter(lost.records["MLflow"]["search"]["trials"].values()))["val_acc"] = []  # a trial without its epochs
+    assert build.evaluate(lost)[1]["Hyperparameter optimization integration"]["MLflow"] == 1
+    refused = copy.deepcopy(evidence)
+    refused.probes["W&B"]["optuna_study"]["accepted"] = False
+    assert build.evaluate(refused)[1]["Hyperparameter optimization integration"]["W&B"] == 2

@@ -1,0 +1,150 @@
+"""--search N: one Optuna search, recorded by each tool as it groups a search and read back with its
+own reader; the same trials in all three; continued after Ctrl-C or kill -9 with each trial once;
+two processes sharing one search."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import records
+from conftest import ROOT, SCRIPTS, clean_env, run_script
+from neptune_export import assigned, operations
+
+# With these flags and the recipe's seed the four trials end in every way a trial can: trial 0
+# completes, the median pruner stops trial 1 after epoch 2 and trial 2 after epoch 3, and trial 3's
+# loss diverges (a failed trial; the search goes on).
+FLAGS = ["--mode", "offline", "--dataset", "synthetic", "--train-size", 1024, "--epochs", 3, "--batch-size", 128,
+         "--device", "cpu", "--search", 4]
+STATES = {0: "complete", 1: "pruned", 2: "pruned", 3: "failed"}
+
+
+def search(script, out, *extra):
+    result = run_script(script, [*FLAGS, "--out-dir", out, *extra], out, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def searches(tmp_path_factory):
+    found = {}
+    for script in SCRIPTS:
+        out = tmp_path_factory.mktemp(script.split("_")[0])
+        found[script] = (out, search(script, out))
+    return found
+
+
+READERS = dict(zip(SCRIPTS, (records.wandb_search, records.neptune_search, records.mlflow_search)))
+
+
+def read(script, out):
+    found = READERS[script](out)
+    return found["trials"], found["studies"]
+
+
+def best_line(stdout):
+    return next(line for line in stdout.splitlines() if line.startswith("best trial"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_tool_records_the_search_as_it_groups_one(searches, script):
+    out, stdout = searches[script]
+    trials, studies = read(script, out)
+    assert sorted(trials) == [0, 1, 2, 3]
+    assert {n: t["state"] for n, t in trials.items()} == STATES
+    assert [len(trials[n]["val_acc"]) for n in range(4)] == [3, 2, 3, 1]  # pruned after epochs 2 and 3
+    [study] = studies
+    assert study["best"] == 0 and best_line(stdout).startswith("best trial 0: val acc ")
+    if script == "wandb_setup_script.py":  # a group of runs, one of job_type study
+        assert {t["group"] for t in trials.values()} == {study["group"]}
+    elif script == "neptune_integration.py":  # one run holds the study, trial by trial
+        assert sorted(study["trials"]) == [0, 1, 2, 3]
+        for n in range(3):
+            assert study["trials"][n]["params"] == pytest.approx(trials[n]["params"])
+            assert study["trials"][n]["val_acc"] == pytest.approx(trials[n]["val_acc"])
+        assert [study["trials"][n]["state"] for n in range(4)] == \
+            [None, "<TrialState.PRUNED: 2>", "<TrialState.PRUNED: 2>", "<TrialState.FAIL: 3>"]
+    else:  # a parent run with a child run per trial, closed when the search ends
+        assert study["status"] == "FINISHED" and {t["parent"] for t in trials.values()} == {study["run_id"]}
+    assert "train it to the end: " in stdout and "--lr " in stdout.split("train it to the end: ")[1]
+
+
+def test_the_three_tools_record_the_same_search(searches):
+    wandb, neptune, mlflow = (read(script, out)[0] for script, (out, _) in searches.items())
+    for n in range(4):
+        assert wandb[n]["params"] == neptune[n]["params"] == mlflow[n]["params"]  # as Optuna proposed them
+        assert wandb[n]["val_acc"] == pytest.approx(neptune[n]["val_acc"])
+        assert wandb[n]["val_acc"] == pytest.approx(mlflow[n]["val_acc"])
+    assert len({best_line(stdout) for _, stdout in searches.values()}) == 1
+
+
+def start(script, out, *extra):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, script), *map(str, [*FLAGS, "--out-dir", out, *extra])],
+                            cwd=ROOT, env=clean_env(out), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def first_two_trials(script, out):
+    """What the record of trials 0 and 1 is made of, to compare before and after a resumed search."""
+    if script == "wandb_setup_script.py":
+        logs = [log for n in (0, 1) for log in glob.glob(f"{out}/wandb/*-trial-{n}/*.wandb")]
+    elif script == "neptune_integration.py":
+        logs = [os.path.join(folder, name) for f in records.neptune_folders(out)
+                if assigned(operations(f), "run_id").endswith(("-trial-0", "-trial-1"))
+                for folder, _, names in os.walk(f) for name in names]
+    else:
+        return {n: t for n, t in read(script, out)[0].items() if n < 2}
+    assert len(logs) >= 2
+    return {log: open(log, "rb").read() for log in sorted(logs)}
+
+
+@pytest.mark.parametrize("script,signum", [("wandb_setup_script.py", signal.SIGINT),
+                                           ("neptune_integration.py", signal.SIGKILL),
+                                           ("mlflow_tracking.py", signal.SIGKILL)])
+def test_a_stopped_search_continues_each_trial_once(searches, script, signum, tmp_path):
+    proc = start(script, tmp_path)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("epoch 1/3") and any(s.startswith("trial 2: lr") for s in seen):
+            os.killpg(proc.pid, signum)
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode == (130 if signum == signal.SIGINT else -9), "".join(seen)
+    before = first_two_trials(script, tmp_path)
+    stdout = search(script, tmp_path, "--resume")
+    assert not [line for line in stdout.splitlines() if line.startswith(("trial 0:", "trial 1:"))]  # not trained again
+    assert first_two_trials(script, tmp_path) == before  # their records untouched
+    trials, studies = read(script, tmp_path)
+    uninterrupted, _ = read(script, searches[script][0])
+    assert sorted(trials) == [0, 1, 2, 3] and len(studies) == 1
+    for n in range(4):  # each epoch once: the interrupted trial's record continues where it was
+        assert trials[n]["val_acc"] == pytest.approx(uninterrupted[n]["val_acc"])
+        assert trials[n]["state"] == STATES[n]
+    assert best_line(stdout) == best_line(searches[script][1])
+
+
+@pytest.mark.parametrize("script", ["wandb_setup_script.py", "mlflow_tracking.py"])
+def test_two_processes_share_one_search(searches, script, tmp_path):
+    procs = [start(script, tmp_path) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    started = [line.split(":")[0] for out, _ in outputs for line in out.splitlines() if ": lr " in line]
+    assert sorted(started) == [f"trial {n}" for n in range(4)]  # none trained twice
+    assert all(any(line.startswith("trial") for line in out.splitlines()) for out, _ in outputs)  # both worked
+    trials, studies = read(script, tmp_path)
+    assert sorted(trials) == [0, 1, 2, 3] and all(t["segments"] == 1 for t in trials.values())
+    assert len(studies) == 1  # the study recorded once, by the process that ended it
+    assert sum(out.count("best trial") for out, _ in outputs) >= 1  # the process that ends the search says it
+    assert sorted(glob.glob(f"{tmp_path}/search-*/study-*.json")) != []
+
+
+def test_search_flags_refused_in_one_line(tmp_path):
+    for extra, says in ((["--resume"], "no search of these flags"),
+                        (["--resume", str(tmp_path)], "--search continues a stopped search"),
+                        (["--weight-decay", "0.01"], "--search chooses --weight-decay itself")):
+        result = run_script("mlflow_tracking.py", [*FLAGS, "--out-dir", tmp_path, *extra], tmp_path)
+        assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
