@@ -451,7 +451,7 @@ def command_line(drop=(), add=()):
 
 def resume_command(tracker):
     """The command that continues this run (a search: the search), as pasted from the current folder."""
-    where = [] if tracker.args.search else [os.path.relpath(tracker.run_dir)]
+    where = [] if getattr(tracker.args, "search", None) else [os.path.relpath(tracker.run_dir)]
     return command_line(drop=["--resume"], add=["--resume", *where])
 
 

@@ -375,15 +375,12 @@ def neptune_search(out_dir):
             if not any(op["path"][:2] == ["best", "trials"] for op in ops):
                 continue  # cut short while written; the study is recorded again, under the same run_id
 
-            def values(n):
-                return [v for _, v in sorted((int(op["path"][4]), op["value"]) for op in ops
-                                             if op["path"][:4] == ["trials", "trials", n, "intermediate_values"])]
             studies[run_id] = ({
                 "best": int(next(op["path"][2] for op in ops if op["path"][:2] == ["best", "trials"])),
                 "best_val_acc": neptune_export.assigned(ops, "best/value"),
                 "trials": {int(n): {"params": {k: neptune_export.assigned(ops, f"trials/trials/{n}/params/{k}")
                                                for k in SEARCH_PARAMS},
-                                    "val_acc": values(n),
+                                    "val_acc": study_values(ops, n),
                                     "state": neptune_export.assigned(ops, f"trials/trials/{n}/state")}
                            for n in numbers}})
             continue
@@ -398,6 +395,12 @@ def neptune_search(out_dir):
     return {"trials": trials, "studies": list(studies.values()),
             "grouping": "the study as one run (neptune-optuna: each trial under trials/trials/N, the best under best/, "
                         "Optuna's plots), and a run per trial tagged with the study's name"}
+
+
+def study_values(ops, n):
+    """Trial n's validation accuracy by epoch in neptune-optuna's record (its intermediate values)."""
+    return [v for _, v in sorted((int(op["path"][4]), op["value"]) for op in ops
+                                 if op["path"][:4] == ["trials", "trials", n, "intermediate_values"])]
 
 
 def mlflow_search(out_dir):

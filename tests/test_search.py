@@ -2,7 +2,6 @@
 own reader; the same trials in all three; continued after Ctrl-C or kill -9 with each trial once;
 two processes sharing one search."""
 import glob
-import json
 import os
 import signal
 import subprocess
