@@ -722,7 +722,7 @@ def search_section(recs, ev, facts, default, work):
                        for tool in TOOLS)])
     out.append(table(["0.5fr", "0.8fr", "0.9fr", "0.9fr", "0.8fr", "2fr", "0.9fr", "0.8fr", "0.8fr", "0.8fr"],
                      ["trial", "peak lr", "weight decay", "label smoothing", "warmup epochs",
-                      "validation accuracy by epoch", "end", "W&B", "Neptune", "MLflow"], rows, 7))
+                      "validation accuracy by epoch", "end", "time in W&B", "in Neptune", "in MLflow"], rows, 7))
     path = os.path.join(work, "search.svg")
     search_figure(trials, numbers, path)
     out.append(figure(path, "The search as each tool recorded it: the best validation accuracy after each trial "
