@@ -74,7 +74,10 @@ def copy_searches(searches, evidence):
     shutil.rmtree(dst, ignore_errors=True)
     for log in records.wandb_logs(os.path.join(searches, "wandb")):
         folder = os.path.dirname(log)
+        # each trial's copy of the scripts is the repository's own code: the search readers read the logs
         copy_record(folder, os.path.join(dst, "wandb", "wandb", os.path.basename(folder)))
+        shutil.rmtree(os.path.join(dst, "wandb", "wandb", os.path.basename(folder), "files", "source"),
+                      ignore_errors=True)  # the study run has none
     plots = []
     for folder in records.neptune_folders(os.path.join(searches, "neptune")):
         # neptune-optuna's plots: plotly HTML pages with plotly.js inside, about 5 MB each; counted, not copied
