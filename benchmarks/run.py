@@ -1,28 +1,28 @@
 """What the engine and the trackers cost, measured side by side in one process.
 
-    python benchmarks/run.py --quick --json     # under 10 minutes on 2 CPU cores
+    python benchmarks/run.py --quick --json     # `make benchmark`: about 19 minutes on 2 CPU cores
     python benchmarks/run.py --device cuda      # on a GPU machine (benchmarks/gpu.sh runs it)
 
-Each comparison alternates its variants over several repeats and reports medians:
 - engine vs bare loop: seconds per training step of the engine (data indexing, batched
   augmentation, normalization, seeding, metric sums) / a bare PyTorch loop on a fixed batch
-  with the same optimizer;
-- tracker overhead: the engine's training-loop time with each tracker offline at the default
-  --log-every, and at every step, / with no tracker (with --compare-watch also W&B with
-  wandb.watch); the tracker's epoch-end calls, run start and finish, timed apart;
+  with the same optimizer, alternated over repeats, medians;
+- tracker overhead (benchmarks/overhead.py): training time with each tool's tracker offline over
+  time with none, at the default --log-every and at every step, in interleaved blocks with an A/A
+  control and 95% intervals; each tool's own CPU and memory; its run start, epoch end and finish;
+  a cProfile of Neptune's every-step calls; the load sweep (1 to 1,000 values a call at up to 250
+  calls a second, read back from each record); a projection of the costs onto a GPU step;
 - augmentation: batched uint8 augmentation + normalization vs the study's per-image PIL pipeline
-  through a DataLoader, both on one thread (and on the GPU, when there is one);
-- logging latency: one wandb.log / one Neptune append / one mlflow.log_metric, offline;
-- disk footprint and file count of each tracker's local run data.
+  through a DataLoader, both on one thread (and on the GPU, when there is one).
 A tracker whose client is not installed is skipped and said so. The last line with --json is
-one JSON object with every figure and the hardware.
+one JSON object with every figure, the raw block times and the hardware.
 """
 import argparse
 import atexit
-import contextlib
 import functools
 import json
+import math
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -31,6 +31,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -38,9 +39,16 @@ import torch.nn.functional as F  # noqa: E402
 import alexnet  # noqa: E402
 import data  # noqa: E402
 import tracking  # noqa: E402
+import overhead  # noqa: E402  (benchmarks/overhead.py)
 
 
 CIFAR_MEAN_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)  # normalization of the timed batches
+
+
+DEFAULT_LOG_EVERY = 50  # the scripts' --log-every default
+EPOCH_STEPS = math.ceil(50000 * (1 - alexnet.RECIPES["default"]["val_fraction"]) / alexnet.RECIPES["default"]["batch_size"])
+SWEEP_KEYS, SWEEP_RATES, SWEEP_S = (1, 10, 100, 1000), (10, 100, 250), 2.0  # 250 calls a second: a 4 ms step
+NAMES = {"wandb": "W&B", "neptune": "Neptune", "mlflow": "MLflow", "wandb_watch": "W&B with wandb.watch"}
 
 
 def hardware(device):
@@ -94,133 +102,6 @@ def engine_step_seconds(device, batch, steps):
     engine.train_one_epoch(2)
     sync(device)
     return (time.perf_counter() - t0) / engine.steps_per_epoch
-
-
-class Timed:
-    """Wraps a tracker to time its calls: start and finish, and the epoch-end ones."""
-    EPOCH_END = ("log_epoch",)
-
-    def __init__(self, tracker):
-        self.tracker, self.times = tracker, {"epoch_end": 0.0}
-
-    def __getattr__(self, name):
-        method = getattr(self.tracker, name)
-        if name not in ("start", "finish", *self.EPOCH_END):
-            return method
-
-        def timed(*args):
-            t0 = time.perf_counter()
-            method(*args)
-            if name in self.EPOCH_END:
-                self.times["epoch_end"] += time.perf_counter() - t0
-            else:
-                self.times[name] = time.perf_counter() - t0
-        return timed
-
-
-@functools.lru_cache(maxsize=2)
-def synthetic_dataset(size):
-    return data.load("synthetic", None, train_size=size, val_fraction=0.1)
-
-
-def tracked_run(kind, device, batch, steps, log_every, out_dir):
-    """One engine run on synthetic data with a tracker offline; its training time and tracker costs."""
-    args = tracking.build_parser(tracker_class(kind)).parse_args(
-        ["--mode", "offline" if kind != "none" else "disabled", "--out-dir", out_dir, "--log-every", str(log_every)])
-    args.out_dir = os.path.abspath(out_dir)
-    cfg = tracking.make_config(args)
-    cfg.update(config(batch, log_every=log_every), run_id=f"bench-{kind}-{time.time_ns()}", dataset_version="synthetic")
-    ds = synthetic_dataset(batch * steps * 10 // 9)
-    run_dir = os.path.join(out_dir, cfg["run_id"])
-    tracker = Timed(tracker_class(kind)(args, run_dir))
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        engine = alexnet.Engine(cfg, ds, tracker, device, run_dir)
-        engine.finish = lambda: None  # the test evaluation is no part of what is compared
-        tracker.start(cfg, engine.model)
-        engine.run()
-        tracker.finish("completed", 0)
-    return {"train_s": sum(e["epoch_time_s"] for e in engine.history), **tracker.times}
-
-
-def tracker_class(kind):
-    if kind == "wandb":
-        from wandb_setup_script import WandbTracker
-        return WandbTracker
-    if kind == "wandb_watch":
-        return wandb_watch_tracker()
-    if kind == "neptune":
-        from neptune_integration import NeptuneTracker
-        return NeptuneTracker
-    if kind == "mlflow":
-        from mlflow_tracking import MlflowTracker
-        return MlflowTracker
-    return tracking.Tracker
-
-
-def wandb_watch_tracker():
-    """The W&B tracker with wandb.watch(log="all") at W&B's default interval instead of the
-    script's epoch-end histograms: what the script avoids, measured beside it."""
-    import wandb_setup_script
-
-    class WatchTracker(wandb_setup_script.WandbTracker):
-        def start(self, config, model):
-            super().start(config, model)
-            self.run.watch(model, log="all", log_freq=1000)
-
-        def log_epoch(self, metrics, step, checkpoint=None):
-            if checkpoint:
-                self.log_model(checkpoint)
-            self.run.log(metrics, step=step, commit=True)
-    return WatchTracker
-
-
-def local_footprint(kind, out_dir):
-    """Bytes and files of the tracker's own local data: the checkpoints W&B and Neptune reference
-    are excluded; the copy of each model version in MLflow's artifact store is counted."""
-    roots = {"wandb": ["wandb", ".wandb-data", ".wandb-cache", ".wandb-artifacts", ".wandb-config"],
-             "neptune": [".neptune"], "mlflow": ["mlflow.db", "mlartifacts"]}[kind.split("_")[0]]
-    size = files = 0
-    for root in roots:
-        root = os.path.join(out_dir, root)
-        paths = [root] if os.path.isfile(root) else [os.path.join(d, n) for d, _, ns in os.walk(root) for n in ns]
-        for path in paths:
-            if not os.path.islink(path):
-                size += os.path.getsize(path)
-                files += 1
-    return size, files
-
-
-def log_latency(kind, calls, out_dir):
-    """Seconds per logging call of one float, offline, and the finish that flushes them."""
-    if kind == "wandb":
-        import wandb
-        os.environ["WANDB_DIR"] = out_dir
-        run = wandb.init(mode="offline", project="bench", dir=out_dir, settings=wandb.Settings(silent=True))
-        t0 = time.perf_counter()
-        for i in range(calls):
-            run.log({"x": float(i)}, step=i)
-        per_call = (time.perf_counter() - t0) / calls
-        run.finish()
-    elif kind == "mlflow":
-        import mlflow  # imported already by the tracked runs, with its config folder under --out-dir
-        mlflow.set_tracking_uri(f"sqlite:///{out_dir}/mlflow.db")
-        mlflow.start_run(experiment_id=mlflow.create_experiment(f"latency-{time.time_ns()}", artifact_location=out_dir))
-        t0 = time.perf_counter()
-        for i in range(calls):
-            mlflow.log_metric("x", float(i), step=i, synchronous=False)  # queued, as the script's per-step metrics
-        per_call = (time.perf_counter() - t0) / calls
-        mlflow.end_run()
-    else:
-        import neptune
-        os.environ["NEPTUNE_DATA_DIRECTORY"] = os.path.join(out_dir, ".neptune")
-        run = neptune.init_run(mode="offline", capture_hardware_metrics=False, capture_stdout=False,
-                               capture_stderr=False, source_files=[])
-        t0 = time.perf_counter()
-        for i in range(calls):
-            run["x"].append(float(i), step=i)
-        per_call = (time.perf_counter() - t0) / calls
-        run.stop()
-    return per_call
 
 
 def augment_throughput(images, repeats):
@@ -281,15 +162,26 @@ def device_augment_throughput(device, batch=256, batches=200):
 
 def main():
     p = argparse.ArgumentParser(description="Measure the engine's and the trackers' costs side by side.")
-    p.add_argument("--quick", action="store_true", help="fewer steps and repeats: under 10 minutes on 2 CPU cores")
+    p.add_argument("--quick", action="store_true", help="fewer repeats of the engine and augmentation figures (`make benchmark`)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train (default: cpu)")
+    p.add_argument("--threads", type=tracking.positive(int), default=1,
+                   help="PyTorch threads of the training (default 1: the other cores take the trackers' background "
+                        "work, as a GPU machine's free cores do; their CPU is counted apart)")
+    p.add_argument("--rounds", type=tracking.positive(int), default=None,
+                   help="rounds of blocks at the default interval (default 400 on a CPU, 40 on a GPU; every step: a quarter)")
     p.add_argument("--compare-watch", action="store_true",
                    help="also measure W&B with wandb.watch(log='all') in place of the script's epoch-end histograms")
+    p.add_argument("--step-ms", type=tracking.positive(float), default=4.0,
+                   help="the GPU step time the costs are projected onto (default 4 ms: an H100 step at batch 256)")
     p.add_argument("--out-dir", default=None, help="where the trackers write (default: a temporary folder, removed)")
     a = p.parse_args()
+    if a.rounds == 1:
+        p.error("--rounds: an interval needs at least 2 rounds")
     device = tracking.resolve_device(a.device)
     cpu = device.type == "cpu"
+    if cpu:
+        torch.set_num_threads(a.threads)
     repeats = 3 if a.quick else 5
     out_dir = a.out_dir or tempfile.mkdtemp(prefix="bench-")
     os.makedirs(out_dir, exist_ok=True)
@@ -297,8 +189,9 @@ def main():
         atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(out_dir, ".matplotlib"))
-    res = {"hardware": hardware(device), "quick": a.quick}
-    say = (lambda *x: print(*x, file=sys.stderr)) if a.json else print
+    res = {"hardware": hardware(device), "quick": a.quick, "command": " ".join(sys.argv[1:])}
+    say = (lambda *x: print(*x, file=sys.stderr, flush=True)) if a.json else functools.partial(print, flush=True)
+    t_begin = time.perf_counter()
 
     batch, steps = 256, (6 if a.quick else 20) if cpu else 100
     pairs = []
@@ -310,52 +203,61 @@ def main():
     say(f"step at batch {batch}: engine {res['engine_step_s'] * 1e3:.1f} ms, bare loop "
         f"{res['bare_step_s'] * 1e3:.1f} ms, ratio {res['engine_vs_bare_step_ratio']:.3f}")
 
-    # Tracker overhead on training time (the engine's training loop, where --log-every acts): each
-    # repeat runs every variant once, in a rotated order, after one warm-up run. Batch 64 makes
-    # steps short, so on a CPU the ratio is an upper bound for the real batch of 256; 60 steps
-    # hold the default interval's logs at steps 1 and 50. Many short runs rather than a few long
-    # ones: their median resists a slow moment of the machine. The tracker's epoch-end calls
-    # (epoch metrics, histograms, model version) are timed apart: they come once an epoch.
-    t_batch, t_steps = (64, 60) if cpu else (256, 500)
-    t_repeats = repeats + 2
-    kinds = [k for k in ("wandb", "neptune", "mlflow") if available(k)]
-    names = {"wandb": "W&B", "neptune": "Neptune", "mlflow": "MLflow", "wandb_watch": "W&B with wandb.watch"}
-    for kind in {"wandb", "neptune", "mlflow"} - set(kinds):
-        say(f"{names[kind]}: not installed here, not measured")
-    measured = kinds + (["wandb_watch"] if a.compare_watch and "wandb" in kinds else [])
-    variants = ["none", *measured]
-    tracked_run("none", device, t_batch, t_steps, 50, os.path.join(out_dir, "warm-up"))
-    for log_every, label, reps, steps in ((50, "", t_repeats, t_steps), (1, "_every_step", 1 if a.quick else 3, t_steps // 2)):
-        runs = {k: [] for k in variants}
-        for rep in range(reps):
-            for kind in variants[rep % len(variants):] + variants[:rep % len(variants)]:
-                runs[kind].append(tracked_run(kind, device, t_batch, steps, log_every,
-                                              os.path.join(out_dir, f"{kind}{label}")))
-        base = statistics.median(r["train_s"] for r in runs["none"])
-        for kind in measured:
-            res[f"{kind}_overhead_ratio{label}"] = statistics.median(r["train_s"] for r in runs[kind]) / base
-            if not label:
-                res[f"{kind}_epoch_end_s"] = statistics.median(r["epoch_end"] for r in runs[kind])
-                res[f"{kind}_start_s"] = statistics.median(r["start"] for r in runs[kind])
-                res[f"{kind}_finish_s"] = statistics.median(r["finish"] for r in runs[kind])
-                size, files = local_footprint(kind, os.path.join(out_dir, kind))
-                res[f"{kind}_local_bytes_per_run"], res[f"{kind}_local_files_per_run"] = size // reps, files // reps
-        if not label:
-            res["overhead_run_spread"] = (max(r["train_s"] for r in runs["none"]) /
-                                          min(r["train_s"] for r in runs["none"]) - 1)
-        say(f"training time with tracker / without, log every {log_every} step(s), batch {t_batch}, {steps} steps: "
-            + ", ".join(f"{names[k]} {res[f'{k}_overhead_ratio{label}']:.3f}" for k in measured)
-            + (f" (runs with no tracker differ by up to {res['overhead_run_spread']:.1%})" if not label else ""))
-    for kind in kinds:
-        say(f"{names[kind]}: run start {res[f'{kind}_start_s']:.2f} s, epoch end {res[f'{kind}_epoch_end_s']:.2f} s, "
-            f"finish {res[f'{kind}_finish_s']:.2f} s, local data per run {res[f'{kind}_local_bytes_per_run'] / 1e6:.2f} MB "
-            f"in {res[f'{kind}_local_files_per_run']} files")
+    tools = [k for k in overhead.TOOLS if available(k)]
+    for kind in set(overhead.TOOLS) - set(tools):
+        say(f"{NAMES[kind]}: not installed here, not measured")
+    # On a CPU, blocks of one step at batch 32: the step time here wanders by several percent over
+    # seconds, so rounds of one step per variant put every tracked step beside untracked ones (blocks
+    # of 10 steps needed four times the rounds for the same interval). On a GPU, blocks of 50 steps.
+    t_batch, t_steps = (32, 1) if cpu else (256, 50)
+    rounds = a.rounds or (400 if cpu else 40)  # on these cores: an interval of about ±1.2% at the default
+    rng = random.Random(0)
+    bench = overhead.Bench(device, t_batch, t_steps, out_dir)
+    res["method"] = {
+        "batch": t_batch, "block_steps": t_steps, "threads": torch.get_num_threads(), "seed": 0,
+        "default_log_every": DEFAULT_LOG_EVERY, "epoch_steps": EPOCH_STEPS,
+        "design": "one process; every tool's offline run open through the phase; rounds of blocks in a random "
+                  "order (no tracker, each tool, no tracker again); a tracked block over the mean of its round's "
+                  "two untracked blocks; the A/A control: the second untracked block over the first",
+        "interval": "Student's t, 95%, over the per-round ratios"}
+    res["overhead"], res["blocks"], res["trackers"] = {}, {}, {}
+    phases = [("default", tools, DEFAULT_LOG_EVERY, rounds), ("every_step", tools, 1, max(2, rounds // 4))]
+    if a.compare_watch and "wandb" in tools:  # a phase of its own: two W&B runs in one process would be one
+        phases.append(("default_watch", ["wandb_watch"], DEFAULT_LOG_EVERY, rounds))
+    for label, measured, log_every, n in phases:
+        say(f"{label}: training time with each tracker / with none, log every {log_every} step(s): {n} rounds of "
+            f"{len(measured) + 2} blocks of {t_steps} steps at batch {t_batch}")
+        phase = bench.phase(measured, n, log_every, rng, say, "" if label == "default" else "_" + label,
+                            lifecycle=label == "default")
+        res["blocks"][label] = phase["blocks"]
+        aa = overhead.summary(phase["blocks"], "aa_control")
+        res["overhead"]["aa_control" if label == "default" else f"aa_control_{label}"] = aa
+        for tool in measured:
+            res["overhead"].setdefault(tool, {})[label.removesuffix("_watch")] = overhead.summary(phase["blocks"], tool)
+            t = res["trackers"].setdefault(tool, {})
+            t[label.removesuffix("_watch")] = {**phase["tools"][tool], **overhead.own_work(
+                phase["tools"][tool], phase["blocks"], tool, EPOCH_STEPS, res["engine_step_s"])}
+        say(f"  A/A control {aa['ratio']:.3f} [{aa['ci95'][0]:.3f}, {aa['ci95'][1]:.3f}]; " + ", ".join(
+            f"{NAMES[t]} {res['overhead'][t][label.removesuffix('_watch')]['ratio']:.3f} "
+            f"[{res['overhead'][t][label.removesuffix('_watch')]['ci95'][0]:.3f}, "
+            f"{res['overhead'][t][label.removesuffix('_watch')]['ci95'][1]:.3f}]" for t in measured))
+    for tool in tools:
+        d = res["trackers"][tool]["default"]
+        say(f"{NAMES[tool]}: start {d['start_s']:.2f} s, epoch end {d['epoch_end_s']:.2f} s, finish {d['finish_s']:.2f} s, "
+            f"own CPU {d['cpu_s_per_epoch']:.2f} s per epoch of {EPOCH_STEPS} steps at batch 256 "
+            f"({d['background_cpu_share']:.1%} of a core in the background), threads/processes: "
+            f"{', '.join(d['threads_and_processes']) or 'none'}")
 
-    calls = 2000 if a.quick else 10000
-    for kind in kinds:
-        res[f"{kind}_log_call_ms"] = 1e3 * statistics.median(
-            log_latency(kind, calls, os.path.join(out_dir, f"latency-{kind}")) for _ in range(repeats))
-        say(f"one logging call, offline: {names[kind]} {res[f'{kind}_log_call_ms']:.3f} ms")
+    if "neptune" in tools:  # the every-step figure explained: where the training thread's time goes
+        res["profile"] = {"neptune_every_step": overhead.profile_block(bench, "neptune")}
+        top = res["profile"]["neptune_every_step"]["top_tool"]
+        say("Neptune every step, cProfile of the training thread, the client's top entries by own time: " + "; ".join(
+            f"{r['function']} {r['own_s'] * 1e3:.1f} ms in {r['calls']} calls" for r in top[:5]))
+
+    say(f"load sweep: {len(SWEEP_KEYS)} key counts x {len(SWEEP_RATES)} call rates per tool, {SWEEP_S:g} s each")
+    res["load_sweep"] = {"seconds": SWEEP_S, "keys": SWEEP_KEYS, "rates": SWEEP_RATES, "points": overhead.sweep(
+        tools, SWEEP_KEYS, SWEEP_RATES, SWEEP_S, os.path.join(out_dir, "load"), bench.own, say)}
+    res["projection"] = projection(res, a.step_ms, tools)
 
     if not cpu:
         res["augment_device_img_s"] = device_augment_throughput(device)
@@ -366,9 +268,24 @@ def main():
     res["augment_speedup_vs_pil"] = aug["batched"] / aug["pil"]
     say(f"augmentation on one thread: PIL pipeline {aug['pil']:.0f} img/s, batched {aug['batched']:.0f} img/s, "
         f"{res['augment_speedup_vs_pil']:.1f}x")
-    say(f"hardware: {json.dumps(res['hardware'])}")
+    res["seconds"] = time.perf_counter() - t_begin
+    say(f"hardware: {json.dumps(res['hardware'])}; {res['seconds'] / 60:.1f} minutes")
     if a.json:
         print(json.dumps(res))
+
+
+def projection(res, step_ms, tools):
+    """Each tool's cost per step at a GPU step of `step_ms`, from the calls measured here: the training
+    thread waits for its logging calls; its background work is assumed to run on free cores."""
+    out = {"step_ms": step_ms, "label": "projection, not a measurement", "tools": {}}
+    points = res["load_sweep"]["points"]
+    for tool in tools:
+        every = res["trackers"][tool]["every_step"]["call_ms"]  # the mean of the every-step phase's calls
+        by_keys = {p["keys"]: p["call_ms_median"] for p in points if p["tool"] == tool and p["rate"] == max(SWEEP_RATES)}
+        default_ms = every / DEFAULT_LOG_EVERY + 1e3 * res["trackers"][tool]["default"]["epoch_end_s"] / EPOCH_STEPS
+        out["tools"][tool] = {"default_ratio": 1 + default_ms / step_ms, "every_step_ratio": 1 + every / step_ms,
+                              "every_step_ratio_by_keys": {k: 1 + ms / step_ms for k, ms in by_keys.items()}}
+    return out
 
 
 if __name__ == "__main__":

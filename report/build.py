@@ -37,28 +37,32 @@ class BenchmarkError(Exception):
     """The benchmark file is empty or incomplete (a stopped benchmark)."""
 
 
-BENCH_KEYS = ("hardware", "engine_step_s", "bare_step_s", "engine_vs_bare_step_ratio", "overhead_run_spread",
-              "augment_speedup_vs_pil",
-              *(f"{p}_{k}" for p in PREFIX.values() for k in ("overhead_ratio", "start_s", "finish_s", "epoch_end_s",
-                                                              "log_call_ms", "local_bytes_per_run")))
+BENCH_KEYS = ("hardware", "method", "engine_step_s", "bare_step_s", "engine_vs_bare_step_ratio",
+              "augment_speedup_vs_pil", "overhead", "trackers", "load_sweep", "projection", "seconds")
 
 
 def read_benchmark(path):
     """The last JSON line of benchmarks/run.py --json output, with every figure the report uses."""
     with open(path) as f:
-        lines = [line for line in f.read().splitlines() if line.strip().startswith("{")]
+        text = f.read()
+    lines = [line for line in text.splitlines() if line.strip().startswith("{")]
+    try:  # the committed file is the object alone, indented; run.py's output ends with it on one line
+        bench = json.loads(text)
+    except ValueError:
+        bench = None
     try:
-        bench = json.loads(lines[-1])
+        bench = bench if isinstance(bench, dict) else json.loads(lines[-1])
     except (IndexError, ValueError):
         raise BenchmarkError(f"{path} holds no benchmark result (a stopped or failed run?): run "
                              "`make benchmark` again") from None
-    missing = [k for k in BENCH_KEYS if k not in bench]
+    missing = [k for k in BENCH_KEYS if k not in bench] + [
+        f"overhead.{p}" for p in ("aa_control", *PREFIX.values()) if p not in bench.get("overhead", {})]
     if missing:
         raise BenchmarkError(f"{path} is an incomplete benchmark (no {', '.join(missing)}): run `make benchmark` again")
     return bench
 
 
-# Numbers that read right: a unit chosen by magnitude, digits by size, plurals, noise-aware differences.
+# Numbers that read right: a unit chosen by magnitude, digits by size, plurals, verdicts from intervals.
 def seconds(s):
     if s < 1e-3:
         return f"{s * 1e6:.3g} µs"
@@ -84,12 +88,22 @@ def pct(x):
     return f"{x * 100:.2f}%"
 
 
-def difference(ratio, noise):
-    """A time ratio against the no-tracker runs, or no measurable difference when within their spread."""
-    change = ratio - 1
-    if abs(change) <= noise:
-        return f"no measurable difference ({change * 100:+.1f}%)"
-    return f"{change * 100:+.1f}%"
+def detectable(summary):
+    lo, hi = summary["ci95"]
+    return not lo <= 1 <= hi
+
+
+def verdict(summary):
+    """A time ratio's verdict from its 95% interval: no difference where the interval holds 1.0."""
+    r, (lo, hi) = summary["ratio"], summary["ci95"]
+    if not detectable(summary):
+        return f"within ±{max(1 - lo, hi - 1) * 100:.1f}%: no difference detectable"
+    return f"{(r - 1) * 100:+.1f}% [{(lo - 1) * 100:+.1f}, {(hi - 1) * 100:+.1f}]"
+
+
+def interval_text(summary):
+    r, (lo, hi) = summary["ratio"], summary["ci95"]
+    return f"{r:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def extreme(values, lowest=True):
@@ -258,19 +272,24 @@ def histogram_figure(histograms, names, path):
     pyplot.close(fig)
 
 
-def cost_figure(bench, path):
+def load_figure(bench, path):
+    """The load sweep: the caller's time per call and the tool's background CPU, by keys per call."""
     pyplot = plt()
-    fig, (a, b) = pyplot.subplots(1, 2, figsize=(7.2, 2.4))
-    xs = range(len(TOOLS))
-    a.bar(xs, [bench[f"{PREFIX[t]}_log_call_ms"] for t in TOOLS], color=[COLORS[t] for t in TOOLS])
-    a.set_xticks(list(xs), TOOLS)
-    a.set(ylabel="one logging call (ms)")
-    for i, (key, label) in enumerate((("start_s", "start"), ("epoch_end_s", "epoch end"), ("finish_s", "finish"))):
-        b.bar([x + (i - 1) * 0.27 for x in xs], [bench[f"{PREFIX[t]}_{key}"] for t in TOOLS], 0.27,
-              label=label, color=["#555555", "#999999", "#cccccc"][i])
-    b.set_xticks(list(xs), TOOLS)
-    b.set(ylabel="seconds")
-    b.legend(fontsize=6)
+    fig, (a, b) = pyplot.subplots(1, 2, figsize=(7.2, 2.6))
+    points = bench["load_sweep"]["points"]
+    styles = dict(zip(bench["load_sweep"]["rates"], ("-", "--", ":"), strict=False))
+    for t in TOOLS:
+        for rate, style in styles.items():
+            mine = sorted((p for p in points if p["tool"] == PREFIX[t] and p["rate"] == rate), key=lambda p: p["keys"])
+            label = f"{t}, {rate}/s"
+            a.plot([p["keys"] for p in mine], [p["call_ms_median"] for p in mine], style, marker="o", ms=2.5,
+                   color=COLORS[t], label=label)
+            b.plot([p["keys"] for p in mine], [p["background_cpu_s_per_s"] for p in mine], style, marker="o", ms=2.5,
+                   color=COLORS[t], label=label)
+    for ax, ylabel in ((a, "caller's time per call (ms, median)"), (b, "background CPU (s per s)")):
+        ax.set(xscale="log", xlabel="values per logging call", ylabel=ylabel)
+    a.set_yscale("log")
+    a.legend(fontsize=5, ncol=3)
     fig.tight_layout()
     fig.savefig(path)
     pyplot.close(fig)
@@ -451,47 +470,159 @@ def matrix_section(facts, cells):
     return out
 
 
+def per_thousand_values(b, tool):
+    """CPU seconds (the caller's, the background's, the finish's) per 1,000 values at the sweep's busiest point."""
+    q = max((q for q in b["load_sweep"]["points"] if q["tool"] == tool), key=lambda q: (q["keys"], q["rate"]))
+    return q["cpu_s_per_1000_values"]
+
+
+def cost_rows(b):
+    """The cost table's rows (the report's and the README's): ratios with intervals, verdicts, own work."""
+    o, tr = b["overhead"], b["trackers"]
+    p = {t: PREFIX[t] for t in TOOLS}
+    return [
+        [f"training time / none, log every {b['method']['default_log_every']} steps (default)",
+         *(f"{interval_text(o[p[t]]['default'])}: {verdict(o[p[t]]['default'])}" for t in TOOLS),
+         f"A/A {interval_text(o['aa_control'])}"],
+        ["training time / none, log every step",
+         *(f"{interval_text(o[p[t]]['every_step'])}: {verdict(o[p[t]]['every_step'])}" for t in TOOLS),
+         f"A/A {interval_text(o['aa_control_every_step'])}"],
+        ["one logging call (2 values), training thread", *(seconds(tr[p[t]]["every_step"]["call_ms"] / 1e3)
+                                                         for t in TOOLS), "mean, every-step blocks"],
+        [f"own CPU per epoch ({b['method']['epoch_steps']} steps of batch 256, "
+         f"{seconds(tr['wandb']['default']['epoch_s'])} here), default interval",
+         *(seconds(tr[p[t]]["default"]["cpu_s_per_epoch"]) for t in TOOLS), "calls + threads + processes"],
+        ["its threads' and processes' CPU while the run is open, default interval",
+         *(f"{tr[p[t]]['default']['background_cpu_share'] * 100:.1f}% of a core" for t in TOOLS), "over the rounds"],
+        [f"own CPU per 1,000 values, {max(b['load_sweep']['keys']):,} a call",
+         *(seconds(per_thousand_values(b, p[t])) for t in TOOLS),
+         f"load sweep, {max(b['load_sweep']['rates'])} calls/s asked, finish included"],
+        ["peak memory of its own processes", *(size(tr[p[t]]["default"]["children_peak_rss_bytes"])
+                                               if tr[p[t]]["default"]["children_peak_rss_bytes"] else "none"
+                                               for t in TOOLS), "resident set"],
+        ["run start / epoch end / finish", *(" / ".join(seconds(tr[p[t]]["default"][k]) for k in
+                                                        ("start_s", "epoch_end_s", "finish_s")) for t in TOOLS),
+         "medians of 3 runs"],
+    ]
+
+
+def sweep_rows(b):
+    """The load sweep at its highest call rate, per tool and keys per call."""
+    top = max(b["load_sweep"]["rates"])
+    rows = []
+    for t in TOOLS:
+        for q in sorted((q for q in b["load_sweep"]["points"] if q["tool"] == PREFIX[t] and q["rate"] == top),
+                        key=lambda q: q["keys"]):
+            rows.append([t, f"{q['keys']:,}", f"{q['achieved_rate']:.0f}/s",
+                         f"{q['call_ms_median']:.3g} / {q['call_ms_p99']:.3g} ms", f"{q['background_cpu_s_per_s']:.2f}",
+                         size(max(0, q["rss_growth_bytes"])) + (f"; its processes {size(q['children_peak_rss_bytes'])}"
+                                                                 if q["children_peak_rss_bytes"] else ""),
+                         size(q["local_bytes"]), seconds(q["finish_s"]),
+                         f"{q['values_recorded']:,} of {q['values_logged']:,}"])
+    return rows, top
+
+
+def machine(hw, m):
+    gpu = f"{hw['device_name']}" if hw["device"] != "cpu" else "no GPU"
+    return (f"{hw['cpu']}, {plural(hw['cpu_count'], 'core')}, {gpu}, PyTorch {hw['torch_version'].split('+')[0]} "
+            f"on {plural(m['threads'], 'thread')}")
+
+
+def profiled(pr, code=lambda x: x):
+    script = sum(r["own_s"] for r in pr["top_tool"] if r["function"].startswith("neptune_integration.py"))
+    return (f"Neptune logging every step, under cProfile (the training thread, {pr['steps']} steps; the profiler "
+            f"slows Python code more than the training step): {seconds(pr['calls_wall_s'] / max(1, pr['calls']))} "
+            f"a call, {pr['calls_wall_s'] / pr['train_s'] * 100:.2f}% of the training time; the entries of the "
+            f"client and the script with the most own time: "
+            + "; ".join(f"{code(r['function'])} {seconds(r['own_s'])} in {r['calls']} calls" for r in pr["top_tool"][:5])
+            + f". The script's own code is {script / pr['calls_wall_s'] * 100:.0f}% of the calls' time; the rest is "
+            "the client's: each value becomes an operation, serialized and put on the offline disk queue on the "
+            "calling thread.")
+
+
+def readme_costs(b):
+    """The README's cost tables, from the same benchmark output as the report's (a test keeps them equal)."""
+    hw, m, pr = b["hardware"], b["method"], b.get("profile", {}).get("neptune_every_step")
+
+    def md(header, rows):
+        return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+                          *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)])
+    rows, top = sweep_rows(b)
+    text = [f"`make benchmark` ({b['seconds'] / 60:.0f} min) on {machine(hw, m)}, synthetic "
+            f"data, batch {m['batch']}; ratios with 95% intervals ({m['interval']}); "
+            f"`report/evidence/benchmark.json`:", "",
+            md(["measure", *TOOLS, "note"], cost_rows(b)), "",
+            f"The load sweep at {top} calls a second (a {1000 / top:g} ms step), values read back with each "
+            "tool's reader:", "",
+            md(["tool", "values a call", "calls kept up", "call, median / p99", "background CPU s/s",
+                "memory growth; peak", "local data", "finish", "values recorded"], rows)]
+    if pr:
+        text += ["", profiled(pr, lambda f: f"`{f}`")]
+    return "\n".join(text) + "\n"
+
+
 def costs_section(b, work, footprint):
-    hw = b["hardware"]
-    noise = b["overhead_run_spread"]
+    hw, m = b["hardware"], b["method"]
+    o, tr = b["overhead"], b["trackers"]
     out = [heading("What each tool costs")]
     out.append(par(
-        f"Measured by benchmarks/run.py{' --quick' if b.get('quick') else ''} on {hw['cpu']} "
-        f"({plural(hw['cpu_count'], 'core')}, {hw['device']}), all in one process, variants in rotated order, medians "
-        f"of repeats. Training time with a tracker is divided by the same runs with none; runs with no tracker "
-        f"differed by up to {noise * 100:.1f}% among themselves, so a ratio within that is no measurable difference."))
-    p = {t: PREFIX[t] for t in TOOLS}
-    rows = [
-        ["one logging call, offline", *(seconds(b[f"{p[t]}_log_call_ms"] / 1e3) for t in TOOLS), "median of repeats"],
-        ["run start (open, config)", *(seconds(b[f"{p[t]}_start_s"]) for t in TOOLS), "median"],
-        ["each epoch's end (metrics, model version; W&B also histograms)",
-         *(seconds(b[f"{p[t]}_epoch_end_s"]) for t in TOOLS), "median"],
-        ["run finish (flush, close)", *(seconds(b[f"{p[t]}_finish_s"]) for t in TOOLS), "median"],
-        ["training time, log every 50 steps", *(difference(b[f"{p[t]}_overhead_ratio"], noise) for t in TOOLS),
-         f"noise {noise * 100:.1f}%"],
-        ["training time, log every step (one run)",
-         *(difference(b[f"{p[t]}_overhead_ratio_every_step"], noise) if f"{p[t]}_overhead_ratio_every_step" in b
-           else "not measured" for t in TOOLS), f"noise {noise * 100:.1f}%"],
-        ["local data of the benchmark run", *(size(b[f"{p[t]}_local_bytes_per_run"]) for t in TOOLS), "per run"],
-    ]
-    out.append(table(["2.4fr", "1fr", "1fr", "1fr", "1fr"], ["measure", *TOOLS, "spread"], rows))
-    calls = {t: b[f"{p[t]}_log_call_ms"] for t in TOOLS}
-    cheapest, alone = extreme(calls)
-    local = {t: b[f"{p[t]}_local_bytes_per_run"] for t in TOOLS}
-    largest, _ = extreme(local, lowest=False)
-    within = [t for t in TOOLS if abs(b[f"{p[t]}_overhead_ratio"] - 1) <= noise]
+        f"Measured by benchmarks/run.py{' --quick' if b.get('quick') else ''} (make benchmark, "
+        f"{b['seconds'] / 60:.0f} minutes) on {machine(hw, m)}, synthetic CIFAR-sized data, batch {m['batch']}. "
+        f"Design: {m['design']}; blocks of {plural(m['block_steps'], 'step')}, {o['aa_control']['rounds']} rounds at "
+        f"the default interval and {o['aa_control_every_step']['rounds']} logging every step. Intervals: "
+        f"{m['interval']}. The A/A control (no tracker against no tracker) is the noise floor: "
+        f"{interval_text(o['aa_control'])} at the default interval. A verdict says no difference where a ratio's "
+        "interval holds 1.0, and gives the change with its interval where it does not. The ratios measure what "
+        "the training thread waits for (the calls, and any contention they cause); the tools' threads and "
+        "processes, open through every block, are counted apart as their own work."))
+    out.append(table(["2.2fr", "1.3fr", "1.3fr", "1.3fr", "1fr"], ["measure", *TOOLS, "note"], cost_rows(b), 7.5))
+    own = {t: tr[PREFIX[t]]["default"]["cpu_s_per_epoch"] for t in TOOLS}
+    most, _ = extreme(own, lowest=False)
+    found = [t for t in TOOLS if detectable(o[PREFIX[t]]["default"])]
+    spare = m["threads"] < hw["cpu_count"]
     out.append(par(
-        f"Cheapest logging call: {cheapest} ({seconds(calls[cheapest] / 1e3)}"
-        + (f", against {', '.join(f'{t} {seconds(calls[t] / 1e3)}' for t in TOOLS if t != cheapest)}" if alone else "")
-        + f"). Largest local data of the benchmark run: {largest} ({size(local[largest])}). At the default logging "
-        f"interval, {', '.join(within) if within else 'none'} {'shows' if len(within) == 1 else 'show'} no measurable "
-        f"difference in training time on this machine. The engine itself: {seconds(b['engine_step_s'])} a training "
-        f"step at batch 256 against {seconds(b['bare_step_s'])} for a bare PyTorch loop (medians; their ratio "
+        f"At the default interval, {', '.join(found) if found else 'no tool'} "
+        f"{'shows' if len(found) <= 1 else 'show'} a training-time difference outside its interval on this "
+        f"machine. The tools' own work, counted directly (its calls on the training thread, its threads, its "
+        f"processes: " + "; ".join(f"{t}: {', '.join(tr[PREFIX[t]]['default']['threads_and_processes']) or 'none'}"
+                                   for t in TOOLS)
+        + f"), is largest for {most} ({seconds(own[most])} of CPU per epoch)"
+        + ("; with the training on fewer threads than cores it runs beside the training, as on a GPU machine with "
+           "cores to spare; where every core trains, it is taken from the training." if spare else
+           "; here every core trains, so it is taken from the training.")))
+    if "profile" in b:
+        out.append(par(profiled(b["profile"]["neptune_every_step"])))
+    rows, top = sweep_rows(b)
+    out.append(heading("Under load: more values, faster steps", 2))
+    out.append(par(
+        f"Each tool's tracker (offline) logs {', '.join(f'{k:,}' for k in b['load_sweep']['keys'])} values a call at "
+        f"{', '.join(f'{r}' for r in b['load_sweep']['rates'])} "
+        f"calls a second for {b['load_sweep']['seconds']:g} s; between calls the thread sleeps, as while a GPU "
+        "computes a step. The record is then read back with the tool's own reader. The table is at "
+        f"{top} calls a second (a {1000 / top:g} ms step); the figure has every point."))
+    out.append(table(["0.8fr", "0.6fr", "0.7fr", "1.1fr", "0.8fr", "0.8fr", "0.8fr", "0.7fr", "1.3fr"],
+                     ["tool", "values a call", "calls kept up", "call, median / p99", "background CPU s/s",
+                      "memory growth; peak", "local data", "finish", "values recorded"], rows, 7))
+    path = os.path.join(work, "load.png")
+    load_figure(b, path)
+    out.append(figure(path, "The load sweep: the caller's time per call (left) and the tool's background CPU "
+                            "(right), by values per call, at each call rate."))
+    pj = b["projection"]
+    out.append(par(
+        f"A projection, not a measurement: at a {pj['step_ms']:g} ms GPU step"
+        f"{' (an H100 step at batch 256)' if pj['step_ms'] == 4 else ''}, with the background work on free cores, "
+        f"the training thread waits only for the calls measured here (at the default interval: a call every "
+        f"{m['default_log_every']} steps and the epoch's end, a model version and metrics, over "
+        f"{m['epoch_steps']} steps, as timed on this CPU): "
+        + "; ".join(f"{t} {(pj['tools'][PREFIX[t]]['default_ratio'] - 1) * 100:+.2f}% at the default interval, "
+                    + ", ".join(f"{(v - 1) * 100:+.0f}% every step with {int(k):,} values"
+                                for k, v in pj["tools"][PREFIX[t]]["every_step_ratio_by_keys"].items())
+                    for t in TOOLS) + "."))
+    out.append(par(
+        f"The engine itself: {seconds(b['engine_step_s'])} a training step at batch 256 against "
+        f"{seconds(b['bare_step_s'])} for a bare PyTorch loop (medians; their ratio "
         f"{b['engine_step_s'] / b['bare_step_s']:.3f}); batched augmentation {b['augment_speedup_vs_pil']:.1f} times the "
         "study's per-image PIL pipeline on one thread."))
-    path = os.path.join(work, "costs.png")
-    cost_figure(b, path)
-    out.append(figure(path, "Per-call cost (left, milliseconds) and per-run costs (right, seconds), offline."))
     if footprint:
         out.append(heading("Disk use of the real run", 2))
         rows = [[t, plural(f["checkpoints"], "file"), size(f["checkpoint_bytes"]), plural(f["tool_files"], "file"),
@@ -757,7 +888,7 @@ def search_section(recs, ev, facts, default, work):
         untracked = sum(default["epoch_time_s"]) / len(default["epoch_time_s"])
         line += (f"; the default recipe's epochs without a tracker took {seconds(untracked)} of training each. One "
                  "search per tool, run one after another: a difference of a few per cent is within these cores' "
-                 "run-to-run spread (see \"What each tool costs\").")
+                 "run-to-run spread: single runs cannot tell such costs apart (\"What each tool costs\" measures them).")
     out.append(par(line))
     if default and default.get("neptune_plots", {}).get("files"):
         plots = default["neptune_plots"]
@@ -803,11 +934,19 @@ def closing(recs, ev, rates, export):
 def main():
     p = argparse.ArgumentParser(description="Build the tracker comparison report from three offline runs of one job.")
     p.add_argument("--runs", default=EVIDENCE, help="holds wandb/, neptune/ and mlflow/ (default: report/evidence)")
+    p.add_argument("--readme-costs", action="store_true",
+                   help="print the README's cost tables from the benchmark (default: report/evidence/benchmark.json)")
     p.add_argument("--bench", default=None, help="benchmarks/run.py --json output (default: RUNS/benchmark.json if "
                                                  "there; without one the costs are left out)")
     p.add_argument("--pdf", default=None, help="where to write the PDF (default: report/report.pdf from the evidence, "
                                               "else RUNS/report.pdf)")
     a = p.parse_args()
+    if a.readme_costs:
+        try:
+            print(readme_costs(read_benchmark(a.bench or os.path.join(a.runs, "benchmark.json"))), end="")
+        except (OSError, BenchmarkError) as e:
+            sys.exit(f"error: {e}")
+        return
     for sub in ("wandb", "neptune", "mlflow"):
         if not os.path.isdir(os.path.join(a.runs, sub)):
             sys.exit(f"error: {os.path.join(a.runs, sub)} not found: run `make run` first (see README)")

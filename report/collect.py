@@ -2,6 +2,7 @@
 measurements it shows, into report/evidence/ (a few MB), from which `make report` rebuilds the PDF.
 
     python report/collect.py --runs runs --bench runs/benchmark.json      # replaces report/evidence
+    python report/collect.py --bench runs/benchmark.json                  # replaces only benchmark.json
 
 --runs holds the job as `make run` writes it (wandb/, neptune/, mlflow/). Besides copying the
 records this measures the runs' disk use, captures `wandb leet` on the W&B run (tmux), launches
@@ -23,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import build  # noqa: E402
+import durable  # noqa: E402  (records.py puts the scripts' folder on the path)
 import records  # noqa: E402
 import neptune_export  # noqa: E402  (records.py puts the scripts' folder on the path)
 
@@ -231,6 +233,15 @@ def export_summary(runs):
                    if line.startswith(("read ", "moved ", "skipped", "problem", "deleted")))
 
 
+def write_benchmark(bench, evidence):
+    """Its result line only (the clients' log lines on stdout are no evidence), indented to be read."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(bench, f, indent=1)
+            f.write("\n")
+    durable.write_atomically(os.path.join(evidence, "benchmark.json"), write)
+
+
 def main():
     p = argparse.ArgumentParser(description="Collect the report's evidence from real runs into report/evidence.")
     p.add_argument("--runs", help="holds wandb/, neptune/ and mlflow/ as `make run` writes them")
@@ -245,15 +256,20 @@ def main():
         with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
             json.dump(found, f, indent=1)
         return
-    if a.search and not a.runs:  # the searches alone: the other evidence stays
+    if a.search and not a.runs and not a.bench:  # the searches alone: the other evidence stays
         copy_searches(a.search, a.evidence)
         return
-    if not a.runs:
-        p.error("--runs is required (or --torchrun-only, or --search alone)")
+    if not a.runs and not a.bench:
+        p.error("--runs is required (or --torchrun-only, or --search or --bench alone)")
     try:  # a stopped or partial benchmark is refused before the long steps, not after
         bench = build.read_benchmark(a.bench) if a.bench else None
-    except build.BenchmarkError as e:
+    except (OSError, build.BenchmarkError) as e:
         sys.exit(f"error: {e}")
+    if not a.runs:  # the benchmark alone (with the searches, if given): the other evidence stays
+        if a.search:
+            copy_searches(a.search, a.evidence)
+        write_benchmark(bench, a.evidence)
+        return
     os.makedirs(a.evidence, exist_ok=True)
     copy_records(a.runs, a.evidence)
     if a.search:
@@ -268,12 +284,10 @@ def main():
         json.dump(torchrun_launches(), f, indent=1)
     subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "mlflow_ui_screenshot.py"), "--out-dir",
                     os.path.join(a.runs, "mlflow"), os.path.join(a.evidence, "mlflow_ui.png")], check=True)
-    stale = os.path.join(a.evidence, "benchmark.json")
-    if bench:  # its result line only: the clients' log lines on stdout are no evidence
-        with open(stale, "w") as f:
-            f.write(json.dumps(bench) + "\n")
-    elif os.path.exists(stale):  # a benchmark of other runs' machine and code would read as this one's
-        os.remove(stale)
+    if bench:
+        write_benchmark(bench, a.evidence)
+    elif os.path.exists(os.path.join(a.evidence, "benchmark.json")):  # another machine's and code's would read as this one's
+        os.remove(os.path.join(a.evidence, "benchmark.json"))
     size, files = tree_size([a.evidence])
     print(f"collected {files} files, {size / 1e6:.1f} MB, in {a.evidence}")
 
