@@ -74,8 +74,9 @@ PY
 done
 fi
 
-# 3. The engine against a bare loop, tracker overhead (W&B also with wandb.watch, for the
-#    comparison), logging latency, augmentation on the device.
+# 3. The engine against a bare loop, tracker overhead in interleaved blocks with intervals (W&B
+#    also with wandb.watch, in a phase of its own), each tool's own work, the load sweep,
+#    augmentation on the device.
 if [[ $sections == *bench* ]]; then
 "$py" "$root/benchmarks/run.py" --device "$device" --quick --compare-watch --json \
     > "$out/bench.json" 2> >(tee "$out/bench.log" >&2)
