@@ -232,15 +232,14 @@ def main():
         res["blocks"][label] = phase["blocks"]
         aa = overhead.summary(phase["blocks"], "aa_control")
         res["overhead"]["aa_control" if label == "default" else f"aa_control_{label}"] = aa
+        interval = label.removesuffix("_watch")  # the W&B-with-watch phase is its default interval
         for tool in measured:
-            res["overhead"].setdefault(tool, {})[label.removesuffix("_watch")] = overhead.summary(phase["blocks"], tool)
-            t = res["trackers"].setdefault(tool, {})
-            t[label.removesuffix("_watch")] = {**phase["tools"][tool], **overhead.own_work(
+            res["overhead"].setdefault(tool, {})[interval] = overhead.summary(phase["blocks"], tool)
+            res["trackers"].setdefault(tool, {})[interval] = {**phase["tools"][tool], **overhead.own_work(
                 phase["tools"][tool], phase["blocks"], tool, EPOCH_STEPS, res["engine_step_s"])}
         say(f"  A/A control {aa['ratio']:.3f} [{aa['ci95'][0]:.3f}, {aa['ci95'][1]:.3f}]; " + ", ".join(
-            f"{NAMES[t]} {res['overhead'][t][label.removesuffix('_watch')]['ratio']:.3f} "
-            f"[{res['overhead'][t][label.removesuffix('_watch')]['ci95'][0]:.3f}, "
-            f"{res['overhead'][t][label.removesuffix('_watch')]['ci95'][1]:.3f}]" for t in measured))
+            f"{NAMES[t]} {res['overhead'][t][interval]['ratio']:.3f} [{res['overhead'][t][interval]['ci95'][0]:.3f}, "
+            f"{res['overhead'][t][interval]['ci95'][1]:.3f}]" for t in measured))
     for tool in tools:
         d = res["trackers"][tool]["default"]
         say(f"{NAMES[tool]}: start {d['start_s']:.2f} s, epoch end {d['epoch_end_s']:.2f} s, finish {d['finish_s']:.2f} s, "

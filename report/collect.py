@@ -261,9 +261,11 @@ def main():
         return
     if not a.runs and not a.bench:
         p.error("--runs is required (or --torchrun-only, or --search or --bench alone)")
+    if a.bench and not os.path.isfile(a.bench):
+        sys.exit(f"error: {a.bench} not found: run `make benchmark` first")
     try:  # a stopped or partial benchmark is refused before the long steps, not after
         bench = build.read_benchmark(a.bench) if a.bench else None
-    except (OSError, build.BenchmarkError) as e:
+    except build.BenchmarkError as e:
         sys.exit(f"error: {e}")
     if not a.runs:  # the benchmark alone (with the searches, if given): the other evidence stays
         if a.search:
