@@ -100,11 +100,14 @@ class OwnWork:
         self.me = psutil.Process()
 
     def claim(self, tool):
+        """Give `tool` every thread and child process not seen before (named once, when first seen)."""
         for tid in thread_cpu():
-            if self.owner.setdefault(("thread", tid), tool) == tool:
+            if ("thread", tid) not in self.owner:
+                self.owner["thread", tid] = tool
                 self.names.setdefault(tool, set()).add(thread_name(tid))
         for c in self.me.children(recursive=True):
-            if self.owner.setdefault(("child", c.pid), tool) == tool:
+            if ("child", c.pid) not in self.owner:
+                self.owner["child", c.pid] = tool
                 self.names.setdefault(tool, set()).add(f"process {c.name()}")
 
     def sample(self):
@@ -341,7 +344,7 @@ def profile_block(bench, kind, rounds=30, top=12):
     stats = pstats.Stats(prof, stream=io.StringIO())
     script = os.path.basename(tracker_class(kind).__module__) + ".py"
     rows = []
-    for (path, line, func), (cc, nc, tt, ct, callers) in stats.stats.items():
+    for (path, line, func), (_, nc, tt, ct, _callers) in stats.stats.items():
         where = path.split("site-packages/")[-1] if "site-packages/" in path else os.path.basename(path)
         rows.append({"function": f"{where}:{line}({func})", "calls": nc, "own_s": tt, "cumulative_s": ct,
                      "tool": where.startswith(kind + "/") or where == script})
