@@ -5,6 +5,7 @@
 # make benchmark  the engine's and the trackers' costs, with intervals (about 19 min): $(OUT)/benchmark.json
 # make evidence   replace report/evidence with the runs (and benchmark, and searches) in $(OUT)
 # make report     rebuild the committed report/report.pdf from report/evidence alone
+# make lint       ruff check and ruff format --check (configured in pyproject.toml)
 # make test       set up, then run the test suite
 # make test-ddp   the two-process torchrun launch of each script, 30 times in a row (about an hour)
 # Variables: DATA (CIFAR-10 folder, default data), OUT (default runs), ARGS (more flags for every script).
@@ -44,10 +45,14 @@ evidence: .venv/installed
 report: .venv/installed
 	$(PY) report/build.py --pdf report/report.pdf
 
+lint: .venv/installed
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
 test: .venv/installed
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=8 tests
 
 test-ddp: .venv/installed
 	DDP_REPEATS=30 $(PY) -m pytest -q -x tests/test_ddp.py -k again_and_again
 
-.PHONY: run search benchmark evidence report test test-ddp
+.PHONY: run search benchmark evidence report lint test test-ddp

@@ -3,6 +3,7 @@
 The engine knows no tracker: it reports through the `Tracker` interface (tracking.py) at fixed
 points — dataset, step metrics, epoch metrics with a new best checkpoint, and the results.
 """
+
 import contextlib
 import json
 import math
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.distributed as dist
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
@@ -31,10 +32,30 @@ import durable
 # benchmarks/gpu.sh; README, "Accuracy"), and fitted to short runs on small training sets by
 # `fit_to_data`. Without warmup the study's first Adam steps blow the loss up from ~6 to ~43.
 RECIPES = {
-    "study": dict(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=256, epochs=25, seed=1234,
-                  val_fraction=0.1, warmup_epochs=0.0, schedule="constant", label_smoothing=0.0),
-    "default": dict(optimizer="sgd", lr=0.05, weight_decay=5e-4, batch_size=256, epochs=25, seed=1234,
-                    val_fraction=0.1, warmup_epochs=2.0, schedule="cosine", label_smoothing=0.1),
+    "study": dict(
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        batch_size=256,
+        epochs=25,
+        seed=1234,
+        val_fraction=0.1,
+        warmup_epochs=0.0,
+        schedule="constant",
+        label_smoothing=0.0,
+    ),
+    "default": dict(
+        optimizer="sgd",
+        lr=0.05,
+        weight_decay=5e-4,
+        batch_size=256,
+        epochs=25,
+        seed=1234,
+        val_fraction=0.1,
+        warmup_epochs=2.0,
+        schedule="cosine",
+        label_smoothing=0.1,
+    ),
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
 MIN_STEPS_PER_EPOCH, MIN_BATCH, WARMUP_SHARE = 100, 32, 0.08
@@ -80,6 +101,7 @@ def make_optimizer(params, cfg, device):
 class Dropout(nn.Dropout):
     """nn.Dropout whose training mask is drawn for the whole global batch, each process keeping
     its own rows, so N data-parallel processes drop exactly what one process would."""
+
     rows = None  # (global batch size, rank, world size), set by the engine before each step
 
     def forward(self, x):
@@ -96,15 +118,27 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes=10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 3, stride=2, padding=1), nn.MaxPool2d(2), nn.ReLU(inplace=True),
-            nn.Conv2d(64, 192, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(inplace=True),
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 64, 3, stride=2, padding=1),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, 192, 3, padding=1),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
         )
         self.classifier = nn.Sequential(
-            Dropout(0.5), nn.Linear(256 * 2 * 2, 4096), nn.ReLU(inplace=True),
-            Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            Dropout(0.5),
+            nn.Linear(256 * 2 * 2, 4096),
+            nn.ReLU(inplace=True),
+            Dropout(0.5),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),
         )
         for m in self.modules():
@@ -126,6 +160,7 @@ def count_params(model):
 @dataclass
 class Checkpoint:
     """A saved model version, as the trackers log it."""
+
     path: str
     epoch: int
     val_acc: float
@@ -139,11 +174,12 @@ class Recorded:
     """What a tracker's record of this run already holds, read back from the tool's own record
     when a run resumes: nothing up to a stop (even a kill -9) is logged twice, and what the
     record lacks of what the resume state holds is logged from the state."""
-    steps: set = field(default_factory=set)     # steps of the per-step series
-    epochs: set = field(default_factory=set)    # epochs whose metrics are there
+
+    steps: set = field(default_factory=set)  # steps of the per-step series
+    epochs: set = field(default_factory=set)  # epochs whose metrics are there
     versions: set = field(default_factory=set)  # epochs whose model version is there
-    final: bool = False                         # the final model version is there
-    results: bool = False                       # the summary (test/*, best/*), logged last, is there
+    final: bool = False  # the final model version is there
+    results: bool = False  # the summary (test/*, best/*), logged last, is there
 
     @property
     def last_step(self):
@@ -153,6 +189,7 @@ class Recorded:
 @dataclass
 class Evaluation:
     """Test-set results of the best checkpoint."""
+
     classes: list
     y_true: np.ndarray
     y_pred: np.ndarray
@@ -194,10 +231,18 @@ def cpu_name():
 def environment(device):
     """What ran the run: recorded in each run's config and printed with every benchmark figure."""
     import torchvision
+
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    return {"device": device.type, "device_name": name, "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch_version": str(torch.__version__),
-            "torchvision_version": torchvision.__version__, "python_version": platform.python_version()}
+    return {
+        "device": device.type,
+        "device_name": name,
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": str(torch.__version__),
+        "torchvision_version": torchvision.__version__,
+        "python_version": platform.python_version(),
+    }
 
 
 class Interrupted(Exception):
@@ -226,6 +271,7 @@ class StopRequest:
     flush is never cut in half; the engine stops at the end of the current step. A second signal
     while `impatient()` (a tracker opening or closing its run, which can take minutes online)
     raises `Abandoned` there: the user chose not to wait."""
+
     signum = None
     waiting = False
 
@@ -234,11 +280,16 @@ class StopRequest:
         def note(signum, frame):
             if self.signum is None:  # noted before it is said: a second signal can run this mid-print
                 self.signum = signum
-                print(f"\n{signal.Signals(signum).name}: stopping after this step (again does not "
-                      "hurry it: the checkpoint is being saved)", file=sys.stderr, flush=True)
+                print(
+                    f"\n{signal.Signals(signum).name}: stopping after this step (again does not "
+                    "hurry it: the checkpoint is being saved)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             elif self.waiting:
                 self.waiting = False
                 raise Abandoned(signal.Signals(signum).name)
+
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -268,12 +319,14 @@ def load_state(path):
             state["best"].pop("path", None)
         return state
     except Exception as e:  # truncated, corrupt or foreign file: the user gets one line
-        raise CheckpointError(f"cannot read the resume state {path} (truncated or corrupt?): "
-                              f"{type(e).__name__}") from None
+        raise CheckpointError(
+            f"cannot read the resume state {path} (truncated or corrupt?): {type(e).__name__}"
+        ) from None
 
 
 class Engine:
     """Trains AlexNet on a `data.Dataset` and reports to a tracker; `run()` returns the history."""
+
     RESUME_FILE = "resume.pt"
     PREVIOUS_FILE = "resume.previous.pt"  # the state before the latest, kept until the latest is durable
     STATE_EVERY_S = 60.0
@@ -300,21 +353,21 @@ class Engine:
         self.steps_per_epoch = math.ceil(len(dataset.train) / config["batch_size"])
         self.total_steps = self.steps_per_epoch * config["epochs"]
         self.warmup_steps = round(config["warmup_epochs"] * self.steps_per_epoch)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(
-            s, self.total_steps, self.warmup_steps, config["schedule"]))
-        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
-                             enabled=device.type == "cuda")
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, self.total_steps, self.warmup_steps, config["schedule"])
+        )
+        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
         self.stop = StopRequest()
-        self.step = 0          # optimizer steps taken, over all epochs
-        self.history = []      # one dict of metrics per finished epoch
-        self.best = None       # epoch and val_acc of the best checkpoint so far
-        self.points = []       # (step, per-step metrics) at each logging step, for a resumed run's record
-        self.partial = None    # progress through an unfinished epoch, when resuming into one
+        self.step = 0  # optimizer steps taken, over all epochs
+        self.history = []  # one dict of metrics per finished epoch
+        self.best = None  # epoch and val_acc of the best checkpoint so far
+        self.points = []  # (step, per-step metrics) at each logging step, for a resumed run's record
+        self.partial = None  # progress through an unfinished epoch, when resuming into one
         self.lr = config["lr"]  # of the last step taken
         self.recorded = Recorded()  # what the tracker's record holds already (a resumed run)
-        self.pending_stop = None    # under DDP: the stop flag's all-reduce in flight (work, tensor)
+        self.pending_stop = None  # under DDP: the stop flag's all-reduce in flight (work, tensor)
         self.state_saved_at = None  # the first epoch's end saves a state; later ones a minute apart
-        self.stop_early = None      # the caller's verdict on each trained epoch's metrics: True ends training there
+        self.stop_early = None  # the caller's verdict on each trained epoch's metrics: True ends training there
 
     def run(self, recorded=None):
         """Train the remaining epochs, then evaluate; the tracker's run is open (tracking.main owns it).
@@ -328,15 +381,27 @@ class Engine:
         self.tracker.log_dataset(self.data.describe(), self.data.files)
         self.log_missing()
         first = len(self.history) + 1
-        epochs = tqdm(range(first, cfg["epochs"] + 1), initial=first - 1, total=cfg["epochs"],
-                      desc="epochs", unit="epoch", disable=None if self.rank == 0 else True)
+        epochs = tqdm(
+            range(first, cfg["epochs"] + 1),
+            initial=first - 1,
+            total=cfg["epochs"],
+            desc="epochs",
+            unit="epoch",
+            disable=None if self.rank == 0 else True,
+        )
         for epoch in epochs:
             train_loss, train_acc, epoch_time = self.train_one_epoch(epoch)
             val_loss, val_acc = self.evaluate(self.data.val)[:2]
-            metrics = {"epoch": epoch, "train/loss": train_loss, "train/acc": train_acc,
-                       "val/loss": val_loss, "val/acc": val_acc,
-                       "lr": self.lr, "epoch_time_s": epoch_time,
-                       "throughput_img_s": len(self.data.train) / epoch_time}
+            metrics = {
+                "epoch": epoch,
+                "train/loss": train_loss,
+                "train/acc": train_acc,
+                "val/loss": val_loss,
+                "val/acc": val_acc,
+                "lr": self.lr,
+                "epoch_time_s": epoch_time,
+                "throughput_img_s": len(self.data.train) / epoch_time,
+            }
             self.history.append(metrics)
             checkpoint = None
             if math.isfinite(train_loss) and (self.best is None or val_acc > self.best["val_acc"]):
@@ -344,15 +409,18 @@ class Engine:
                 checkpoint = Checkpoint(self.checkpoint_path(epoch), epoch, val_acc, is_best=True)
                 if not os.path.exists(checkpoint.path):  # a version's file is never rewritten
                     try:
-                        self.save(save_checkpoint, checkpoint.path, self.model, epoch=epoch, val_acc=val_acc,
-                                  config=cfg)
+                        self.save(
+                            save_checkpoint, checkpoint.path, self.model, epoch=epoch, val_acc=val_acc, config=cfg
+                        )
                     except CheckpointError:  # the epoch's metrics are recorded all the same
                         self.log_epoch(metrics, self.step, None)
                         raise
             self.log_epoch(metrics, self.step, checkpoint)
-            self.say(f"epoch {epoch}/{cfg['epochs']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
-                     f"  val loss {val_loss:.4f} acc {val_acc:.4f}  lr {metrics['lr']:.2e}"
-                     f"  {epoch_time:.1f}s {metrics['throughput_img_s']:.0f} img/s")
+            self.say(
+                f"epoch {epoch}/{cfg['epochs']}  train loss {train_loss:.4f} acc {train_acc:.4f}"
+                f"  val loss {val_loss:.4f} acc {val_acc:.4f}  lr {metrics['lr']:.2e}"
+                f"  {epoch_time:.1f}s {metrics['throughput_img_s']:.0f} img/s"
+            )
             if not math.isfinite(train_loss):  # the last resume state saved is of a good epoch
                 raise FloatingPointError(f"the training loss became {train_loss} in epoch {epoch}")
             # Asked of every epoch trained, recorded before or not: a resumed run stops where it would have.
@@ -361,8 +429,9 @@ class Engine:
             # A finished epoch is a point to resume from: saved after the first epoch and every
             # epoch that ends a minute or more after the last save (every epoch on a CPU; on a GPU,
             # whose epochs take about a second, not a 280 MB write per second), and when stopped.
-            self.stop_here(when=self.state_saved_at is None
-                           or time.monotonic() - self.state_saved_at >= self.STATE_EVERY_S)
+            self.stop_here(
+                when=self.state_saved_at is None or time.monotonic() - self.state_saved_at >= self.STATE_EVERY_S
+            )
         return self.finish()
 
     def checkpoint_path(self, epoch):
@@ -417,18 +486,36 @@ class Engine:
         test_loss, test_acc, evaluation = self.evaluate(self.data.test, detailed=True)
         final_path = os.path.join(self.run_dir, "checkpoints", "final.pt")
         if not os.path.exists(final_path):  # written once: a resumed run's tracker may hold it already
-            self.save(save_checkpoint, final_path, self.model, epoch=best["epoch"], val_acc=best["val_acc"],
-                      test_acc=test_acc, config=self.cfg, classes=list(self.data.classes),
-                      mean=list(self.data.mean), std=list(self.data.std))
+            self.save(
+                save_checkpoint,
+                final_path,
+                self.model,
+                epoch=best["epoch"],
+                val_acc=best["val_acc"],
+                test_acc=test_acc,
+                config=self.cfg,
+                classes=list(self.data.classes),
+                mean=list(self.data.mean),
+                std=list(self.data.std),
+            )
         self.stop_here()
-        summary = {"test/loss": test_loss, "test/acc": test_acc,
-                   "best/val_acc": best["val_acc"], "best/epoch": best["epoch"]}
+        summary = {
+            "test/loss": test_loss,
+            "test/acc": test_acc,
+            "best/val_acc": best["val_acc"],
+            "best/epoch": best["epoch"],
+        }
         if not self.recorded.results:
-            final = None if self.recorded.final else Checkpoint(final_path, best["epoch"], best["val_acc"],
-                                                                is_best=True, final=True, test_acc=test_acc)
+            final = (
+                None
+                if self.recorded.final
+                else Checkpoint(final_path, best["epoch"], best["val_acc"], is_best=True, final=True, test_acc=test_acc)
+            )
             self.tracker.log_results(evaluation, final, summary, self.step)
-        self.say(f"test loss {test_loss:.4f} acc {test_acc:.4f} (best checkpoint: epoch {best['epoch']}, "
-                 f"val acc {best['val_acc']:.4f})")
+        self.say(
+            f"test loss {test_loss:.4f} acc {test_acc:.4f} (best checkpoint: epoch {best['epoch']}, "
+            f"val acc {best['val_acc']:.4f})"
+        )
         result = {"config": self.cfg, "epochs": self.history, "summary": summary}
         if self.rank == 0:
             with open(os.path.join(self.run_dir, "history.json"), "w") as f:
@@ -462,15 +549,26 @@ class Engine:
 
     def save_state(self):
         """Everything needed to continue from the next step exactly as if never stopped."""
-        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "scheduler": self.sched.state_dict(), "step": self.step, "history": self.history,
-                 "points": self.points, "best": self.best, "partial": self.partial, "config": self.cfg,
-                 "lr": self.lr, "rng": torch.get_rng_state(),
-                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "step": self.step,
+            "history": self.history,
+            "points": self.points,
+            "best": self.best,
+            "partial": self.partial,
+            "config": self.cfg,
+            "lr": self.lr,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+        }
 
         def write(path):  # the previous state stays beside it until this one is on disk
-            durable.write_atomically(path, lambda tmp: torch.save(state, tmp),
-                                     keep_previous=os.path.join(self.run_dir, self.PREVIOUS_FILE))
+            durable.write_atomically(
+                path, lambda tmp: torch.save(state, tmp), keep_previous=os.path.join(self.run_dir, self.PREVIOUS_FILE)
+            )
+
         self.save(write, self.state_path)
 
     def restore(self, state):
@@ -487,8 +585,8 @@ class Engine:
         """Normalized images and labels; in training, this process's rows of the augmented global batch."""
         x, y = split.images[index], split.labels[index]
         if train:  # random draws are for the global batch, so any number of processes sees the same
-            x = data.augment(x, None)[self.rank::self.world]
-            y = y[self.rank::self.world]
+            x = data.augment(x, None)[self.rank :: self.world]
+            y = y[self.rank :: self.world]
         x = data.normalize(x, self.data.mean, self.data.std)
         return x.contiguous(memory_format=torch.channels_last), y
 
@@ -500,24 +598,32 @@ class Engine:
         self.net.train()
         # Order from (seed, epoch) and randomness from (seed, step): a run is reproducible
         # from any step, whatever else consumed random numbers in between.
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(
-            cfg["seed"] * 1000 + epoch)).to(self.device)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)).to(
+            self.device
+        )
         loss_sum = torch.tensor(done["loss_sum"] if self.rank == 0 else 0.0, device=self.device)
         correct = torch.tensor(done["correct"] if self.rank == 0 else 0, device=self.device)
-        bar = tqdm(total=len(train), initial=min(len(train), done["steps"] * cfg["batch_size"]),
-                   desc=f"epoch {epoch}", unit="img", leave=False, disable=None if self.rank == 0 else True)
+        bar = tqdm(
+            total=len(train),
+            initial=min(len(train), done["steps"] * cfg["batch_size"]),
+            desc=f"epoch {epoch}",
+            unit="img",
+            leave=False,
+            disable=None if self.rank == 0 else True,
+        )
         t0 = time.perf_counter()
         for i in range(done["steps"], self.steps_per_epoch):
             torch.manual_seed(cfg["seed"] * 1_000_003 + self.step)
-            index = order[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
+            index = order[i * cfg["batch_size"] : (i + 1) * cfg["batch_size"]]
             x, y = self.batch(train, index, True)
             for m in self.dropouts:
                 m.rows = (len(index), self.rank, self.world)
             with torch.autocast(**self.autocast):
                 logits = self.net(x)
                 # A sum over the global batch size: DDP's mean over processes makes it the global mean.
-                loss = F.cross_entropy(logits, y, reduction="sum",
-                                       label_smoothing=cfg["label_smoothing"]) * (self.world / len(index))
+                loss = F.cross_entropy(logits, y, reduction="sum", label_smoothing=cfg["label_smoothing"]) * (
+                    self.world / len(index)
+                )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.lr = self.opt.param_groups[0]["lr"]
@@ -531,19 +637,25 @@ class Engine:
             bar.update(len(y))
             # The first loss shows how training starts; a resumed run skips what its record holds.
             if self.step % cfg["log_every"] == 0 or self.step == 1:
-                batch = self.all_sum(torch.stack([loss.detach().float() * (len(index) / self.world),
-                                                  batch_correct.float()]))
+                batch = self.all_sum(
+                    torch.stack([loss.detach().float() * (len(index) / self.world), batch_correct.float()])
+                )
                 batch_loss, batch_acc = (batch / len(index)).tolist()
                 point = {"train/batch_loss": batch_loss, "train/batch_acc": batch_acc}
                 self.points.append((self.step, point))
                 if self.step not in self.recorded.steps:
                     self.tracker.log_metrics(point, self.step)
-                bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{batch_acc:.3f}",
-                                img_s=f"{bar.n / (time.perf_counter() - t0):.0f}")
+                bar.set_postfix(
+                    loss=f"{batch_loss:.3f}", acc=f"{batch_acc:.3f}", img_s=f"{bar.n / (time.perf_counter() - t0):.0f}"
+                )
             if self.stop_requested(pipelined=True):
                 totals = self.all_sum(torch.stack([loss_sum, correct.float()]))  # rank 0 saves all processes' sums
-                self.partial = {"steps": i + 1, "loss_sum": totals[0].item(), "correct": int(totals[1].item()),
-                                "seconds": done["seconds"] + time.perf_counter() - t0}
+                self.partial = {
+                    "steps": i + 1,
+                    "loss_sum": totals[0].item(),
+                    "correct": int(totals[1].item()),
+                    "seconds": done["seconds"] + time.perf_counter() - t0,
+                }
                 self.save_state()
                 raise Interrupted(self.stop.signum, self.state_path)
         bar.close()
@@ -609,7 +721,14 @@ class Engine:
         confidence = probs.max(1).values.cpu()
         wrong = (pred != y).nonzero().flatten()
         worst = wrong[confidence[wrong].argsort(descending=True)[:n_mistakes]]
-        mistakes = [{"image": split.images[i].permute(1, 2, 0).cpu().numpy(), "index": int(i),
-                     "true": classes[y[i]], "predicted": classes[pred[i]],
-                     "probability": float(confidence[i])} for i in worst.tolist()]
+        mistakes = [
+            {
+                "image": split.images[i].permute(1, 2, 0).cpu().numpy(),
+                "index": int(i),
+                "true": classes[y[i]],
+                "predicted": classes[pred[i]],
+                "probability": float(confidence[i]),
+            }
+            for i in worst.tolist()
+        ]
         return Evaluation(classes, y.numpy(), pred.numpy(), confusion, per_class, mistakes)

@@ -3,6 +3,7 @@
 Images stay uint8 tensors of shape (N, 3, 32, 32) from disk to the training device; a batch is
 converted to float, augmented and normalized there in a few tensor ops, never per image.
 """
+
 import functools
 import hashlib
 import math
@@ -14,8 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-           "dog", "frog", "horse", "ship", "truck")
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCH_DIR = "cifar-10-batches-py"
 ARCHIVE = "cifar-10-python.tar.gz"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -54,23 +54,41 @@ class Dataset:
     @property
     def version(self):
         """Content hash plus the seeded split: two runs share a version only if they saw the same images."""
-        spec = (f"{self.content_hash}|{len(self.train)}|{len(self.val)}|{len(self.test)}|{','.join(self.classes)}"
-                f"|seed {self.seed}")
+        spec = (
+            f"{self.content_hash}|{len(self.train)}|{len(self.val)}|{len(self.test)}|{','.join(self.classes)}"
+            f"|seed {self.seed}"
+        )
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
     def describe(self):
         """What a tracker records about the dataset."""
-        return {"name": "cifar10" if self.source != "synthetic" else "synthetic",
-                "version": self.version, "content_hash": self.content_hash,
-                "source": self.source, "classes": list(self.classes),
-                "train_size": len(self.train), "val_size": len(self.val),
-                "test_size": len(self.test), "split_seed": self.seed,
-                "mean": [round(m, 6) for m in self.mean], "std": [round(s, 6) for s in self.std]}
+        return {
+            "name": "cifar10" if self.source != "synthetic" else "synthetic",
+            "version": self.version,
+            "content_hash": self.content_hash,
+            "source": self.source,
+            "classes": list(self.classes),
+            "train_size": len(self.train),
+            "val_size": len(self.val),
+            "test_size": len(self.test),
+            "split_seed": self.seed,
+            "mean": [round(m, 6) for m in self.mean],
+            "std": [round(s, 6) for s in self.std],
+        }
 
     def to(self, device):
-        return Dataset(self.train.to(device), self.val.to(device), self.test.to(device),
-                       self.classes, self.mean, self.std, self.source, self.content_hash,
-                       self.files, self.seed)
+        return Dataset(
+            self.train.to(device),
+            self.val.to(device),
+            self.test.to(device),
+            self.classes,
+            self.mean,
+            self.std,
+            self.source,
+            self.content_hash,
+            self.files,
+            self.seed,
+        )
 
 
 def load(name, data_dir, *, skip_checksum=False, train_size=None, val_fraction=0.1, seed=0):
@@ -83,8 +101,11 @@ def load(name, data_dir, *, skip_checksum=False, train_size=None, val_fraction=0
         xtr, ytr = read_batches(files[:5])
         xte, yte = read_batches(files[5:])
         content_hash = hash_files(files)
-        source = "official CIFAR-10 (checksums verified)" if not skip_checksum else \
-            f"CIFAR-10-format copy at {os.path.dirname(files[0])} (checksums not verified)"
+        source = (
+            "official CIFAR-10 (checksums verified)"
+            if not skip_checksum
+            else f"CIFAR-10-format copy at {os.path.dirname(files[0])} (checksums not verified)"
+        )
     train, val = split(xtr, ytr, train_size, val_fraction, seed)
     mean, std = channel_stats(train.images)
     return Dataset(train, val, Split(xte, yte), CLASSES, mean, std, source, content_hash, files, seed)
@@ -97,17 +118,22 @@ def cifar10_files(data_dir, skip_checksum):
     if skip_checksum:
         missing = [p for p in paths if not os.path.isfile(p)]
         if missing:
-            raise DataError(f"{missing[0]} not found: --skip-checksum loads a copy in the official "
-                            f"python-batch layout ({BATCH_DIR}/data_batch_1..5, test_batch)")
+            raise DataError(
+                f"{missing[0]} not found: --skip-checksum loads a copy in the official "
+                f"python-batch layout ({BATCH_DIR}/data_batch_1..5, test_batch)"
+            )
         return paths
     from torchvision.datasets import CIFAR10
     from torchvision.datasets.utils import check_integrity
+
     md5 = dict(CIFAR10.train_list + CIFAR10.test_list)
     if all(os.path.isfile(p) for p in paths):
         bad = [p for p in paths if not check_integrity(p, md5[os.path.basename(p)])]
         if bad:
-            raise DataError(f"{bad[0]} does not match the official CIFAR-10 checksum (a modified or "
-                            f"re-encoded copy?); pass --skip-checksum to load it anyway")
+            raise DataError(
+                f"{bad[0]} does not match the official CIFAR-10 checksum (a modified or "
+                f"re-encoded copy?); pass --skip-checksum to load it anyway"
+            )
         return paths
     created = not os.path.isdir(data_dir)
     try:
@@ -116,9 +142,11 @@ def cifar10_files(data_dir, skip_checksum):
     except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad archive is a RuntimeError
         if created:  # a mistyped --data-dir leaves no empty folder behind
             shutil.rmtree(data_dir, ignore_errors=True)
-        raise DataError(f"CIFAR-10 is not in {data_dir} and could not be downloaded ({reason(e)}): "
-                        f"put {ARCHIVE} or the extracted {BATCH_DIR}/ folder in {data_dir}, "
-                        f"or try --dataset synthetic, which needs no data") from None
+        raise DataError(
+            f"CIFAR-10 is not in {data_dir} and could not be downloaded ({reason(e)}): "
+            f"put {ARCHIVE} or the extracted {BATCH_DIR}/ folder in {data_dir}, "
+            f"or try --dataset synthetic, which needs no data"
+        ) from None
     return cifar10_files(data_dir, skip_checksum=False)
 
 
@@ -133,15 +161,25 @@ class Refused(pickle.UnpicklingError):
 class BatchUnpickler(pickle.Unpickler):
     """Admits only what the official batch files hold (dicts, lists, bytes, str, numbers and numpy
     arrays): unpickling a crafted file can otherwise run any code, and --skip-checksum checks nothing."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"), ("numpy.core.numeric", "_frombuffer"),
-               ("numpy._core.numeric", "_frombuffer")}
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
-            raise Refused(f"it asks to load {module}.{name}, which a CIFAR-10 batch file never "
-                                         "holds (a crafted file?); nothing in it was run")
+            raise Refused(
+                f"it asks to load {module}.{name}, which a CIFAR-10 batch file never "
+                "holds (a crafted file?); nothing in it was run"
+            )
         return super().find_class(module, name)
 
 
@@ -157,8 +195,9 @@ def read_batches(paths):
         except Refused as e:
             raise DataError(f"{path} is refused: {e}") from None
         except Exception as e:  # any unpickling or shape error means the file is not a CIFAR batch
-            raise DataError(f"{path} is not a readable CIFAR-10 batch file (truncated or corrupt?): "
-                            f"{type(e).__name__}") from None
+            raise DataError(
+                f"{path} is not a readable CIFAR-10 batch file (truncated or corrupt?): {type(e).__name__}"
+            ) from None
         if len(y) != len(data) or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(CLASSES)):
             raise DataError(f"{path} is not a valid CIFAR-10 batch file (labels do not match images)")
         images.append(data)
@@ -222,7 +261,7 @@ def channel_stats(images, chunk=4096):
     (a float64 copy of the training set would take over 1 GB)."""
     total, squares = torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64)
     for i in range(0, len(images), chunk):
-        x = images[i:i + chunk].to(torch.int64)
+        x = images[i : i + chunk].to(torch.int64)
         total += x.sum(dim=(0, 2, 3))
         squares += (x * x).sum(dim=(0, 2, 3))
     n = images.numel() // 3
@@ -236,7 +275,7 @@ def _scale_and_shift(mean, std, device):
     # Made once per device: a tensor built from Python numbers is a host-to-device copy, and on
     # a GPU each such copy waits for all queued work, which would stall every training step.
     scale = torch.tensor([1 / (255 * s) for s in std], device=device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=device).view(1, 3, 1, 1)
     return scale, shift
 
 

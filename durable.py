@@ -1,6 +1,7 @@
 """Writes that survive a kill or a power loss, the lock that says one process owns a folder, and
 path re-pointing for a folder that moved: the few rules every script's files follow.
 """
+
 import contextlib
 import errno
 import fcntl
@@ -18,6 +19,7 @@ class FolderLock:
     """An exclusive lock on `folder` for this process's lifetime (fcntl.flock on `folder/.lock`): the
     kernel drops it when the process ends, kill -9 included, so a crash never leaves it stale. The
     file says who holds it (pid and host), for the refusal's line."""
+
     NAME = ".lock"
 
     def __init__(self, folder, what):
@@ -33,8 +35,9 @@ class FolderLock:
                 self.file.seek(0)
                 holder = self.file.read().strip() or "another process"
                 self.file.close()
-                raise Busy(f"{what} {folder} is in use by {holder}; wait for it to end (or stop it), "
-                           "then run this again") from None
+                raise Busy(
+                    f"{what} {folder} is in use by {holder}; wait for it to end (or stop it), then run this again"
+                ) from None
             try:
                 if os.path.samestat(os.stat(self.path), os.fstat(self.file.fileno())):
                     break
@@ -104,5 +107,6 @@ def repoint(text, old, new):
     path's start (after a quote, a space, `file://`, ...) and ending the string or followed by a
     separator, so /data/run is re-pointed in /data/run/x but not in /data/run2 or /old/data/run."""
     old = old.rstrip(os.sep)
-    return re.sub(rf"(?<![\w.~-]){re.escape(old)}(?=$|[{re.escape(os.sep)}\"'\s,;:)\]}}])",
-                  lambda m: new.rstrip(os.sep), text)
+    return re.sub(
+        rf"(?<![\w.~-]){re.escape(old)}(?=$|[{re.escape(os.sep)}\"'\s,;:)\]}}])", lambda m: new.rstrip(os.sep), text
+    )

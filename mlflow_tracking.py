@@ -6,6 +6,7 @@
 Online, a server that asks for credentials gets MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD,
 MLFLOW_TRACKING_TOKEN, or a prompt. The mirror image of wandb_setup_script.py and neptune_integration.py.
 """
+
 import contextlib
 import getpass
 import json
@@ -39,6 +40,7 @@ def create_store(path):
             os.remove(tmp)
         uri = f"sqlite:///{tmp}"
         mlflow.MlflowClient(uri, uri).search_registered_models(max_results=1)  # the tracking and registry tables
+
     durable.write_atomically(path, migrate)
 
 
@@ -58,6 +60,7 @@ class MlflowTracker(tracking.Tracker):
         import mlflow.data.dataset_source_registry
         import mlflow.data.meta_dataset
         import sqlalchemy
+
         # A full disk under the SQLite store; SQLAlchemy's own error where a new store's migrations fail.
         self.write_errors = (OSError, mlflow.exceptions.MlflowException, sqlalchemy.exc.SQLAlchemyError)
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # said in one line instead
@@ -69,48 +72,70 @@ class MlflowTracker(tracking.Tracker):
         else:
             self.uri = os.environ.get("MLFLOW_TRACKING_URI")
             if not self.uri:
-                raise tracking.UsageError("--mode online needs the MLflow server's address in MLFLOW_TRACKING_URI "
-                                          "(e.g. http://127.0.0.1:5000), or run with --mode offline")
+                raise tracking.UsageError(
+                    "--mode online needs the MLflow server's address in MLFLOW_TRACKING_URI "
+                    "(e.g. http://127.0.0.1:5000), or run with --mode offline"
+                )
             if self.uri.startswith(("http://", "https://")):
                 self.authenticate()
 
     def authenticate(self):
         """Check that the server is MLflow and lets us in; ask for a username and password if it wants them."""
         from mlflow.utils.credentials import read_mlflow_creds
+
         status, creds = self.probe(), read_mlflow_creds()
         if status == 401 and not (creds.password or os.environ.get("MLFLOW_TRACKING_TOKEN")):
             if not sys.stdin.isatty():
-                raise tracking.UsageError(f"the MLflow server at {self.uri} asks for credentials: set {CREDENTIALS}, "
-                                          "or run with --mode offline")
+                raise tracking.UsageError(
+                    f"the MLflow server at {self.uri} asks for credentials: set {CREDENTIALS}, "
+                    "or run with --mode offline"
+                )
             user = creds.username or input(f"MLflow username at {self.uri}: ").strip()
             password = getpass.getpass(f"MLflow password for {user} (input hidden): ")
             # This process only, where MLflow's client reads them; never saved.
             os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
             status = self.probe()
         if status == 401:
-            raise tracking.UsageError(f"the MLflow server at {self.uri} rejected the credentials: check {CREDENTIALS}, "
-                                      "or run with --mode offline")
+            raise tracking.UsageError(
+                f"the MLflow server at {self.uri} rejected the credentials: check {CREDENTIALS}, "
+                "or run with --mode offline"
+            )
         if status == 403:
-            raise tracking.UsageError(f"the MLflow server at {self.uri} lets this user in but not read experiments; "
-                                      "ask its admin for access, or run with --mode offline")
+            raise tracking.UsageError(
+                f"the MLflow server at {self.uri} lets this user in but not read experiments; "
+                "ask its admin for access, or run with --mode offline"
+            )
 
     def probe(self, timeout_s=45):
         """The HTTP status of one REST call (200, 401 or 403), with no retries: MLflow's client
         retries an unreachable server for minutes, and a user deserves a verdict sooner."""
         from mlflow.utils.credentials import get_default_host_creds
         from mlflow.utils.rest_utils import http_request
+
         try:
-            response = tracking.call_with_timeout(lambda: http_request(
-                get_default_host_creds(self.uri), "/api/2.0/mlflow/experiments/search", "GET",
-                max_retries=0, timeout=timeout_s, params={"max_results": 1}), timeout_s)
+            response = tracking.call_with_timeout(
+                lambda: http_request(
+                    get_default_host_creds(self.uri),
+                    "/api/2.0/mlflow/experiments/search",
+                    "GET",
+                    max_retries=0,
+                    timeout=timeout_s,
+                    params={"max_results": 1},
+                ),
+                timeout_s,
+            )
         except TimeoutError:
-            raise tracking.UsageError(f"no answer from the MLflow server at {self.uri} within {timeout_s} s; "
-                                      "check MLFLOW_TRACKING_URI or run with --mode offline") from None
+            raise tracking.UsageError(
+                f"no answer from the MLflow server at {self.uri} within {timeout_s} s; "
+                "check MLFLOW_TRACKING_URI or run with --mode offline"
+            ) from None
         except mlflow.exceptions.MlflowException as e:
             reason = re.search(r"\[Errno -?\d+\] ([^'\"()]+)", str(e))
-            raise tracking.UsageError(f"cannot reach an MLflow server at {self.uri} "
-                                      f"({reason.group(1).strip() if reason else tracking.first_line(e)}); "
-                                      "check MLFLOW_TRACKING_URI or run with --mode offline") from None
+            raise tracking.UsageError(
+                f"cannot reach an MLflow server at {self.uri} "
+                f"({reason.group(1).strip() if reason else tracking.first_line(e)}); "
+                "check MLFLOW_TRACKING_URI or run with --mode offline"
+            ) from None
         if response.status_code in (401, 403):
             return response.status_code
         try:
@@ -118,9 +143,11 @@ class MlflowTracker(tracking.Tracker):
                 return 200
         except ValueError:  # an HTML page: some other web server
             pass
-        raise tracking.UsageError(f"{self.uri} does not answer as an MLflow tracking server (HTTP "
-                                  f"{response.status_code} from its REST API); check MLFLOW_TRACKING_URI "
-                                  "or run with --mode offline")
+        raise tracking.UsageError(
+            f"{self.uri} does not answer as an MLflow tracking server (HTTP "
+            f"{response.status_code} from its REST API); check MLFLOW_TRACKING_URI "
+            "or run with --mode offline"
+        )
 
     def start(self, config, model):
         a = self.args
@@ -132,12 +159,18 @@ class MlflowTracker(tracking.Tracker):
             if parent:
                 tags.update(study=config["study"], trial=str(config["trial"]))
             self.run = mlflow.start_run(
-                run_id=earlier[0].info.run_id if earlier else None, experiment_id=experiment_id,
-                run_name=a.name, description=a.notes, tags=tags, log_system_metrics=True,
-                parent_run_id=None if earlier else parent)
+                run_id=earlier[0].info.run_id if earlier else None,
+                experiment_id=experiment_id,
+                run_name=a.name,
+                description=a.notes,
+                tags=tags,
+                log_system_metrics=True,
+                parent_run_id=None if earlier else parent,
+            )
         except mlflow.exceptions.MlflowException as e:
-            raise tracking.UsageError(f"MLflow could not open the run: {tracking.first_line(e)}; "
-                                      "run with --mode offline to track locally") from None
+            raise tracking.UsageError(
+                f"MLflow could not open the run: {tracking.first_line(e)}; run with --mode offline to track locally"
+            ) from None
         # A param cannot change once logged: a resumed run logs only those it lacks.
         logged = self.run.data.params
         mlflow.log_params({key: value for key, value in config.items() if key not in logged})
@@ -152,31 +185,48 @@ class MlflowTracker(tracking.Tracker):
         name = a.project or os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
         # Runs started together into a new folder: one creates the store (its migrations race), the
         # experiment and the study's run, the others wait for it.
-        with durable.exclusive(os.path.join(a.out_dir, ".mlflow-store.lock")) if a.mode == "offline" else \
-                contextlib.nullcontext():
+        with (
+            durable.exclusive(os.path.join(a.out_dir, ".mlflow-store.lock"))
+            if a.mode == "offline"
+            else contextlib.nullcontext()
+        ):
             if a.mode == "offline":
                 create_store(self.store)
             self.client = mlflow.MlflowClient()
             experiment = self.client.get_experiment_by_name(name)
-            experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
-                name, artifact_location=Path(self.artifacts).as_uri() if a.mode == "offline" else None)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else self.client.create_experiment(
+                    name, artifact_location=Path(self.artifacts).as_uri() if a.mode == "offline" else None
+                )
+            )
             if not study:
                 return experiment_id, None
             found = self.client.search_runs([experiment_id], f"tags.run_id = '{study}-study'", max_results=1)
-            parent = found[0].info.run_id if found else self.client.create_run(
-                experiment_id, run_name=study, tags={"run_id": f"{study}-study", "study": study}).info.run_id
+            parent = (
+                found[0].info.run_id
+                if found
+                else self.client.create_run(
+                    experiment_id, run_name=study, tags={"run_id": f"{study}-study", "study": study}
+                ).info.run_id
+            )
         return experiment_id, parent
 
     def open_study(self, name):
         try:  # the study's run, the trials' parent, made once (the search holds its lock)
             self.open_experiment(name)
         except mlflow.exceptions.MlflowException as e:
-            raise tracking.UsageError(f"MLflow could not open the study's run: {tracking.first_line(e)}; "
-                                      "run with --mode offline to track locally") from None
+            raise tracking.UsageError(
+                f"MLflow could not open the study's run: {tracking.first_line(e)}; "
+                "run with --mode offline to track locally"
+            ) from None
 
     def log_trial(self, outcome):
         mlflow.set_tag("trial_state", outcome["state"])
-        mlflow.log_metrics({f"trial/{key}": outcome[key] for key in ("value", "duration_s") if outcome[key] is not None})
+        mlflow.log_metrics(
+            {f"trial/{key}": outcome[key] for key in ("value", "duration_s") if outcome[key] is not None}
+        )
 
     def log_study(self, study):
         """The study's run, the trials' parent (made by the first trial): the search space, the
@@ -186,16 +236,27 @@ class MlflowTracker(tracking.Tracker):
             trials = sorted(study.get_trials(), key=lambda t: t.number)
             best = study.best_trial
             with mlflow.start_run(run_id=parent):
-                mlflow.log_params({"search_space": json.dumps(study.user_attrs.get("search_space")),
-                                   "direction": "maximize"})
-                mlflow.log_table({"trial": [t.number for t in trials], "state": [t.state.name.lower() for t in trials],
-                                  "val_acc": [t.value for t in trials],
-                                  "duration_s": [t.duration.total_seconds() if t.duration else None for t in trials],
-                                  **{key: [t.params.get(key) for t in trials] for key in best.params},
-                                  "val_acc_by_epoch": [json.dumps(t.intermediate_values) for t in trials]},
-                                 "trials.json")
-                mlflow.set_tags({"best/trial": best.number, "best/val_acc": best.value,
-                                 **{f"best/{k}": v for k, v in best.params.items()}})
+                mlflow.log_params(
+                    {"search_space": json.dumps(study.user_attrs.get("search_space")), "direction": "maximize"}
+                )
+                mlflow.log_table(
+                    {
+                        "trial": [t.number for t in trials],
+                        "state": [t.state.name.lower() for t in trials],
+                        "val_acc": [t.value for t in trials],
+                        "duration_s": [t.duration.total_seconds() if t.duration else None for t in trials],
+                        **{key: [t.params.get(key) for t in trials] for key in best.params},
+                        "val_acc_by_epoch": [json.dumps(t.intermediate_values) for t in trials],
+                    },
+                    "trials.json",
+                )
+                mlflow.set_tags(
+                    {
+                        "best/trial": best.number,
+                        "best/val_acc": best.value,
+                        **{f"best/{k}": v for k, v in best.params.items()},
+                    }
+                )
         except mlflow.exceptions.MlflowException as e:
             raise tracking.UsageError(f"MLflow could not record the study: {tracking.first_line(e)}") from None
         return []
@@ -208,7 +269,8 @@ class MlflowTracker(tracking.Tracker):
             epochs={int(m.value) for m in self.client.get_metric_history(run_id, "epoch")},
             versions={int(tags["epoch"]) for tags in versions if "test_acc" not in tags},
             final=any("test_acc" in tags for tags in versions),
-            results=self.client.get_run(run_id).data.tags.get("results") == "recorded")
+            results=self.client.get_run(run_id).data.tags.get("results") == "recorded",
+        )
 
     def log_dataset(self, info, files):
         if files:
@@ -235,30 +297,41 @@ class MlflowTracker(tracking.Tracker):
     def log_model(self, checkpoint):
         mlflow.log_artifact(checkpoint.path, "checkpoints")  # each version is its own file, never rewritten
         if not self.client.search_registered_models(f"name = '{self.model_name}'"):
-            self.client.create_registered_model(self.model_name, tags={"run_id": self.run_id},
-                                                description=f"AlexNet on CIFAR-10, run {self.run_id}")
+            self.client.create_registered_model(
+                self.model_name, tags={"run_id": self.run_id}, description=f"AlexNet on CIFAR-10, run {self.run_id}"
+            )
         tags = {"epoch": checkpoint.epoch, "val_acc": checkpoint.val_acc}
         if checkpoint.final:
             tags["test_acc"] = checkpoint.test_acc
         version = self.client.create_model_version(
-            self.model_name, f"{self.run.info.artifact_uri}/checkpoints/{os.path.basename(checkpoint.path)}",
-            run_id=self.run.info.run_id, tags=tags).version
+            self.model_name,
+            f"{self.run.info.artifact_uri}/checkpoints/{os.path.basename(checkpoint.path)}",
+            run_id=self.run.info.run_id,
+            tags=tags,
+        ).version
         # "latest" is no alias to set: MLflow reserves it for the newest version (models:/NAME/latest).
         for alias in ["best"] + ["final"] * checkpoint.final:
             self.client.set_registered_model_alias(self.model_name, alias, version)
 
     def log_results(self, evaluation, checkpoint, summary, step):
         from matplotlib import pyplot as plt
+
         fig = self.confusion_figure(evaluation)
         mlflow.log_figure(fig, "test/confusion_matrix.png")
         plt.close(fig)
-        mlflow.log_dict({"classes": evaluation.classes, "counts": evaluation.confusion.tolist()},
-                        "test/confusion_matrix.json")
-        mlflow.log_metrics({f"test/per_class_acc/{c}": a for c, a in zip(evaluation.classes, evaluation.per_class_acc)},
-                           step=step)
+        mlflow.log_dict(
+            {"classes": evaluation.classes, "counts": evaluation.confusion.tolist()}, "test/confusion_matrix.json"
+        )
+        mlflow.log_metrics(
+            {f"test/per_class_acc/{c}": a for c, a in zip(evaluation.classes, evaluation.per_class_acc, strict=True)},
+            step=step,
+        )
         for rank, m in enumerate(evaluation.mistakes):
-            mlflow.log_image(m["image"], f"test/most_confident_mistakes/{rank:02d}_image{m['index']}_true-{m['true']}"
-                                         f"_predicted-{m['predicted']}_p{m['probability']:.3f}.png")
+            mlflow.log_image(
+                m["image"],
+                f"test/most_confident_mistakes/{rank:02d}_image{m['index']}_true-{m['true']}"
+                f"_predicted-{m['predicted']}_p{m['probability']:.3f}.png",
+            )
         if checkpoint:
             self.log_model(checkpoint)
         mlflow.log_metrics(summary, step=step)
@@ -274,6 +347,7 @@ class MlflowTracker(tracking.Tracker):
         """The local store records the artifacts' absolute location (experiments, runs, model
         versions): re-point every text value of the SQLite store from the old folder to the new."""
         import sqlite3
+
         store = os.path.join(new, "mlflow.db")
         if not os.path.isfile(store):
             return f"no MLflow store in {new}: nothing to re-point"
@@ -281,10 +355,13 @@ class MlflowTracker(tracking.Tracker):
             for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
                 for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
                     if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
-                        rows = db.execute(f'SELECT rowid, "{column[1]}" FROM "{table}" WHERE "{column[1]}" LIKE ?',
-                                          (f"%{old}%",)).fetchall()
-                        db.executemany(f'UPDATE "{table}" SET "{column[1]}" = ? WHERE rowid = ?',
-                                       [(durable.repoint(text, old, new), rowid) for rowid, text in rows])
+                        rows = db.execute(
+                            f'SELECT rowid, "{column[1]}" FROM "{table}" WHERE "{column[1]}" LIKE ?', (f"%{old}%",)
+                        ).fetchall()
+                        db.executemany(
+                            f'UPDATE "{table}" SET "{column[1]}" = ? WHERE rowid = ?',
+                            [(durable.repoint(text, old, new), rowid) for rowid, text in rows],
+                        )
         return f"re-pointed 1 MLflow store from {old} to {new}"
 
     def where(self):
@@ -297,16 +374,21 @@ class MlflowTracker(tracking.Tracker):
             registered = True
         if self.args.mode == "online":
             page = f"{self.uri.rstrip('/')}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
-            return (f"MLflow run: {page if self.uri.startswith('http') else f'{run.run_id} in {self.uri}'}"
-                    + (f"\n  registered model: {self.model_name} (aliases best and final; the newest version is "
-                       f"models:/{self.model_name}/latest)" if registered else ""))
-        return (f"MLflow run {run.run_id} saved offline in {self.store} (artifacts in {self.artifacts}"
-                + (f"; the Model Registry works on this SQLite store: model {self.model_name}" if registered else "")
-                + ")\n"
-                f"  look at it: mlflow ui --backend-store-uri sqlite:///{self.store} "
-                f"--default-artifact-root {self.artifacts}\n"
-                "  share it:   MLflow has no sync command; run the same flags with --mode online and "
-                "MLFLOW_TRACKING_URI set, or copy the run with mlflow-export-import (export-run, import-run)")
+            return f"MLflow run: {page if self.uri.startswith('http') else f'{run.run_id} in {self.uri}'}" + (
+                f"\n  registered model: {self.model_name} (aliases best and final; the newest version is "
+                f"models:/{self.model_name}/latest)"
+                if registered
+                else ""
+            )
+        return (
+            f"MLflow run {run.run_id} saved offline in {self.store} (artifacts in {self.artifacts}"
+            + (f"; the Model Registry works on this SQLite store: model {self.model_name}" if registered else "")
+            + ")\n"
+            f"  look at it: mlflow ui --backend-store-uri sqlite:///{self.store} "
+            f"--default-artifact-root {self.artifacts}\n"
+            "  share it:   MLflow has no sync command; run the same flags with --mode online and "
+            "MLFLOW_TRACKING_URI set, or copy the run with mlflow-export-import (export-run, import-run)"
+        )
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ operation log the client writes under its data directory (`.neptune/offline/`, `
 The input is only read, never changed. Segments of one interrupted-and-resumed job (the scripts'
 `run_id` field) become one run. Every operation is moved or counted as skipped in the closing summary.
 """
+
 import argparse
 import base64
 import glob
@@ -23,6 +24,7 @@ import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 import durable
@@ -40,15 +42,20 @@ LOG_NAME = re.compile(r"data-(\d+)\.log")
 @dataclass
 class Log:
     """One queue's operation log as read: its entries, where each came from, and what was not read."""
+
     entries: list = field(default_factory=list)  # {"obj": operation, "version", "at"}, in order
-    lines: list = field(default_factory=list)    # "FILE: line N" of each entry
-    unread: list = field(default_factory=list)   # what could not be read, by file and line, and why
-    cut: list = field(default_factory=list)      # a last line cut short by a hard kill
+    lines: list = field(default_factory=list)  # "FILE: line N" of each entry
+    unread: list = field(default_factory=list)  # what could not be read, by file and line, and why
+    cut: list = field(default_factory=list)  # a last line cut short by a hard kill
 
 
 def is_operation(entry):
-    return isinstance(entry, dict) and isinstance(entry.get("obj"), dict) and \
-        isinstance(entry["obj"].get("type"), str) and isinstance(entry["obj"].get("path"), list)
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("obj"), dict)
+        and isinstance(entry["obj"].get("type"), str)
+        and isinstance(entry["obj"].get("path"), list)
+    )
 
 
 def read_log(folder):
@@ -108,11 +115,12 @@ class NotRead(Exception):
 @dataclass
 class Queue:
     """One folder of operations: a run's offline log, or one process's async queue."""
+
     folder: str
     log: Log
     created: str
-    container: str   # the Neptune object's id
-    problems: list   # what is missing from the log itself
+    container: str  # the Neptune object's id
+    problems: list  # what is missing from the log itself
 
     @property
     def run_id(self):
@@ -138,8 +146,10 @@ def find_queues(path):
                     raise ValueError("not a JSON object")
             except (OSError, ValueError) as e:
                 meta = {}
-                unread.append(f"{os.path.join(folder, 'metadata.json')}: line 1: cannot be read ({first_line(e)}); "
-                              "the queue is taken for a run's, named by its folder")
+                unread.append(
+                    f"{os.path.join(folder, 'metadata.json')}: line 1: cannot be read ({first_line(e)}); "
+                    "the queue is taken for a run's, named by its folder"
+                )
         if meta.get("containerType", "run") != "run":
             continue  # models and projects: this moves runs
         log = read_log(folder)
@@ -147,14 +157,17 @@ def find_queues(path):
         problems = list(log.cut)
         version = log.entries[0].get("version", 1) if log.entries else 1
         if isinstance(version, int) and version > 1:  # an async queue whose server acknowledged the start
-            problems.append(f"{folder}: operations 1 to {version - 1} were acknowledged by a Neptune "
-                            "server and deleted here; they are on that server, not in this export")
+            problems.append(
+                f"{folder}: operations 1 to {version - 1} were acknowledged by a Neptune "
+                "server and deleted here; they are on that server, not in this export"
+            )
         parts = os.path.basename(folder).split("__")
         container = str(meta.get("containerId") or (parts[1] if len(parts) > 1 else os.path.basename(folder)))
         queues.append(Queue(folder, log, str(meta.get("createdAt", "")), container, problems))
     if not queues:
-        raise ExportError(f"no Neptune run data under {path} (looked for .neptune/offline/run__*/data-1.log "
-                          "and .neptune/async/...)")
+        raise ExportError(
+            f"no Neptune run data under {path} (looked for .neptune/offline/run__*/data-1.log and .neptune/async/...)"
+        )
     return queues
 
 
@@ -170,24 +183,25 @@ def jobs(queues):
 @dataclass
 class Run:
     """One target run, replayed from its operations: what a Neptune server would show."""
+
     key: str
     segments: list
-    fields: dict = field(default_factory=dict)        # path -> value (Assign*)
-    series: dict = field(default_factory=dict)        # path -> [(step, value, ts)] (floats, strings, images)
-    kinds: dict = field(default_factory=dict)         # series path -> "float", "string" or "image"
+    fields: dict = field(default_factory=dict)  # path -> value (Assign*)
+    series: dict = field(default_factory=dict)  # path -> [(step, value, ts)] (floats, strings, images)
+    kinds: dict = field(default_factory=dict)  # series path -> "float", "string" or "image"
     series_config: dict = field(default_factory=dict)  # path -> {min, max, unit}
-    string_sets: dict = field(default_factory=dict)   # path -> set
-    files: dict = field(default_factory=dict)         # path -> {"source", "ext", "at"} or {"content", "ext"}
-    file_sets: dict = field(default_factory=dict)     # path -> [globs]
-    tracked: dict = field(default_factory=dict)       # path -> [(file path, destination)]
-    pointers: dict = field(default_factory=dict)      # namespace -> file path it names in its "checkpoint"
+    string_sets: dict = field(default_factory=dict)  # path -> set
+    files: dict = field(default_factory=dict)  # path -> {"source", "ext", "at"} or {"content", "ext"}
+    file_sets: dict = field(default_factory=dict)  # path -> [globs]
+    tracked: dict = field(default_factory=dict)  # path -> [(file path, destination)]
+    pointers: dict = field(default_factory=dict)  # namespace -> file path it names in its "checkpoint"
     version_meta: dict = field(default_factory=dict)  # file path -> metadata while a namespace named it
     version_aliases: dict = field(default_factory=dict)  # file path -> names of namespaces that named it
     applied: Counter = field(default_factory=Counter)  # operation type -> count
     skipped: Counter = field(default_factory=Counter)  # (operation type, why) -> count
     deleted: list = field(default_factory=list)
-    problems: list = field(default_factory=list)       # files missing or changed since logged, by name
-    unread: list = field(default_factory=list)         # input not read or not applied, by file and line
+    problems: list = field(default_factory=list)  # files missing or changed since logged, by name
+    unread: list = field(default_factory=list)  # input not read or not applied, by file and line
     created: float = None
     ended: float = None
 
@@ -196,7 +210,7 @@ class Run:
         return {q.container for q in self.segments}
 
     def namespace(self, prefix):
-        return {p[len(prefix) + 1:]: v for p, v in self.fields.items() if p.startswith(prefix + "/")}
+        return {p[len(prefix) + 1 :]: v for p, v in self.fields.items() if p.startswith(prefix + "/")}
 
     @property
     def status(self):
@@ -220,7 +234,7 @@ def replay(key, segments):
         run.problems += q.problems
         run.unread += q.log.unread
         queue_upload = os.path.join(q.folder, "upload_path")
-        for entry, line in zip(q.log.entries, q.log.lines):
+        for entry, line in zip(q.log.entries, q.log.lines, strict=True):
             op, at = entry["obj"], entry.get("at")
             if not isinstance(at, (int, float)):
                 at = None
@@ -236,8 +250,10 @@ def replay(key, segments):
                 why = apply(run, op, kind, path, at, queue_upload)
             except (KeyError, TypeError, ValueError, AttributeError) as e:  # a field the operation lacks
                 why = "a malformed operation"
-                run.unread.append(f"{line}: a {kind} operation that cannot be applied ({type(e).__name__}: "
-                                  f"{first_line(e)}); not applied")
+                run.unread.append(
+                    f"{line}: a {kind} operation that cannot be applied ({type(e).__name__}: "
+                    f"{first_line(e)}); not applied"
+                )
             if why:
                 run.skipped[(kind, why)] += 1
             else:
@@ -267,8 +283,9 @@ def point(run, ns, target, before):
 def apply(run, op, kind, path, at, upload_dir):
     """Apply one operation to the run; the reason it was skipped, or None."""
     if kind == "AssignDatetime":
-        from datetime import datetime, timezone
-        run.fields[path] = datetime.fromtimestamp(op["value"] / 1000, timezone.utc).isoformat()
+        from datetime import datetime
+
+        run.fields[path] = datetime.fromtimestamp(op["value"] / 1000, UTC).isoformat()
     elif kind == "AssignArtifact":
         run.fields[path] = op["hash"]
     elif kind.startswith("Assign"):
@@ -359,7 +376,7 @@ def tracked_files(run, path):
     records paths only; its own hash would have been computed at `neptune sync`)."""
     present, digest = [], hashlib.sha256()
     for source, _ in run.tracked[path]:
-        local = source[len("file://"):] if source.startswith("file://") else source
+        local = source[len("file://") :] if source.startswith("file://") else source
         if not os.path.exists(local):
             run.problems.append(f"{path}: tracked file {local} is missing")
             continue
@@ -403,6 +420,7 @@ def text_of(points):
 
 def image_of(value):
     from PIL import Image
+
     return Image.open(io.BytesIO(base64.b64decode(value["data"]))).convert("RGB")
 
 
@@ -416,25 +434,32 @@ def config_of(run):
 
 def summary_of(run):
     """Every other field: results, dataset description, model fields, status."""
-    from datetime import datetime, timezone
+    from datetime import datetime
+
     skip = ("parameters/", "sys/name", "sys/description")
     summary = {p: v for p, v in run.fields.items() if not p.startswith(skip) and not p.endswith("/checkpoint")}
     for name, at in (("created", run.created), ("ended", run.ended)):  # the first and last operation's time
         if at:
-            summary[f"sys/{name}"] = datetime.fromtimestamp(at, timezone.utc).isoformat()
+            summary[f"sys/{name}"] = datetime.fromtimestamp(at, UTC).isoformat()
     return summary
 
 
 class WandbTarget:
     """One W&B offline run per Neptune run under OUT/wandb/; `wandb sync` uploads them."""
+
     name = "W&B"
     write_errors = (OSError,)
 
     def __init__(self, args):
         self.out = os.path.abspath(args.out_dir)
         self.project = args.project
-        for var, sub in [("WANDB_DIR", ""), ("WANDB_CACHE_DIR", ".wandb-cache"), ("WANDB_CONFIG_DIR", ".wandb-config"),
-                         ("WANDB_DATA_DIR", ".wandb-data"), ("WANDB_ARTIFACT_DIR", ".wandb-artifacts")]:
+        for var, sub in [
+            ("WANDB_DIR", ""),
+            ("WANDB_CACHE_DIR", ".wandb-cache"),
+            ("WANDB_CONFIG_DIR", ".wandb-config"),
+            ("WANDB_DATA_DIR", ".wandb-data"),
+            ("WANDB_ARTIFACT_DIR", ".wandb-artifacts"),
+        ]:
             os.environ[var] = os.path.join(self.out, sub)  # nothing in the home folder, as the scripts
         os.makedirs(self.out, exist_ok=True)
 
@@ -454,12 +479,21 @@ class WandbTarget:
 
     def write(self, run):
         import wandb
+
         moved = Counter()
         config = config_of(run)
-        wb = wandb.init(mode="offline", dir=self.out, id=self.run_id(run), project=self.project, job_type="neptune-export",
-                        name=run.fields.get("sys/name"), notes=run.fields.get("sys/description") or None,
-                        tags=sorted(run.string_sets.get("sys/tags", [])), config=config,
-                        settings=wandb.Settings(silent=True))
+        wb = wandb.init(
+            mode="offline",
+            dir=self.out,
+            id=self.run_id(run),
+            project=self.project,
+            job_type="neptune-export",
+            name=run.fields.get("sys/name"),
+            notes=run.fields.get("sys/description") or None,
+            tags=sorted(run.string_sets.get("sys/tags", [])),
+            config=config,
+            settings=wandb.Settings(silent=True),
+        )
         moved["fields"] += len(config) + sum(k in run.fields for k in ("sys/name", "sys/description"))
         rows = []
         for axis, paths in axes(run).items():
@@ -470,9 +504,14 @@ class WandbTarget:
                     wb.define_metric(target_name(path), step_metric=axis)
                 for step, value, ts in run.series[path]:
                     row = by_step.setdefault(step, {"_timestamp": ts, axis: step})
-                    row[target_name(path)] = (wandb.Image(image_of(value), caption=" - ".join(
-                        filter(None, [value.get("name"), value.get("description")])))
-                        if run.kinds[path] == "image" else value)
+                    row[target_name(path)] = (
+                        wandb.Image(
+                            image_of(value),
+                            caption=" - ".join(filter(None, [value.get("name"), value.get("description")])),
+                        )
+                        if run.kinds[path] == "image"
+                        else value
+                    )
                     moved["series points"] += 1
             rows += by_step.values()
         for row in sorted(rows, key=lambda r: r["_timestamp"]):
@@ -498,8 +537,11 @@ class WandbTarget:
             present, digest = tracked_files(run, path)
             ns = path.rpartition("/")[0]
             meta = {k: v for k, v in run.namespace(ns).items() if "/" not in k} if ns else {}
-            dataset = wandb.Artifact(re.sub(r"[^\w.-]", "-", run.fields.get(f"{ns}/name") or path), type="dataset",
-                                     metadata={**meta, "neptune_field": path, "sha256_now": digest})
+            dataset = wandb.Artifact(
+                re.sub(r"[^\w.-]", "-", run.fields.get(f"{ns}/name") or path),
+                type="dataset",
+                metadata={**meta, "neptune_field": path, "sha256_now": digest},
+            )
             for local in present:
                 dataset.add_reference(f"file://{os.path.abspath(local)}")  # checksummed now, where it lies
             wb.log_artifact(dataset)
@@ -519,6 +561,7 @@ class WandbTarget:
 
     def log_version(self, wb, run, path):
         import wandb
+
         alias = path.rpartition("/")[2].replace("_", "-")
         model = wandb.Artifact(f"model-{wb.id}", type="model", metadata=run.version_meta.get(path, {}))
         f = run.files[path]
@@ -538,12 +581,15 @@ class WandbTarget:
         wb.save(target, base_path=wb.dir, policy="now")
 
     def done(self, written):
-        return [f"W&B offline runs in {os.path.join(self.out, 'wandb')}",
-                *[f"  upload: wandb sync {folder}" for folder in written]]
+        return [
+            f"W&B offline runs in {os.path.join(self.out, 'wandb')}",
+            *[f"  upload: wandb sync {folder}" for folder in written],
+        ]
 
 
 class MlflowTarget:
     """One MLflow run per Neptune run: a local store under OUT (SQLite and artifacts), or a server."""
+
     name = "MLflow"
 
     def __init__(self, args):
@@ -553,6 +599,7 @@ class MlflowTarget:
         os.environ.setdefault("MPLCONFIGDIR", os.path.join(self.out, ".matplotlib"))
         import mlflow
         import sqlalchemy
+
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # errors are said in one line instead
         self.uri = args.tracking_uri or f"sqlite:///{os.path.join(self.out, 'mlflow.db')}"
         # What a full disk or a refusing store raises; SQLAlchemy's own error where the store's migrations fail.
@@ -563,8 +610,13 @@ class MlflowTarget:
                 create_store(os.path.join(self.out, "mlflow.db"))
             self.client = mlflow.MlflowClient(self.uri, self.uri)
             experiment = self.client.get_experiment_by_name(name)
-            self.experiment = experiment.experiment_id if experiment else self.client.create_experiment(
-                name, artifact_location=None if args.tracking_uri else Path(self.out, "mlartifacts").as_uri())
+            self.experiment = (
+                experiment.experiment_id
+                if experiment
+                else self.client.create_experiment(
+                    name, artifact_location=None if args.tracking_uri else Path(self.out, "mlartifacts").as_uri()
+                )
+            )
         except self.write_errors as e:
             raise ExportError(f"MLflow at {self.uri}: {first_line(e)}") from None
         self.model_prefix = name
@@ -583,12 +635,18 @@ class MlflowTarget:
 
     def write(self, run):
         from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+
         moved = Counter()
-        tags = {"neptune.export_of": run.key, "run_id": run.key, **dict.fromkeys(run.string_sets.get("sys/tags", []), "")}
+        tags = {
+            "neptune.export_of": run.key,
+            "run_id": run.key,
+            **dict.fromkeys(run.string_sets.get("sys/tags", []), ""),
+        }
         if run.fields.get("sys/description"):
             tags["mlflow.note.content"] = run.fields["sys/description"]
-        created = self.client.create_run(self.experiment, start_time=int((run.created or 0) * 1000), tags=tags,
-                                         run_name=run.fields.get("sys/name"))
+        created = self.client.create_run(
+            self.experiment, start_time=int((run.created or 0) * 1000), tags=tags, run_name=run.fields.get("sys/name")
+        )
         rid = created.info.run_id
         moved["fields"] += sum(k in run.fields for k in ("sys/name", "sys/description"))
         params, metrics, texts, more_tags = {}, [], {}, {}
@@ -618,11 +676,11 @@ class MlflowTarget:
         items = [Param(k, v) for k, v in params.items()]
         tag_items = [RunTag(k, v) for k, v in more_tags.items()]
         for i in range(0, len(items), 100):  # MLflow's batch limits: 100 params or tags, 1000 metrics
-            self.client.log_batch(rid, params=items[i:i + 100])
+            self.client.log_batch(rid, params=items[i : i + 100])
         for i in range(0, len(tag_items), 100):
-            self.client.log_batch(rid, tags=tag_items[i:i + 100])
+            self.client.log_batch(rid, tags=tag_items[i : i + 100])
         for i in range(0, len(metrics), 1000):
-            self.client.log_batch(rid, metrics=metrics[i:i + 1000])
+            self.client.log_batch(rid, metrics=metrics[i : i + 1000])
         for name, text in texts.items():
             self.client.log_text(rid, text, name)
         for path, points in run.series.items():
@@ -652,8 +710,12 @@ class MlflowTarget:
                 present, digest = tracked_files(run, path)
                 ns = path.rpartition("/")[0]
                 folder = os.path.dirname(present[0]) if present else path
-                dataset = Dataset(name=run.fields.get(f"{ns}/name") or path, digest=digest[:16], source_type="local",
-                                  source=json.dumps({"uri": folder, "files": present}))
+                dataset = Dataset(
+                    name=run.fields.get(f"{ns}/name") or path,
+                    digest=digest[:16],
+                    source_type="local",
+                    source=json.dumps({"uri": folder, "files": present}),
+                )
                 self.client.log_inputs(rid, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
                 moved["files"] += len(present)
             for path in run.model_files:
@@ -671,10 +733,12 @@ class MlflowTarget:
         """`name` as MLflow takes it for a metric, param or tag: characters and path parts it
         rejects become "_", said once."""
         from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
+
         if validate_param_and_metric_name(name) and not path_not_unique(name):
             return name
-        fixed = "/".join(part if part not in ("", ".", "..") else "_"
-                         for part in re.sub(r"[^/\w.\- ]", "_", name).split("/"))
+        fixed = "/".join(
+            part if part not in ("", ".", "..") else "_" for part in re.sub(r"[^/\w.\- ]", "_", name).split("/")
+        )
         said = f"{name}: MLflow rejects the name; moved as {fixed}"
         if said not in run.problems:
             run.problems.append(said)
@@ -694,8 +758,9 @@ class MlflowTarget:
         if not self.client.search_registered_models(f"name = '{model}'"):
             self.client.create_registered_model(model, tags={"run_id": run.key})
         meta = {k: str(v) for k, v in run.version_meta.get(path, {}).items()}
-        version = self.client.create_model_version(model, f"{self.client.get_run(rid).info.artifact_uri}/checkpoints/{name}",
-                                                   run_id=rid, tags=meta).version
+        version = self.client.create_model_version(
+            model, f"{self.client.get_run(rid).info.artifact_uri}/checkpoints/{name}", run_id=rid, tags=meta
+        ).version
         # MLflow reserves "latest" for the newest version (models:/NAME/latest): no alias to set.
         for ns, named in run.pointers.items():  # the namespaces that name this version at the end
             if named == path and ns.rpartition("/")[2] != "latest":
@@ -703,9 +768,11 @@ class MlflowTarget:
 
     def done(self, written):
         if self.uri.startswith("sqlite:///"):
-            return [f"MLflow store {self.uri[len('sqlite:///'):]} (artifacts in {os.path.join(self.out, 'mlartifacts')})",
-                    f"  look at it: mlflow ui --backend-store-uri {self.uri} --default-artifact-root "
-                    f"{os.path.join(self.out, 'mlartifacts')}"]
+            return [
+                f"MLflow store {self.uri[len('sqlite:///') :]} (artifacts in {os.path.join(self.out, 'mlartifacts')})",
+                f"  look at it: mlflow ui --backend-store-uri {self.uri} --default-artifact-root "
+                f"{os.path.join(self.out, 'mlartifacts')}",
+            ]
         return [f"MLflow runs at {self.uri}: {', '.join(written)}"]
 
 
@@ -717,10 +784,12 @@ def summarize(runs, moved, already):
     skipped = Counter()
     for r in runs:
         skipped.update(r.skipped)
-    lines = [f"read {applied + sum(skipped.values())} operations in {sum(len(r.segments) for r in runs)} queue(s) "
-             f"({len(runs)} run(s)): {applied} applied, {sum(skipped.values())} skipped",
-             f"moved {total['fields']} fields, {total['series points']} series points, {total['files']} files"
-             + (f"; already moved: {', '.join(already)}" if already else "")]
+    lines = [
+        f"read {applied + sum(skipped.values())} operations in {sum(len(r.segments) for r in runs)} queue(s) "
+        f"({len(runs)} run(s)): {applied} applied, {sum(skipped.values())} skipped",
+        f"moved {total['fields']} fields, {total['series points']} series points, {total['files']} files"
+        + (f"; already moved: {', '.join(already)}" if already else ""),
+    ]
     if skipped:
         lines.append("skipped: " + "; ".join(f"{kind} x {n} ({why})" for (kind, why), n in sorted(skipped.items())))
     for r in runs:
@@ -734,17 +803,25 @@ def summarize(runs, moved, already):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Move Neptune's local run data (offline and async queues) into W&B or "
-                                            "MLflow. The input is only read.")
-    p.add_argument("path", help="a folder holding a Neptune data directory (.neptune), the data directory, "
-                                "or one run's queue folder")
+    p = argparse.ArgumentParser(
+        description="Move Neptune's local run data (offline and async queues) into W&B or "
+        "MLflow. The input is only read."
+    )
+    p.add_argument(
+        "path",
+        help="a folder holding a Neptune data directory (.neptune), the data directory, or one run's queue folder",
+    )
     p.add_argument("--to", choices=["wandb", "mlflow"], required=True, help="the target tracker")
-    p.add_argument("--out-dir", default="exported",
-                   help="where the W&B offline runs or the local MLflow store go (default: exported/)")
+    p.add_argument(
+        "--out-dir",
+        default="exported",
+        help="where the W&B offline runs or the local MLflow store go (default: exported/)",
+    )
     p.add_argument("--tracking-uri", help="MLflow: a tracking server (default: a SQLite store in --out-dir)")
     p.add_argument("--project", help="W&B project, or MLflow experiment (default: neptune-export)")
-    p.add_argument("--strict", action="store_true", help="exit 1 if any operation was skipped or any file was "
-                                                         "missing or changed")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 if any operation was skipped or any file was missing or changed"
+    )
     return p
 
 
@@ -772,8 +849,9 @@ def main(argv=None):
                 continue
             counts, where = target.write(run)
         except target.write_errors as e:  # a full disk, a store that refuses: the other runs go on
-            failed.append(f"run {key} was not exported: {first_line(e)} (an export cut short is replaced when "
-                          "this runs again)")
+            failed.append(
+                f"run {key} was not exported: {first_line(e)} (an export cut short is replaced when this runs again)"
+            )
             continue
         moved.append(counts)
         written.append(where)

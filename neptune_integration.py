@@ -6,6 +6,7 @@
 neptune.ai's hosted app closed on 2026-03-05: online mode reaches a self-hosted Neptune server
 (the API token encodes its address). The mirror image of wandb_setup_script.py.
 """
+
 import getpass
 import glob
 import json
@@ -59,13 +60,15 @@ class NeptuneTracker(tracking.Tracker):
     def authenticate(self):
         """Check the project's form and find the API token (env or a hidden prompt)."""
         if not self.project or not PROJECT.match(self.project):
-            raise tracking.UsageError(f"Neptune needs --project or NEPTUNE_PROJECT as workspace/project, "
-                                      f"got {self.project!r}")
+            raise tracking.UsageError(
+                f"Neptune needs --project or NEPTUNE_PROJECT as workspace/project, got {self.project!r}"
+            )
         self.token = os.environ.get("NEPTUNE_API_TOKEN")
         if not self.token:
             if not sys.stdin.isatty():
-                raise tracking.UsageError("no Neptune API token: set NEPTUNE_API_TOKEN (from "
-                                          f"{TOKEN_PLACE}) or run with --mode offline")
+                raise tracking.UsageError(
+                    f"no Neptune API token: set NEPTUNE_API_TOKEN (from {TOKEN_PLACE}) or run with --mode offline"
+                )
             self.token = getpass.getpass(f"Neptune API token (from {TOKEN_PLACE}; input hidden): ").strip()
             if not self.token:
                 raise tracking.UsageError("no Neptune API token given; run with --mode offline to track locally")
@@ -85,19 +88,33 @@ class NeptuneTracker(tracking.Tracker):
         for path in glob.glob(os.path.join(SOURCE, "*.py")):
             shutil.copy(path, source)
         try:
-            self.run = tracking.call_with_timeout(lambda: neptune.init_run(
-                project=self.project, api_token=self.token, custom_run_id=self.run_id,
-                mode="async" if a.mode == "online" else "offline", name=a.name,
-                description=a.notes, tags=[*a.tags, *([config["study"]] if config.get("study") else [])],
-                source_files=[os.path.join(source, "*.py")],
-                capture_hardware_metrics=True, capture_stdout=True, capture_stderr=True), timeout_s)
+            self.run = tracking.call_with_timeout(
+                lambda: neptune.init_run(
+                    project=self.project,
+                    api_token=self.token,
+                    custom_run_id=self.run_id,
+                    mode="async" if a.mode == "online" else "offline",
+                    name=a.name,
+                    description=a.notes,
+                    tags=[*a.tags, *([config["study"]] if config.get("study") else [])],
+                    source_files=[os.path.join(source, "*.py")],
+                    capture_hardware_metrics=True,
+                    capture_stdout=True,
+                    capture_stderr=True,
+                ),
+                timeout_s,
+            )
         except TimeoutError:
-            raise tracking.UsageError(f"no answer from the Neptune server within {timeout_s} s (neptune.ai's "
-                                      "hosted app closed on 2026-03-05; online needs a self-hosted server); "
-                                      "run with --mode offline to track locally") from None
+            raise tracking.UsageError(
+                f"no answer from the Neptune server within {timeout_s} s (neptune.ai's "
+                "hosted app closed on 2026-03-05; online needs a self-hosted server); "
+                "run with --mode offline to track locally"
+            ) from None
         except Exception as e:
-            raise tracking.UsageError(f"Neptune could not open the run: {tracking.first_line(e)}; check "
-                                      "NEPTUNE_API_TOKEN and --project, or run with --mode offline") from None
+            raise tracking.UsageError(
+                f"Neptune could not open the run: {tracking.first_line(e)}; check "
+                "NEPTUNE_API_TOKEN and --project, or run with --mode offline"
+            ) from None
         # Offline, Neptune keeps no custom_run_id (and `neptune sync` makes each segment of a resumed
         # run its own run); this field ties the segments together. Online, custom_run_id resumes the run.
         self.run["run_id"] = self.run_id
@@ -117,23 +134,41 @@ class NeptuneTracker(tracking.Tracker):
 
     def recorded(self):
         if self.args.mode == "online":  # the server's copy of the resumed run
+
             def steps(path):
                 return self.run[path].fetch_values()["step"].tolist() if self.run.exists(path) else []
+
             epochs = {int(e) for e in steps("epoch")}
-            return alexnet.Recorded({int(s) for s in steps("train/batch_acc")}, epochs, epochs,
-                                    self.run.exists("model/final"), self.run.exists("test/acc"))
+            return alexnet.Recorded(
+                {int(s) for s in steps("train/batch_acc")},
+                epochs,
+                epochs,
+                self.run.exists("model/final"),
+                self.run.exists("test/acc"),
+            )
         # A kill -9 may cut the log between two operations: each check reads the call's last one,
         # and the points and files a cut call did write are not written again (log_metrics, log_model).
         ops = [op for folder in self.earlier for op in operations(folder)]
-        self.logged = {("/".join(op["path"]), float(v["step"])) for op in ops if op["type"] == "LogFloats"
-                       for v in op["values"] if v["step"] is not None}  # hardware monitoring has no steps
+        self.logged = {
+            ("/".join(op["path"]), float(v["step"]))
+            for op in ops
+            if op["type"] == "LogFloats"
+            for v in op["values"]
+            if v["step"] is not None
+        }  # hardware monitoring has no steps
         self.uploaded = {"/".join(op["path"]) for op in ops if op["type"] == "UploadFile"}
-        versions = {op["value"].rpartition("/")[2] for op in ops  # the last operation of log_model
-                    if op["type"] == "AssignString" and op["path"] == ["model", "latest", "checkpoint"]}
-        return alexnet.Recorded({int(s) for key, s in self.logged if key == "train/batch_acc"},
-                                {int(s) for key, s in self.logged if key == "epoch"},
-                                {int(v[len("epoch_"):]) for v in versions if v.startswith("epoch_")},
-                                "final" in versions, assigned(ops, "test/acc") is not None)
+        versions = {
+            op["value"].rpartition("/")[2]
+            for op in ops  # the last operation of log_model
+            if op["type"] == "AssignString" and op["path"] == ["model", "latest", "checkpoint"]
+        }
+        return alexnet.Recorded(
+            {int(s) for key, s in self.logged if key == "train/batch_acc"},
+            {int(s) for key, s in self.logged if key == "epoch"},
+            {int(v[len("epoch_") :]) for v in versions if v.startswith("epoch_")},
+            "final" in versions,
+            assigned(ops, "test/acc") is not None,
+        )
 
     def log_epoch(self, metrics, step, checkpoint=None):
         if checkpoint:
@@ -166,15 +201,18 @@ class NeptuneTracker(tracking.Tracker):
 
     def log_evaluation(self, evaluation):
         from matplotlib import pyplot as plt
+
         fig = self.confusion_figure(evaluation)
         self.run["test/confusion_matrix"].upload(File.as_image(fig))
         plt.close(fig)
         self.run["test/confusion_matrix_counts"] = json.dumps(evaluation.confusion.tolist())
-        self.run["test/per_class_acc"] = dict(zip(evaluation.classes, evaluation.per_class_acc))
+        self.run["test/per_class_acc"] = dict(zip(evaluation.classes, evaluation.per_class_acc, strict=True))
         for m in evaluation.mistakes:
             self.run["test/most_confident_mistakes"].append(
-                File.as_image(m["image"]), name=f"test image {m['index']}",
-                description=f"true: {m['true']}, predicted: {m['predicted']} (p={m['probability']:.3f})")
+                File.as_image(m["image"]),
+                name=f"test image {m['index']}",
+                description=f"true: {m['true']}, predicted: {m['predicted']} (p={m['probability']:.3f})",
+            )
 
     def finish(self, status, exit_code):
         if not hasattr(self, "run"):
@@ -195,10 +233,18 @@ class NeptuneTracker(tracking.Tracker):
         the end: the callback remakes them after each trial)."""
         import neptune_optuna
         import optuna
+
         a = self.args
-        run = neptune.init_run(project=self.project, api_token=self.token, mode="async" if a.mode == "online" else
-                               "offline", name=study.study_name, tags=[*a.tags, study.study_name],
-                               capture_hardware_metrics=False, capture_stdout=False, capture_stderr=False)
+        run = neptune.init_run(
+            project=self.project,
+            api_token=self.token,
+            mode="async" if a.mode == "online" else "offline",
+            name=study.study_name,
+            tags=[*a.tags, study.study_name],
+            capture_hardware_metrics=False,
+            capture_stdout=False,
+            capture_stderr=False,
+        )
         run["run_id"] = self.run_id
         # neptune-optuna 1.4.1 appends each trial's value to a float series, and a failed trial's is None:
         # it gets the trials that have a value, and a failed trial is logged beside them, under its names.
@@ -207,14 +253,22 @@ class NeptuneTracker(tracking.Tracker):
         neptune_optuna.log_study_metadata(valued, run)
         for t in study.get_trials():
             if t.value is None:
-                run[f"trials/trials/{t.number}"] = stringify_unsupported({
-                    "params": t.params, "intermediate_values": t.intermediate_values, "state": repr(t.state),
-                    "datetime_start": t.datetime_start, "duration": t.duration})
+                run[f"trials/trials/{t.number}"] = stringify_unsupported(
+                    {
+                        "params": t.params,
+                        "intermediate_values": t.intermediate_values,
+                        "state": repr(t.state),
+                        "datetime_start": t.datetime_start,
+                        "duration": t.duration,
+                    }
+                )
         run.stop()
-        return ["Neptune offline: neptune_optuna.load_study_from_run refuses an offline run, so the study is "
-                "reloaded from its Optuna journal; the runs of one search share its name as a tag",
-                "neptune-optuna 1.4.1 cannot log a failed trial (its value is None): failed trials are logged under "
-                "trials/trials/N by this script"]
+        return [
+            "Neptune offline: neptune_optuna.load_study_from_run refuses an offline run, so the study is "
+            "reloaded from its Optuna journal; the runs of one search share its name as a tag",
+            "neptune-optuna 1.4.1 cannot log a failed trial (its value is None): failed trials are logged under "
+            "trials/trials/N by this script",
+        ]
 
     @staticmethod
     def relocate(old, new):
@@ -225,13 +279,14 @@ class NeptuneTracker(tracking.Tracker):
             with open(log) as f:
                 lines = f.read().splitlines(keepends=True)
 
-            def write(tmp):
+            def write(tmp, lines=lines):
                 with open(tmp, "w") as f:
                     for line in lines:
                         try:
                             f.write(json.dumps(repoint(json.loads(line), old, new)) + "\n")
                         except ValueError:  # a line cut short by a hard kill stays as it was
                             f.write(line)
+
             durable.write_atomically(log, write)
         return f"re-pointed {len(logs)} Neptune operation log(s) from {old} to {new}"
 
@@ -240,8 +295,10 @@ class NeptuneTracker(tracking.Tracker):
             return ""
         if self.args.mode == "online":
             return f"Neptune run: {getattr(self, 'url', None) or 'see the Neptune server'}"
-        return (f"Neptune run saved offline in {self.data_dir}\n"
-                f"  upload it: neptune sync --path {self.args.out_dir} --project WORKSPACE/PROJECT")
+        return (
+            f"Neptune run saved offline in {self.data_dir}\n"
+            f"  upload it: neptune sync --path {self.args.out_dir} --project WORKSPACE/PROJECT"
+        )
 
 
 def main(argv=None):

@@ -7,6 +7,7 @@ is Optuna's storage for several processes on one file system: processes given th
 where it was when started again: finished trials are kept, the trial that was cut short continues
 from its resume state as the same tracker run.
 """
+
 import argparse
 import hashlib
 import json
@@ -30,7 +31,7 @@ import tracking
 # trial is a command line.
 PARAMS = ("lr", "weight_decay", "label_smoothing", "warmup_epochs")
 OUTCOME_FILE = "trial.json"  # a trial's outcome, written once its tracker run is closed
-PRUNED_AT = "pruned_at"      # the trial's user attribute in the journal: the epoch the pruner stopped it at
+PRUNED_AT = "pruned_at"  # the trial's user attribute in the journal: the epoch the pruner stopped it at
 
 
 def space(base):
@@ -39,8 +40,9 @@ def space(base):
         "weight_decay": optuna.distributions.FloatDistribution(5e-5, 5e-3, log=True),
         "label_smoothing": optuna.distributions.FloatDistribution(0.0, 0.2),
         # Some warmup always: without it the first steps at a high rate blow the loss up (alexnet.RECIPES).
-        "warmup_epochs": optuna.distributions.FloatDistribution(min(0.5, base["epochs"] / 4),
-                                                               min(2.0, base["epochs"] / 2)),
+        "warmup_epochs": optuna.distributions.FloatDistribution(
+            min(0.5, base["epochs"] / 4), min(2.0, base["epochs"] / 2)
+        ),
     }
 
 
@@ -131,8 +133,10 @@ class JournalTrial(optuna.trial.Trial):
         if not self.should_prune():
             return False
         self.set_user_attr(PRUNED_AT, epoch)
-        say(f"epoch {epoch}: best val acc so far {max(self.values().values()):.4f}, below the median of the "
-            "finished trials' at this epoch: pruned")
+        say(
+            f"epoch {epoch}: best val acc so far {max(self.values().values()):.4f}, below the median of the "
+            "finished trials' at this epoch: pruned"
+        )
         return True
 
     def outcome(self, state=None):
@@ -142,10 +146,15 @@ class JournalTrial(optuna.trial.Trial):
         frozen = self.storage.get_trial(self._trial_id)
         values = frozen.intermediate_values
         state = state or ("pruned" if PRUNED_AT in frozen.user_attrs else "complete")
-        return {"number": self.number, "study": self.study.study_name, "state": state, "params": frozen.params,
-                "value": (values[max(values)] if state == "pruned" else max(values.values())) if values else None,
-                "intermediate_values": {str(k): v for k, v in sorted(values.items())},
-                "duration_s": round(time.time() - frozen.datetime_start.timestamp(), 3)}
+        return {
+            "number": self.number,
+            "study": self.study.study_name,
+            "state": state,
+            "params": frozen.params,
+            "value": (values[max(values)] if state == "pruned" else max(values.values())) if values else None,
+            "intermediate_values": {str(k): v for k, v in sorted(values.items())},
+            "duration_s": round(time.time() - frozen.datetime_start.timestamp(), 3),
+        }
 
 
 class Stopped(Exception):
@@ -161,37 +170,53 @@ def run(tracker_class, args, given):
     n = args.search
     searched = [f"--{k.replace('_', '-')}" for k in PARAMS[1:] if k in given]
     if searched:
-        return tracking.error(f"--search chooses {', '.join(searched)} itself: leave {'it' if len(searched) == 1 else 'them'} "
-                              "out (--lr, if given, is the centre of the rates it tries)", 2)
+        return tracking.error(
+            f"--search chooses {', '.join(searched)} itself: leave {'it' if len(searched) == 1 else 'them'} "
+            "out (--lr, if given, is the centre of the rates it tries)",
+            2,
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         out_dir = args.out_dir = tracking.prepare_out_dir(args.out_dir)
         device = tracking.resolve_device(args.device)
         cfg = tracking.make_config(args)
-        dataset = data.load(args.dataset, args.data_dir, skip_checksum=args.skip_checksum,
-                            train_size=args.train_size, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+        dataset = data.load(
+            args.dataset,
+            args.data_dir,
+            skip_checksum=args.skip_checksum,
+            train_size=args.train_size,
+            val_fraction=cfg["val_fraction"],
+            seed=cfg["seed"],
+        )
         cfg.update(alexnet.fit_to_data(cfg, len(dataset.train), {k for k, v in vars(args).items() if v is not None}))
         cfg.update(dataset_version=dataset.version, world_size=1, **alexnet.environment(device))
         name = study_name(cfg)
         folder = os.path.join(out_dir, name)
         os.makedirs(folder, exist_ok=True)
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
-            os.path.join(folder, "journal.log")))
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(os.path.join(folder, "journal.log"))
+        )
         # The study's record, opened here: credentials are checked before any training.
         recorder = (tracker_class if args.mode != "disabled" else tracking.Tracker)(
-            args, os.path.join(folder, f"{name}-study"))
+            args, os.path.join(folder, f"{name}-study")
+        )
         with durable.exclusive(os.path.join(folder, ".search.lock")):
             if args.resume == "latest" and not optuna.study.get_all_study_names(storage):
-                raise tracking.UsageError(f"--resume: no search of these flags in {out_dir} yet (its study would be "
-                                          f"{name}); give the flags it was started with, or leave out --resume")
-            study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
-                                        pruner=pruner(), load_if_exists=True)
+                raise tracking.UsageError(
+                    f"--resume: no search of these flags in {out_dir} yet (its study would be "
+                    f"{name}); give the flags it was started with, or leave out --resume"
+                )
+            study = optuna.create_study(
+                study_name=name, storage=storage, direction="maximize", pruner=pruner(), load_if_exists=True
+            )
             if "search_space" not in study.user_attrs:
                 study.set_user_attr("search_space", {k: repr(d) for k, d in space(cfg).items()})
             recorder.open_study(name)
             done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-        say(f"search {name}: {n} trials of {cfg['epochs']} epochs; {len(done)} ended before; "
-            f"its journal: {shown(os.path.join(folder, 'journal.log'))}")
+        say(
+            f"search {name}: {n} trials of {cfg['epochs']} epochs; {len(done)} ended before; "
+            f"its journal: {shown(os.path.join(folder, 'journal.log'))}"
+        )
     except (tracking.UsageError, data.DataError) as e:
         return tracking.error(e, 2)
     except OSError as e:
@@ -211,13 +236,17 @@ def run(tracker_class, args, given):
                 lock.release()
             if code != 0:  # a trial stopped mid-way has said how to continue
                 if os.path.exists(os.path.join(trial_dir(folder, study, trial.number), OUTCOME_FILE)):
-                    say(f"stopped after trial {trial.number} ended; continue the search with: {continue_command()}",
-                        file=sys.stderr)
+                    say(
+                        f"stopped after trial {trial.number} ended; continue the search with: {continue_command()}",
+                        file=sys.stderr,
+                    )
                 return code
         return finish(recorder, args, cfg, study, folder, n)
     except (KeyboardInterrupt, Stopped) as e:  # between two trials: the journal holds every trial that ended
-        return tracking.error(f"stopped between trials; continue the search with: {continue_command()}",
-                              128 + (e.args[0] if isinstance(e, Stopped) else signal.SIGINT))
+        return tracking.error(
+            f"stopped between trials; continue the search with: {continue_command()}",
+            128 + (e.args[0] if isinstance(e, Stopped) else signal.SIGINT),
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -259,14 +288,14 @@ def train_trial(tracker_class, args, base, study, trial, folder, dataset, device
     if not os.path.exists(outcome_path):
         params = trial.params
         trial_args = argparse.Namespace(**{**vars(args), **params, "batch_size": base["batch_size"]})
-        cfg = {**base, **params, "run_id": os.path.basename(run_dir), "study": study.study_name,
-               "trial": trial.number}
+        cfg = {**base, **params, "run_id": os.path.basename(run_dir), "study": study.study_name, "trial": trial.number}
         say(f"trial {trial.number}: " + ", ".join(f"{k} {v:.4g}" for k, v in params.items()))
         state_path = os.path.join(run_dir, alexnet.Engine.RESUME_FILE)
         try:
             saved = tracking.load_resume_state(state_path) if os.path.exists(state_path) else None
-            recorder = TrialRecorder((tracker_class if args.mode != "disabled" else tracking.Tracker)(
-                trial_args, run_dir), trial)
+            recorder = TrialRecorder(
+                (tracker_class if args.mode != "disabled" else tracking.Tracker)(trial_args, run_dir), trial
+            )
             engine = alexnet.Engine(cfg, dataset, recorder, device, run_dir)
             engine.stop_early = trial.stop_early
             if saved:
@@ -303,12 +332,16 @@ def finish(recorder, args, cfg, study, folder, n):
     with durable.exclusive(os.path.join(folder, ".search.lock")):
         trials = study.get_trials(deepcopy=False)
         if any(not t.state.is_finished() for t in trials):
-            say(f"this process is done; trial(s) {[t.number for t in trials if not t.state.is_finished()]} of "
-                f"search {study.study_name} are still trained by another")
+            say(
+                f"this process is done; trial(s) {[t.number for t in trials if not t.state.is_finished()]} of "
+                f"search {study.study_name} are still trained by another"
+            )
             return 0
         if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
-            return tracking.error(f"search {study.study_name}: no trial completed (all pruned or failed); "
-                                  "nothing to record as its best", 1)
+            return tracking.error(
+                f"search {study.study_name}: no trial completed (all pruned or failed); nothing to record as its best",
+                1,
+            )
         marker = os.path.join(folder, f"study-{recorder.run_id}-{tracking_name(recorder)}.json")
         if not os.path.exists(marker) or read_json(marker)["trials"] != len(trials):
             # Optuna's plots warn of a search too small to plot or rank; what they show says so.
@@ -318,21 +351,30 @@ def finish(recorder, args, cfg, study, folder, n):
                 try:
                     notes = recorder.log_study(study)
                 except (tracking.UsageError, *recorder.write_errors) as e:
-                    return tracking.error(f"{recorder.name} could not record the study: {tracking.first_line(e)}; "
-                                          f"the trials are recorded; record it with: {continue_command()}", 1)
+                    return tracking.error(
+                        f"{recorder.name} could not record the study: {tracking.first_line(e)}; "
+                        f"the trials are recorded; record it with: {continue_command()}",
+                        1,
+                    )
                 finally:
                     optuna.logging.set_verbosity(optuna.logging.WARNING)
             write_json(marker, {"trials": len(trials), "notes": notes})
             for line in notes:
                 say(line)
     best = study.best_trial
-    say(f"best trial {best.number}: val acc {best.value:.4f} with "
-        + ", ".join(f"{k} {v:.4g}" for k, v in best.params.items()))
+    say(
+        f"best trial {best.number}: val acc {best.value:.4f} with "
+        + ", ".join(f"{k} {v:.4g}" for k, v in best.params.items())
+    )
     # The batch the search trained with: a peak rate given keeps the recipe's batch otherwise.
     train = {**best.params, "batch_size": cfg["batch_size"]}
-    say("  train it to the end: " + tracking.command_line(
-        drop=["--resume", "--search", *map(flag, train)],
-        add=[word for key, value in train.items() for word in (flag(key), f"{value:.6g}")]))
+    say(
+        "  train it to the end: "
+        + tracking.command_line(
+            drop=["--resume", "--search", *map(flag, train)],
+            add=[word for key, value in train.items() for word in (flag(key), f"{value:.6g}")],
+        )
+    )
     return 0
 
 
@@ -363,6 +405,7 @@ def write_json(path, value):
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(value, f, indent=1)
+
     durable.write_atomically(path, write)
 
 

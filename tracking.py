@@ -3,6 +3,7 @@
 `wandb_setup_script.py`, `neptune_integration.py` and `mlflow_tracking.py` each implement
 `Tracker` and call `main`, which owns the tracker run's lifecycle.
 """
+
 import argparse
 import gc
 import os
@@ -38,6 +39,7 @@ class Tracker:
     `finish` at the end, whatever happened. The engine makes the calls in between: log_dataset,
     log_metrics and log_epoch while training, log_results once at the end.
     """
+
     name = "none"
     project_help = "tracker project"
     write_errors = (OSError,)  # what the client raises when it cannot write its record (a full disk)
@@ -108,17 +110,32 @@ class Tracker:
     def confusion_figure(self, evaluation):
         """The test confusion matrix as a matplotlib figure, for the tracker to upload; close it after."""
         import matplotlib  # here, not at the top: the tracker sets MPLCONFIGDIR first
+
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
+
         fig, ax = plt.subplots(figsize=(7, 6))
         im = ax.imshow(evaluation.confusion, cmap="Blues")
-        ax.set(xticks=range(len(evaluation.classes)), yticks=range(len(evaluation.classes)),
-               xticklabels=evaluation.classes, yticklabels=evaluation.classes,
-               xlabel="predicted", ylabel="true", title="Test confusion matrix")
+        ax.set(
+            xticks=range(len(evaluation.classes)),
+            yticks=range(len(evaluation.classes)),
+            xticklabels=evaluation.classes,
+            yticklabels=evaluation.classes,
+            xlabel="predicted",
+            ylabel="true",
+            title="Test confusion matrix",
+        )
         plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
         for (i, j), n in np.ndenumerate(evaluation.confusion):
-            ax.text(j, i, n, ha="center", va="center", fontsize=7,
-                    color="white" if n > evaluation.confusion.max() / 2 else "black")
+            ax.text(
+                j,
+                i,
+                n,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if n > evaluation.confusion.max() / 2 else "black",
+            )
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
         return fig
@@ -136,6 +153,7 @@ def call_with_timeout(fn, seconds):
             box.append((True, fn()))
         except BaseException as e:  # handed to the caller's thread
             box.append((False, e))
+
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     thread.join(seconds)
@@ -160,6 +178,7 @@ def positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
+
     return parse
 
 
@@ -192,70 +211,127 @@ class Parser(argparse.ArgumentParser):
 def build_parser(tracker_class):
     tool = tracker_class.name
     p = Parser(description=f"Train AlexNet on CIFAR-10 and track the run with {tool}.")
-    p.add_argument("--mode", choices=["online", "offline", "disabled"], default="online",
-                   help=f"online: sync to a {tool} server; offline: record locally, sync later; "
-                        "disabled: no tracking (default: online)")
+    p.add_argument(
+        "--mode",
+        choices=["online", "offline", "disabled"],
+        default="online",
+        help=f"online: sync to a {tool} server; offline: record locally, sync later; "
+        "disabled: no tracking (default: online)",
+    )
     p.add_argument("--project", default=None, help=tracker_class.project_help)
     p.add_argument("--name", default=None, help="run name (default: the tracker's)")
     p.add_argument("--tags", nargs="*", default=[], help="run tags")
     p.add_argument("--notes", default=None, help="run notes / description")
     p.add_argument("--data-dir", default="./data", help="where CIFAR-10 is or is downloaded to (default: ./data)")
-    p.add_argument("--dataset", choices=["cifar10", "synthetic"], default="cifar10",
-                   help="cifar10, or synthetic: generated CIFAR-shaped data that needs no download")
-    p.add_argument("--skip-checksum", action="store_true",
-                   help="load a CIFAR-10 copy in the official python-batch layout whose checksums "
-                        "differ from the official files (its own content hash is the version)")
-    p.add_argument("--train-size", type=positive(int), default=None,
-                   help="use a seeded subset of this many training images (before the validation split)")
+    p.add_argument(
+        "--dataset",
+        choices=["cifar10", "synthetic"],
+        default="cifar10",
+        help="cifar10, or synthetic: generated CIFAR-shaped data that needs no download",
+    )
+    p.add_argument(
+        "--skip-checksum",
+        action="store_true",
+        help="load a CIFAR-10 copy in the official python-batch layout whose checksums "
+        "differ from the official files (its own content hash is the version)",
+    )
+    p.add_argument(
+        "--train-size",
+        type=positive(int),
+        default=None,
+        help="use a seeded subset of this many training images (before the validation split)",
+    )
     d = alexnet.RECIPES["default"]
-    p.add_argument("--recipe", choices=sorted(alexnet.RECIPES), default="default",
-                   help="default: the study's model, data, batch size and epochs, trained with SGD "
-                        "(Nesterov), weight decay, 2-epoch warmup, cosine decay and label smoothing, fitted "
-                        "to a small training set (see --batch-size); study: the "
-                        "original study's recipe exactly")
-    p.add_argument("--optimizer", choices=alexnet.OPTIMIZERS,
-                   help=f"adam, adamw, or sgd with Nesterov momentum 0.9 (recipe: {d['optimizer']})")
+    p.add_argument(
+        "--recipe",
+        choices=sorted(alexnet.RECIPES),
+        default="default",
+        help="default: the study's model, data, batch size and epochs, trained with SGD "
+        "(Nesterov), weight decay, 2-epoch warmup, cosine decay and label smoothing, fitted "
+        "to a small training set (see --batch-size); study: the "
+        "original study's recipe exactly",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=alexnet.OPTIMIZERS,
+        help=f"adam, adamw, or sgd with Nesterov momentum 0.9 (recipe: {d['optimizer']})",
+    )
     p.add_argument("--epochs", type=positive(int), help=f"epochs (recipe: {d['epochs']})")
-    p.add_argument("--batch-size", type=positive(int),
-                   help=f"batch size (recipe: {d['batch_size']}; unless this or --lr is given, the default recipe "
-                        f"halves it, down to {alexnet.MIN_BATCH}, until an epoch has {alexnet.MIN_STEPS_PER_EPOCH} steps)")
-    p.add_argument("--lr", type=positive(float),
-                   help=f"peak learning rate (recipe: {d['lr']:g}; times batch/{d['batch_size'] // 2}, and the "
-                        "warmup at most 8%% of the run, where the default recipe halves the batch)")
+    p.add_argument(
+        "--batch-size",
+        type=positive(int),
+        help=f"batch size (recipe: {d['batch_size']}; unless this or --lr is given, the default recipe "
+        f"halves it, down to {alexnet.MIN_BATCH}, until an epoch has {alexnet.MIN_STEPS_PER_EPOCH} steps)",
+    )
+    p.add_argument(
+        "--lr",
+        type=positive(float),
+        help=f"peak learning rate (recipe: {d['lr']:g}; times batch/{d['batch_size'] // 2}, and the "
+        "warmup at most 8%% of the run, where the default recipe halves the batch)",
+    )
     p.add_argument("--weight-decay", type=non_negative, help=f"weight decay (recipe: {d['weight_decay']:g})")
-    p.add_argument("--label-smoothing", type=smoothing,
-                   help=f"label smoothing of the training loss (recipe: {d['label_smoothing']:g})")
-    p.add_argument("--warmup-epochs", type=non_negative,
-                   help=f"epochs of linear warmup to the peak rate (recipe: {d['warmup_epochs']:g})")
+    p.add_argument(
+        "--label-smoothing",
+        type=smoothing,
+        help=f"label smoothing of the training loss (recipe: {d['label_smoothing']:g})",
+    )
+    p.add_argument(
+        "--warmup-epochs",
+        type=non_negative,
+        help=f"epochs of linear warmup to the peak rate (recipe: {d['warmup_epochs']:g})",
+    )
     p.add_argument("--seed", type=int, help=f"random seed (recipe: {d['seed']})")
-    p.add_argument("--val-fraction", type=fraction,
-                   help=f"fraction of training data held out for validation (recipe: {d['val_fraction']:g})")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto: cuda if available, else cpu")
-    p.add_argument("--compile", action="store_true",
-                   help="compile the model with torch.compile (pays off on a GPU; the first steps are slower)")
-    p.add_argument("--out-dir", default="runs",
-                   help="everything the run writes: checkpoints and the tracker's local data (default: runs/)")
-    p.add_argument("--log-every", type=positive(int), default=50,
-                   help="log per-step metrics every N optimizer steps (default: 50)")
-    p.add_argument("--moved-from", metavar="OLD_DIR",
-                   help="--out-dir was copied or moved here from OLD_DIR (another path or machine): re-point "
-                        "the tracker's local records to where they are now, then exit")
-    p.add_argument("--search", type=positive(int), metavar="N",
-                   help="search hyperparameters with Optuna instead of training one run: N trials (TPE sampler "
-                        "seeded by --seed) over the peak rate and weight decay (log scales), label smoothing and "
-                        "warmup, each trained with the other flags as given and recorded as a run, a median pruner "
-                        "stopping trials behind at an epoch; ends with the best trial and the command that trains "
-                        "it. The study lives in --out-dir: processes started with the same flags share its trials, "
-                        "and the same command (or --resume) continues a stopped search")
-    p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_DIR",
-                   help="continue the newest unfinished run in --out-dir, or the run folder RUN_DIR "
-                        "(wherever it is: its parent is then the --out-dir), from its last saved state, "
-                        "as the same tracker run, with the flags it was started with (a flag given again "
-                        "must match). --resume auto: continue the newest unfinished run in --out-dir if "
-                        "there is one, else start a new run, so one command line serves the first start, a "
-                        "torchrun restart and a scheduler's requeue (W&B's resume=\"allow\"). One process "
-                        "trains a run at a time: a second is refused, naming the first")
+    p.add_argument(
+        "--val-fraction",
+        type=fraction,
+        help=f"fraction of training data held out for validation (recipe: {d['val_fraction']:g})",
+    )
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if available, else cpu"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile (pays off on a GPU; the first steps are slower)",
+    )
+    p.add_argument(
+        "--out-dir",
+        default="runs",
+        help="everything the run writes: checkpoints and the tracker's local data (default: runs/)",
+    )
+    p.add_argument(
+        "--log-every", type=positive(int), default=50, help="log per-step metrics every N optimizer steps (default: 50)"
+    )
+    p.add_argument(
+        "--moved-from",
+        metavar="OLD_DIR",
+        help="--out-dir was copied or moved here from OLD_DIR (another path or machine): re-point "
+        "the tracker's local records to where they are now, then exit",
+    )
+    p.add_argument(
+        "--search",
+        type=positive(int),
+        metavar="N",
+        help="search hyperparameters with Optuna instead of training one run: N trials (TPE sampler "
+        "seeded by --seed) over the peak rate and weight decay (log scales), label smoothing and "
+        "warmup, each trained with the other flags as given and recorded as a run, a median pruner "
+        "stopping trials behind at an epoch; ends with the best trial and the command that trains "
+        "it. The study lives in --out-dir: processes started with the same flags share its trials, "
+        "and the same command (or --resume) continues a stopped search",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="RUN_DIR",
+        help="continue the newest unfinished run in --out-dir, or the run folder RUN_DIR "
+        "(wherever it is: its parent is then the --out-dir), from its last saved state, "
+        "as the same tracker run, with the flags it was started with (a flag given again "
+        "must match). --resume auto: continue the newest unfinished run in --out-dir if "
+        "there is one, else start a new run, so one command line serves the first start, a "
+        "torchrun restart and a scheduler's requeue (W&B's resume=\"allow\"). One process "
+        "trains a run at a time: a second is refused, naming the first",
+    )
     return p
 
 
@@ -307,8 +383,14 @@ def prepare_out_dir(path):
 
 
 # Flags that change what is trained: a resumed run must be given the values it started with.
-RESUME_MUST_MATCH = [*alexnet.RECIPES["default"], "dataset", "train_size", "skip_checksum", "log_every",
-                     "dataset_version"]
+RESUME_MUST_MATCH = [
+    *alexnet.RECIPES["default"],
+    "dataset",
+    "train_size",
+    "skip_checksum",
+    "log_every",
+    "dataset_version",
+]
 
 
 class Finished(Exception):
@@ -331,12 +413,17 @@ def find_resume_state(out_dir, which):
         return max(states, key=os.path.getmtime)
     if which == "auto":
         return None
-    finished = [os.path.join(out_dir, d) for d in os.listdir(out_dir)
-                if os.path.isfile(os.path.join(out_dir, d, "history.json"))]
+    finished = [
+        os.path.join(out_dir, d)
+        for d in os.listdir(out_dir)
+        if os.path.isfile(os.path.join(out_dir, d, "history.json"))
+    ]
     if finished:
         raise Finished(max(finished, key=os.path.getmtime))
-    raise UsageError(f"--resume: nothing to continue yet in {out_dir} (a run saves its resume state at "
-                     "its first epoch's end, at most a minute apart after that, and when stopped)")
+    raise UsageError(
+        f"--resume: nothing to continue yet in {out_dir} (a run saves its resume state at "
+        "its first epoch's end, at most a minute apart after that, and when stopped)"
+    )
 
 
 def load_resume_state(path):
@@ -358,8 +445,10 @@ def check_resumable(cfg, saved):
     for key in RESUME_MUST_MATCH:
         if cfg.get(key) != saved["config"].get(key):
             flag = "the data" if key == "dataset_version" else f"--{key.replace('_', '-')} {cfg.get(key)}"
-            raise UsageError(f"--resume: {flag} differs from the run's {saved['config'].get(key)}; "
-                             "give the flags the run was started with")
+            raise UsageError(
+                f"--resume: {flag} differs from the run's {saved['config'].get(key)}; "
+                "give the flags the run was started with"
+            )
 
 
 RANK = int(os.environ.get("RANK", 0))  # set by torchrun; only rank 0 talks to the user and the tracker
@@ -379,8 +468,12 @@ def start_distributed(device):
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     store, rank, world_size = next(torch.distributed.rendezvous("env://"))
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
-                                         world_size=world_size, store=this_attempt(store, rank, world_size))
+    torch.distributed.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo",
+        rank=rank,
+        world_size=world_size,
+        store=this_attempt(store, rank, world_size),
+    )
     return device
 
 
@@ -464,12 +557,19 @@ def main(tracker_class, argv=None):
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines appear as they happen in a log file
     if args.search:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-            return error("--search runs one process per worker, not under torchrun: start it several times "
-                         "with the same flags and --out-dir, and the processes share the study's trials", 2)
+            return error(
+                "--search runs one process per worker, not under torchrun: start it several times "
+                "with the same flags and --out-dir, and the processes share the study's trials",
+                2,
+            )
         if args.moved_from or args.resume not in (None, "latest", "auto"):
-            return error("--search continues a stopped search with the same flags (and --resume), not with "
-                         f"--{'moved-from' if args.moved_from else 'resume RUN_DIR'}", 2)
+            return error(
+                "--search continues a stopped search with the same flags (and --resume), not with "
+                f"--{'moved-from' if args.moved_from else 'resume RUN_DIR'}",
+                2,
+            )
         import search  # Optuna is imported only for a search
+
         return search.run(tracker_class, args, given)
     if args.moved_from:
         if not os.path.isdir(args.out_dir):
@@ -488,8 +588,11 @@ def main(tracker_class, argv=None):
         args.out_dir = prepare_out_dir(args.out_dir) if RANK == 0 else os.path.abspath(args.out_dir)
         # Rank 0 decides which run goes on (or that a new one starts), and every process follows.
         state_path = decide(lambda: find_resume_state(args.out_dir, args.resume) if args.resume else None)
-        run_dir = os.path.dirname(state_path) if state_path else \
-            os.path.join(args.out_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
+        run_dir = (
+            os.path.dirname(state_path)
+            if state_path
+            else os.path.join(args.out_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
+        )
         tracker, saved = None, None
         if RANK == 0:  # credentials are asked for and checked before the data is loaded
             try:
@@ -511,18 +614,30 @@ def main(tracker_class, argv=None):
             if saved:
                 restore_flags(args, saved, given)
         cfg = make_config(args)
-        dataset = data.load(args.dataset, args.data_dir, skip_checksum=args.skip_checksum,
-                            train_size=args.train_size, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
+        dataset = data.load(
+            args.dataset,
+            args.data_dir,
+            skip_checksum=args.skip_checksum,
+            train_size=args.train_size,
+            val_fraction=cfg["val_fraction"],
+            seed=cfg["seed"],
+        )
         fitted = alexnet.fit_to_data(cfg, len(dataset.train), {k for k, v in vars(args).items() if v is not None})
         if saved:  # a resumed run goes on with what it started with (a run from before the fitting too)
             fitted = {k: saved["config"].get(k, v) for k, v in fitted.items()}
         if fitted:
             cfg.update(fitted)
-            say(f"the default recipe fitted to {len(dataset.train):,} training images and {cfg['epochs']} epochs: "
+            say(
+                f"the default recipe fitted to {len(dataset.train):,} training images and {cfg['epochs']} epochs: "
                 + ", ".join(f"{k} {v:g}" for k, v in fitted.items())
-                + " (a --batch-size or --lr given keeps the recipe as it is)")
-        cfg.update(run_id=run_id, dataset_version=dataset.version, world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                   **alexnet.environment(device))
+                + " (a --batch-size or --lr given keeps the recipe as it is)"
+            )
+        cfg.update(
+            run_id=run_id,
+            dataset_version=dataset.version,
+            world_size=int(os.environ.get("WORLD_SIZE", 1)),
+            **alexnet.environment(device),
+        )
         if saved:
             check_resumable(cfg, saved)
         engine = alexnet.Engine(cfg, dataset, tracker, device, tracker.run_dir)
@@ -562,9 +677,11 @@ def train(engine, tracker, resumed):
                 recorded = tracker.recorded()
                 done = len(engine.history)
                 at = f"epoch {done + 1}" if done < engine.cfg["epochs"] else "the test evaluation"
-                say(f"resuming run {tracker.run_id} from step {engine.step} ({at}); "
+                say(
+                    f"resuming run {tracker.run_id} from step {engine.step} ({at}); "
                     f"its record holds steps to {recorded.last_step}, epochs {sorted(recorded.epochs) or 'none'}"
-                    + (", the results" if recorded.results else ""))
+                    + (", the results" if recorded.results else "")
+                )
             else:
                 recorded = None
             engine.run(recorded)
@@ -607,8 +724,10 @@ def train(engine, tracker, resumed):
     if tracker.where():
         say(tracker.where())
     if status == "interrupted" and not lost and os.path.exists(engine.state_path):
-        say(f"interrupted at step {engine.step}; saved {engine.state_path}\n"
-            f"  continue with: {resume_command(tracker)}", file=sys.stderr)
+        say(
+            f"interrupted at step {engine.step}; saved {engine.state_path}\n  continue with: {resume_command(tracker)}",
+            file=sys.stderr,
+        )
     if lost:  # every process that is left says it, last: rank 0 may be the one that died
         print(f"rank {RANK}: lost a peer; torchrun will restart from the resume state", file=sys.stderr)
     if failure:
@@ -626,17 +745,23 @@ def lost_peer(e):
     by peer"; NCCL and the store: torch.distributed.DistError)."""
     return torch.distributed.is_initialized() and (
         isinstance(e, torch.distributed.DistError)
-        or re.search(r"Connection (reset|closed) by peer|Broken pipe|gloo/transport", str(e)) is not None)
+        or re.search(r"Connection (reset|closed) by peer|Broken pipe|gloo/transport", str(e)) is not None
+    )
 
 
 def write_failure(e, engine, tracker):
     """One line for a record the tracker could not write, from the innermost error."""
     while e.__cause__:
         e = e.__cause__
-    what = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.filename else \
-        (str(e).splitlines() or [type(e).__name__])[0]
-    line = f"{tracker.name} could not write its record: {what}; what is already recorded and saved is kept in " \
-           f"{tracker.run_dir}"
+    what = (
+        f"{e.strerror} ({e.filename})"
+        if isinstance(e, OSError) and e.filename
+        else (str(e).splitlines() or [type(e).__name__])[0]
+    )
+    line = (
+        f"{tracker.name} could not write its record: {what}; what is already recorded and saved is kept in "
+        f"{tracker.run_dir}"
+    )
     if os.path.exists(engine.state_path):
         line += f"; once that is fixed, continue with: {resume_command(tracker)}"
     return line

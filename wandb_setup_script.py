@@ -5,6 +5,7 @@
 
 The mirror image of neptune_integration.py: same flags, metrics, artifacts and order.
 """
+
 import getpass
 import glob
 import json
@@ -46,8 +47,8 @@ def read_log(path):
         if LOG_BLOCK - pos % LOG_BLOCK < 7:  # a block's end too short for a chunk: zeros
             pos += LOG_BLOCK - pos % LOG_BLOCK
             continue
-        crc, size, kind = struct.unpack("<IHB", raw[pos:pos + 7])
-        chunk = raw[pos + 7:pos + 7 + size]
+        crc, size, kind = struct.unpack("<IHB", raw[pos : pos + 7])
+        chunk = raw[pos + 7 : pos + 7 + size]
         if len(chunk) < size or zlib.crc32(bytes([kind]) + chunk) != crc:
             raise ValueError(f"{path} has a damaged or cut-short record at byte {pos}")
         record, pos = record + chunk, pos + 7 + size
@@ -68,7 +69,7 @@ def write_log(path, records):
             if room < 7:
                 out += bytes(room)
                 continue
-            piece, record = record[:room - 7], record[room - 7:]
+            piece, record = record[: room - 7], record[room - 7 :]
             kind = (FULL if not record else FIRST) if first else (LAST if not record else MIDDLE)
             out += struct.pack("<IHB", zlib.crc32(bytes([kind]) + piece), len(piece), kind) + piece
             first = False
@@ -78,6 +79,7 @@ def write_log(path, records):
     def write(tmp):
         with open(tmp, "wb") as f:
             f.write(out)
+
     durable.write_atomically(path, write)
 
 
@@ -91,7 +93,7 @@ def repoint(message, old, new):
                 else:
                     repoint(value[key], old, new)
         elif field.type == field.TYPE_MESSAGE:
-            for item in (value if field.is_repeated else [value]):
+            for item in value if field.is_repeated else [value]:
                 repoint(item, old, new)
         elif field.type == field.TYPE_STRING:
             if field.is_repeated:
@@ -105,14 +107,17 @@ def leet_records(log):
     that fails or is cut short is an error, never fewer records."""
     wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
     try:
-        read = subprocess.run([wandb_cli, "leet", "inspect", "--json", log], capture_output=True, text=True,
-                              timeout=300)
+        read = subprocess.run(
+            [wandb_cli, "leet", "inspect", "--json", log], capture_output=True, text=True, timeout=300
+        )
         if read.returncode != 0:
             raise ValueError(tracking.first_line(read.stderr or f"exit status {read.returncode}"))
         return [json.loads(line) for line in read.stdout.splitlines() if line.strip()]
     except (OSError, ValueError, subprocess.TimeoutExpired) as e:
-        raise tracking.RecordError(f"cannot read W&B's record of the earlier segment {log} with `wandb leet "
-                                   f"inspect` ({tracking.first_line(e)}); nothing more was logged") from None
+        raise tracking.RecordError(
+            f"cannot read W&B's record of the earlier segment {log} with `wandb leet "
+            f"inspect` ({tracking.first_line(e)}); nothing more was logged"
+        ) from None
 
 
 def weight_histograms(model, bins=64):
@@ -144,9 +149,13 @@ class WandbTracker(tracking.Tracker):
         super().__init__(args, run_dir)
         # Everything W&B writes locally (run logs, artifact staging, caches) stays under
         # --out-dir, so `wandb sync` works from that folder alone and the home folder stays clean.
-        for var, sub in [("WANDB_DIR", ""), ("WANDB_CACHE_DIR", ".wandb-cache"),
-                         ("WANDB_CONFIG_DIR", ".wandb-config"), ("WANDB_DATA_DIR", ".wandb-data"),
-                         ("WANDB_ARTIFACT_DIR", ".wandb-artifacts")]:
+        for var, sub in [
+            ("WANDB_DIR", ""),
+            ("WANDB_CACHE_DIR", ".wandb-cache"),
+            ("WANDB_CONFIG_DIR", ".wandb-config"),
+            ("WANDB_DATA_DIR", ".wandb-data"),
+            ("WANDB_ARTIFACT_DIR", ".wandb-artifacts"),
+        ]:
             os.environ[var] = os.path.join(args.out_dir, sub)
         if args.mode == "online":
             self.authenticate()
@@ -156,10 +165,10 @@ class WandbTracker(tracking.Tracker):
         where = "WANDB_API_KEY"
         if not os.environ.get("WANDB_API_KEY") and not wandb.login(prompt=False, verify=False):
             if not sys.stdin.isatty():
-                raise tracking.UsageError("no W&B API key: set WANDB_API_KEY (from "
-                                          f"{KEY_URL}) or run with --mode offline")
-            key = getpass.getpass(f"W&B API key (from {KEY_URL}, or User settings > API keys; "
-                                  "input hidden): ").strip()
+                raise tracking.UsageError(
+                    f"no W&B API key: set WANDB_API_KEY (from {KEY_URL}) or run with --mode offline"
+                )
+            key = getpass.getpass(f"W&B API key (from {KEY_URL}, or User settings > API keys; input hidden): ").strip()
             if not key:
                 raise tracking.UsageError("no W&B API key given; run with --mode offline to track locally")
             os.environ["WANDB_API_KEY"] = key  # this process and W&B's service only; never saved
@@ -168,24 +177,32 @@ class WandbTracker(tracking.Tracker):
         try:
             refused = self.verify_key(timeout_s)
         except subprocess.TimeoutExpired:
-            raise tracking.UsageError(f"no answer from the W&B server {server} within {timeout_s} s "
-                                      "(no network?); run with --mode offline to track locally") from None
+            raise tracking.UsageError(
+                f"no answer from the W&B server {server} within {timeout_s} s "
+                "(no network?); run with --mode offline to track locally"
+            ) from None
         if refused and any(w in refused.lower() for w in ("busy", "connect", "timed out", "resolve")):
-            raise tracking.UsageError(f"no answer from the W&B server {server} (no network?): the key "
-                                      "was not checked; run with --mode offline to track locally")
+            raise tracking.UsageError(
+                f"no answer from the W&B server {server} (no network?): the key "
+                "was not checked; run with --mode offline to track locally"
+            )
         if refused:
-            raise tracking.UsageError(f"the W&B server {server} refused {where}: {refused}; "
-                                      "run with --mode offline to track locally")
+            raise tracking.UsageError(
+                f"the W&B server {server} refused {where}: {refused}; run with --mode offline to track locally"
+            )
 
     @staticmethod
     def verify_key(timeout_s):
         """W&B's reason for refusing the key, or None if the server accepts it. Checked by
         wandb.login(verify=True) in a child process: a server that never answers leaves W&B's
         service waiting on it, and this process would wait for that service at exit."""
-        check = ("import sys, wandb\ntry:\n    wandb.login(verify=True)\n"
-                 "except Exception as e:\n    print('REFUSED', e, file=sys.stderr)\n    sys.exit(1)")
-        result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=timeout_s,
-                                stdin=subprocess.DEVNULL)
+        check = (
+            "import sys, wandb\ntry:\n    wandb.login(verify=True)\n"
+            "except Exception as e:\n    print('REFUSED', e, file=sys.stderr)\n    sys.exit(1)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", check], capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+        )
         if result.returncode == 0:
             return None
         reason = result.stderr.rpartition("REFUSED ")[2] or result.stderr.strip() or "no reason given"
@@ -195,14 +212,24 @@ class WandbTracker(tracking.Tracker):
         a = self.args
         earlier = self.segments()
         try:
-            self.run = wandb.init(project=a.project or os.environ.get("WANDB_PROJECT", "alexnet-cifar10"),
-                                  name=a.name, tags=a.tags, notes=a.notes, config=config, mode=a.mode,
-                                  dir=a.out_dir, id=self.run_id, resume="allow",
-                                  group=config.get("study"), job_type="trial" if config.get("study") else "train",
-                                  settings=wandb.Settings(init_timeout=60))
+            self.run = wandb.init(
+                project=a.project or os.environ.get("WANDB_PROJECT", "alexnet-cifar10"),
+                name=a.name,
+                tags=a.tags,
+                notes=a.notes,
+                config=config,
+                mode=a.mode,
+                dir=a.out_dir,
+                id=self.run_id,
+                resume="allow",
+                group=config.get("study"),
+                job_type="trial" if config.get("study") else "train",
+                settings=wandb.Settings(init_timeout=60),
+            )
         except wandb.errors.Error as e:
-            raise tracking.UsageError(f"W&B could not open the run: {tracking.first_line(e)}; "
-                                      "run with --mode offline to track locally") from None
+            raise tracking.UsageError(
+                f"W&B could not open the run: {tracking.first_line(e)}; run with --mode offline to track locally"
+            ) from None
         self.folder = os.path.dirname(self.run.dir)
         self.earlier = [log for log in earlier if not log.startswith(self.folder + os.sep)]
         self.url = self.run.url if a.mode == "online" else None
@@ -222,13 +249,16 @@ class WandbTracker(tracking.Tracker):
 
     def segments(self):
         """The .wandb logs of this run id under --out-dir: one per segment of a resumed offline run."""
-        return sorted(glob.glob(os.path.join(self.args.out_dir, "wandb", f"*-{self.run_id}", f"run-{self.run_id}.wandb")))
+        return sorted(
+            glob.glob(os.path.join(self.args.out_dir, "wandb", f"*-{self.run_id}", f"run-{self.run_id}.wandb"))
+        )
 
     def recorded(self):
         if self.args.mode == "online":  # the server's summary of the resumed run
             s, epochs = self.run.summary, set(range(1, int(self.run.summary.get("epoch", 0)) + 1))
-            return alexnet.Recorded(set(range(1, int(s.get("global_step", 0)) + 1)), epochs, epochs,
-                                    "test/acc" in s, "test/acc" in s)
+            return alexnet.Recorded(
+                set(range(1, int(s.get("global_step", 0)) + 1)), epochs, epochs, "test/acc" in s, "test/acc" in s
+            )
         recorded = alexnet.Recorded()
         for log in self.earlier:
             for r in leet_records(log):
@@ -240,8 +270,9 @@ class WandbTracker(tracking.Tracker):
                 if r["type"] == "artifact" and r["artifact"]["type"] == "model":
                     aliases = r["artifact"]["aliases"]
                     recorded.final |= "final" in aliases
-                    recorded.versions.update(int(a[len("epoch-"):]) for a in aliases
-                                             if a.startswith("epoch-") and "final" not in aliases)
+                    recorded.versions.update(
+                        int(a[len("epoch-") :]) for a in aliases if a.startswith("epoch-") and "final" not in aliases
+                    )
                 if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {}):
                     recorded.results = True
         return recorded
@@ -295,27 +326,38 @@ class WandbTracker(tracking.Tracker):
         self.run.summary.update(summary)
 
     def log_evaluation(self, evaluation, step):
-        per_class = wandb.Table(columns=["class", "accuracy"],
-                                data=[[c, a] for c, a in zip(evaluation.classes, evaluation.per_class_acc)])
-        mistakes = wandb.Table(columns=["image", "test index", "true", "predicted", "probability"],
-                               data=[[wandb.Image(m["image"]), m["index"], m["true"], m["predicted"],
-                                      m["probability"]] for m in evaluation.mistakes])
-        self.run.log({
-            "test/confusion_matrix": wandb.plot.confusion_matrix(
-                y_true=evaluation.y_true.tolist(), preds=evaluation.y_pred.tolist(),
-                class_names=evaluation.classes),
-            "test/per_class_acc": wandb.plot.bar(per_class, "class", "accuracy", title="Test accuracy per class"),
-            "test/per_class_table": per_class,
-            "test/most_confident_mistakes": mistakes,
-        }, step=step, commit=True)
+        per_class = wandb.Table(
+            columns=["class", "accuracy"],
+            data=[[c, a] for c, a in zip(evaluation.classes, evaluation.per_class_acc, strict=True)],
+        )
+        mistakes = wandb.Table(
+            columns=["image", "test index", "true", "predicted", "probability"],
+            data=[
+                [wandb.Image(m["image"]), m["index"], m["true"], m["predicted"], m["probability"]]
+                for m in evaluation.mistakes
+            ],
+        )
+        self.run.log(
+            {
+                "test/confusion_matrix": wandb.plot.confusion_matrix(
+                    y_true=evaluation.y_true.tolist(), preds=evaluation.y_pred.tolist(), class_names=evaluation.classes
+                ),
+                "test/per_class_acc": wandb.plot.bar(per_class, "class", "accuracy", title="Test accuracy per class"),
+                "test/per_class_table": per_class,
+                "test/most_confident_mistakes": mistakes,
+            },
+            step=step,
+            commit=True,
+        )
 
     def finish(self, status, exit_code):
         if hasattr(self, "run"):
             self.run.finish(exit_code=exit_code)
 
     def log_trial(self, outcome):
-        self.run.summary.update({f"trial/{key}": value for key, value in outcome.items()
-                                 if key not in ("params", "intermediate_values")})
+        self.run.summary.update(
+            {f"trial/{key}": value for key, value in outcome.items() if key not in ("params", "intermediate_values")}
+        )
 
     def log_study(self, study):
         """The study as one run of the trials' group (job_type "study"), written by optuna-integration's
@@ -323,28 +365,61 @@ class WandbTracker(tracking.Tracker):
         value at step = trial number, and W&B drops a step lower than the last, so not as trials end
         (two processes end them out of order). Then the trials table and the best trial."""
         from optuna_integration.wandb import WeightsAndBiasesCallback
+
         a = self.args
         with warnings.catch_warnings():  # deprecated since optuna-integration 4.9, still its W&B integration
             warnings.simplefilter("ignore", FutureWarning)
-            callback = WeightsAndBiasesCallback(metric_name="val_acc", wandb_kwargs=dict(
-                project=a.project or os.environ.get("WANDB_PROJECT", "alexnet-cifar10"), name=study.study_name,
-                tags=a.tags, mode=a.mode, dir=a.out_dir, id=self.run_id, resume="allow", group=study.study_name,
-                job_type="study", config={"search_space": study.user_attrs.get("search_space")}))
+            callback = WeightsAndBiasesCallback(
+                metric_name="val_acc",
+                wandb_kwargs=dict(
+                    project=a.project or os.environ.get("WANDB_PROJECT", "alexnet-cifar10"),
+                    name=study.study_name,
+                    tags=a.tags,
+                    mode=a.mode,
+                    dir=a.out_dir,
+                    id=self.run_id,
+                    resume="allow",
+                    group=study.study_name,
+                    job_type="study",
+                    config={"search_space": study.user_attrs.get("search_space")},
+                ),
+            )
         trials = sorted(study.get_trials(), key=lambda t: t.number)
         for trial in trials:
             callback(study, trial)
         run = wandb.run
         params = sorted({key for t in trials for key in t.params})
-        run.log({"trials": wandb.Table(
-            columns=["trial", "state", "val_acc", "duration_s", *params, "val_acc_by_epoch"],
-            data=[[t.number, t.state.name.lower(), t.value, t.duration.total_seconds() if t.duration else None,
-                   *[t.params.get(key) for key in params], json.dumps(t.intermediate_values)] for t in trials])})
+        run.log(
+            {
+                "trials": wandb.Table(
+                    columns=["trial", "state", "val_acc", "duration_s", *params, "val_acc_by_epoch"],
+                    data=[
+                        [
+                            t.number,
+                            t.state.name.lower(),
+                            t.value,
+                            t.duration.total_seconds() if t.duration else None,
+                            *[t.params.get(key) for key in params],
+                            json.dumps(t.intermediate_values),
+                        ]
+                        for t in trials
+                    ],
+                )
+            }
+        )
         best = study.best_trial
-        run.summary.update({"best/trial": best.number, "best/val_acc": best.value,
-                            **{f"best/{key}": value for key, value in best.params.items()}})
+        run.summary.update(
+            {
+                "best/trial": best.number,
+                "best/val_acc": best.value,
+                **{f"best/{key}": value for key, value in best.params.items()},
+            }
+        )
         run.finish()
-        return [f"W&B offline: Sweeps need a W&B server (wandb.sweep); this search ran on Optuna, its trials the "
-                f"runs of group {study.study_name} (job_type trial), the study its run of job_type study"]
+        return [
+            f"W&B offline: Sweeps need a W&B server (wandb.sweep); this search ran on Optuna, its trials the "
+            f"runs of group {study.study_name} (job_type trial), the study its run of job_type study"
+        ]
 
     @staticmethod
     def relocate(old, new):
@@ -352,6 +427,7 @@ class WandbTracker(tracking.Tracker):
         every .wandb log under --out-dir, and the logs' symlinks, from the old folder to the new.
         A log not read whole is left as it is, and said (the client has no Python reader to ask)."""
         from wandb.proto.wandb_internal_pb2 import Record
+
         moved, refused = 0, []
         for log in sorted({os.path.realpath(p) for p in glob.glob(os.path.join(new, "wandb", "*", "*.wandb"))}):
             records = []
@@ -371,7 +447,7 @@ class WandbTracker(tracking.Tracker):
             for name in dirs + files:
                 link = os.path.join(folder, name)
                 if os.path.islink(link) and os.readlink(link).startswith(old + os.sep):
-                    target = new + os.readlink(link)[len(old):]
+                    target = new + os.readlink(link)[len(old) :]
                     os.remove(link)
                     os.symlink(target, link)
         done = f"re-pointed {moved} W&B run log(s) from {old} to {new}"
@@ -384,9 +460,11 @@ class WandbTracker(tracking.Tracker):
             return ""
         if self.args.mode == "online":
             return f"W&B run: {self.url}"
-        return (f"W&B run saved offline in {self.folder}\n"
-                f"  look at it: wandb leet {self.folder}\n"
-                f"  upload it:  wandb sync {self.folder}")
+        return (
+            f"W&B run saved offline in {self.folder}\n"
+            f"  look at it: wandb leet {self.folder}\n"
+            f"  upload it:  wandb sync {self.folder}"
+        )
 
 
 def main(argv=None):

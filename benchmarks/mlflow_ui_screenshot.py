@@ -6,6 +6,7 @@ Starts `mlflow ui` on the local store that `mlflow_tracking.py --mode offline --
 (on a free port, stopped at the end), opens the run's page (the newest run, or --run-id) in
 Debian's chromium, installed with apt-get if missing, and saves the PNG. Not part of the tests.
 """
+
 import argparse
 import contextlib
 import os
@@ -18,14 +19,24 @@ import tempfile
 import time
 import urllib.request
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1000", "--virtual-time-budget=15000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+    "--virtual-time-budget=15000",
+]
 
 
 def newest_run(store_uri, run_id):
     """(experiment id, run id) of the given run, or of the newest one in the store."""
     from mlflow import MlflowClient
+
     client = MlflowClient(store_uri)
     if run_id:
         return client.get_run(run_id).info.experiment_id, run_id
@@ -63,17 +74,37 @@ def main():
     with tempfile.TemporaryDirectory(prefix="mlflow-ui-") as scratch:
         # MLflow (here and in the server) writes its telemetry id under XDG_CONFIG_HOME, chromium its
         # disk cache under XDG_CACHE_HOME: both in the scratch folder, not home. No job runners.
-        env = {**os.environ, "XDG_CONFIG_HOME": scratch, "XDG_CACHE_HOME": scratch,
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {
+            **os.environ,
+            "XDG_CONFIG_HOME": scratch,
+            "XDG_CACHE_HOME": scratch,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
         os.environ["XDG_CONFIG_HOME"] = scratch
         experiment_id, run_id = newest_run(f"sqlite:///{store}", a.run_id)
         browser = chromium()
         port = free_port()
         with open(os.path.join(scratch, "ui.log"), "w") as log:
-            ui = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mlflow"), "ui", "--host", "127.0.0.1",
-                                   "--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{store}",
-                                   "--default-artifact-root", os.path.join(out_dir, "mlartifacts")],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            ui = subprocess.Popen(
+                [
+                    os.path.join(os.path.dirname(sys.executable), "mlflow"),
+                    "ui",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{store}",
+                    "--default-artifact-root",
+                    os.path.join(out_dir, "mlartifacts"),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             for _ in range(240):
                 if ui.poll() is not None:
@@ -86,9 +117,19 @@ def main():
             # workflowType: the UI's model-training view (it opens in its GenAI view otherwise)
             url = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
             os.makedirs(os.path.dirname(os.path.abspath(a.png)), exist_ok=True)
-            subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={os.path.join(scratch, 'chromium')}",
-                            f"--screenshot={os.path.abspath(a.png)}", url],
-                           env=env, check=True, capture_output=True, timeout=180)
+            subprocess.run(
+                [
+                    browser,
+                    *CHROMIUM_FLAGS,
+                    f"--user-data-dir={os.path.join(scratch, 'chromium')}",
+                    f"--screenshot={os.path.abspath(a.png)}",
+                    url,
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=180,
+            )
         finally:
             os.killpg(ui.pid, signal.SIGTERM)
             ui.wait(30)

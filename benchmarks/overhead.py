@@ -19,6 +19,7 @@ Load: a tool's tracker logs `keys` values per call at `rate` calls per second (t
 interval is slept, as a GPU step would leave the CPU free) for a few seconds; the record is read
 back with the tool's own reader to count what arrived.
 """
+
 import contextlib
 import cProfile
 import glob
@@ -39,9 +40,31 @@ import tracking
 
 TOOLS = ("wandb", "neptune", "mlflow")
 TICK = os.sysconf("SC_CLK_TCK")
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-        20: 2.086, 24: 2.064, 29: 2.045, 39: 2.023}  # Student's t, 0.975 quantile, by degrees of freedom
+T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    11: 2.201,
+    12: 2.179,
+    13: 2.160,
+    14: 2.145,
+    15: 2.131,
+    16: 2.120,
+    17: 2.110,
+    18: 2.101,
+    19: 2.093,
+    20: 2.086,
+    24: 2.064,
+    29: 2.045,
+    39: 2.023,
+}  # Student's t, 0.975 quantile, by degrees of freedom
 
 
 def t975(df):
@@ -154,14 +177,17 @@ class Calls:
 def tracker_class(kind):
     if kind == "wandb":
         from wandb_setup_script import WandbTracker
+
         return WandbTracker
     if kind == "wandb_watch":
         return wandb_watch_tracker()
     if kind == "neptune":
         from neptune_integration import NeptuneTracker
+
         return NeptuneTracker
     if kind == "mlflow":
         from mlflow_tracking import MlflowTracker
+
         return MlflowTracker
     return tracking.Tracker
 
@@ -184,6 +210,7 @@ def wandb_watch_tracker():
         def finish(self, status, exit_code):
             self.run.unwatch(self.model)  # its hooks would outlive the run on the shared model
             super().finish(status, exit_code)
+
     return WatchTracker
 
 
@@ -191,7 +218,8 @@ def open_tracker(kind, out_dir, cfg, model):
     """A fresh offline run of the tool's tracker (the script's own class), started; (tracker, seconds)."""
     cls = tracker_class(kind)
     args = tracking.build_parser(cls).parse_args(
-        ["--mode", "offline" if kind != "none" else "disabled", "--out-dir", out_dir])
+        ["--mode", "offline" if kind != "none" else "disabled", "--out-dir", out_dir]
+    )
     args.out_dir = os.path.abspath(out_dir)
     cfg = dict(cfg, run_id=f"bench-{kind}-{time.time_ns()}")
     run_dir = os.path.join(out_dir, cfg["run_id"])
@@ -211,9 +239,17 @@ class Bench:
         self.out_dir, self.device = out_dir, device
         args = tracking.build_parser(tracking.Tracker).parse_args(["--mode", "disabled"])
         self.cfg = tracking.make_config(args)
-        self.cfg.update(alexnet.RECIPES["default"], batch_size=batch, epochs=10**6, seed=0, log_every=50,
-                        dataset_version="synthetic")
-        size = next(n for n in range(batch * steps + 1, batch * steps * 2) if n - max(1, round(n * 0.1)) == batch * steps)
+        self.cfg.update(
+            alexnet.RECIPES["default"],
+            batch_size=batch,
+            epochs=10**6,
+            seed=0,
+            log_every=50,
+            dataset_version="synthetic",
+        )
+        size = next(
+            n for n in range(batch * steps + 1, batch * steps * 2) if n - max(1, round(n * 0.1)) == batch * steps
+        )
         ds = data.load("synthetic", None, train_size=size, val_fraction=0.1)  # exactly `steps` batches to train
         self.engine = alexnet.Engine(self.cfg, ds, tracking.Tracker(None, "unused"), device, out_dir)
         self.engine.train_one_epoch(1)  # warm-up: allocator, thread pools, caches
@@ -227,8 +263,9 @@ class Bench:
         self.cfg["log_every"] = log_every
         trackers, out = {}, {"blocks": [], "tools": {}}
         for tool in tools:
-            tracker, start_s = open_tracker(tool, os.path.join(self.out_dir, f"{tool}{label}"), self.cfg,
-                                            self.engine.model)
+            tracker, start_s = open_tracker(
+                tool, os.path.join(self.out_dir, f"{tool}{label}"), self.cfg, self.engine.model
+            )
             self.own.claim(tool)
             trackers[tool] = Calls(tracker)
             out["tools"][tool] = {"start_s": start_s}
@@ -239,8 +276,10 @@ class Bench:
             order = rng.sample(variants, len(variants))
             for v in order:
                 out["blocks"].append(self.block(v, trackers.get(v), steps, r, profile if v in trackers else None))
-            say(f"  {label or 'default'} round {r + 1}/{rounds}: " + ", ".join(
-                f"{b['variant']} {b['train_s']:.2f}s" for b in out["blocks"][-len(variants):]))
+            say(
+                f"  {label or 'default'} round {r + 1}/{rounds}: "
+                + ", ".join(f"{b['variant']} {b['train_s']:.2f}s" for b in out["blocks"][-len(variants) :])
+            )
         last, wall_s = self.own.sample(), time.perf_counter() - t_first
         for tool, calls in trackers.items():  # every run closed before any lifecycle is timed
             t = out["tools"][tool]
@@ -299,9 +338,16 @@ class Bench:
                 profile.disable()
         steps[variant] = e.step
         self.own.claim(variant if calls else "unattributed")  # threads its calls started
-        return {"variant": variant, "round": r, "train_s": train_s, "steps": e.steps_per_epoch,
-                "calls": (calls.n - n0) if calls else 0, "calls_wall_s": (calls.wall_s - w0) if calls else 0.0,
-                "calls_cpu_s": (calls.cpu_s - c0) if calls else 0.0, "rss_growth": self.own.me.memory_info().rss - rss}
+        return {
+            "variant": variant,
+            "round": r,
+            "train_s": train_s,
+            "steps": e.steps_per_epoch,
+            "calls": (calls.n - n0) if calls else 0,
+            "calls_wall_s": (calls.wall_s - w0) if calls else 0.0,
+            "calls_cpu_s": (calls.cpu_s - c0) if calls else 0.0,
+            "rss_growth": self.own.me.memory_info().rss - rss,
+        }
 
 
 def ratios(blocks, kind):
@@ -331,9 +377,13 @@ def own_work(tool_phase, blocks, tool, steps_per_epoch, step_s):
     per_step = t["calls_cpu_s"] / t["steps"]
     rate = t["background_cpu_s"] / t["open_s"]
     mine = [b for b in blocks if b["variant"] == tool]
-    return {"calls_cpu_s_per_step": per_step, "background_cpu_share": rate, "epoch_s": step_s * steps_per_epoch,
-            "cpu_s_per_epoch": per_step * steps_per_epoch + rate * step_s * steps_per_epoch,
-            "rss_growth_bytes": sum(b["rss_growth"] for b in mine)}
+    return {
+        "calls_cpu_s_per_step": per_step,
+        "background_cpu_share": rate,
+        "epoch_s": step_s * steps_per_epoch,
+        "cpu_s_per_epoch": per_step * steps_per_epoch + rate * step_s * steps_per_epoch,
+        "rss_growth_bytes": sum(b["rss_growth"] for b in mine),
+    }
 
 
 def profile_block(bench, kind, rounds=30, top=12):
@@ -346,34 +396,61 @@ def profile_block(bench, kind, rounds=30, top=12):
     rows = []
     for (path, line, func), (_, nc, tt, ct, _callers) in stats.stats.items():
         where = path.split("site-packages/")[-1] if "site-packages/" in path else os.path.basename(path)
-        rows.append({"function": f"{where}:{line}({func})", "calls": nc, "own_s": tt, "cumulative_s": ct,
-                     "tool": where.startswith(kind + "/") or where == script})
+        rows.append(
+            {
+                "function": f"{where}:{line}({func})",
+                "calls": nc,
+                "own_s": tt,
+                "cumulative_s": ct,
+                "tool": where.startswith(kind + "/") or where == script,
+            }
+        )
     blocks = [b for b in phase["blocks"] if b["variant"] == kind]
-    return {"train_s": sum(b["train_s"] for b in blocks), "steps": sum(b["steps"] for b in blocks),
-            "calls_wall_s": sum(b["calls_wall_s"] for b in blocks), "calls": sum(b["calls"] for b in blocks),
-            "top_tool": sorted((r for r in rows if r["tool"]), key=lambda r: -r["own_s"])[:top],
-            "top_cumulative": sorted(rows, key=lambda r: -r["cumulative_s"])[:top]}
+    return {
+        "train_s": sum(b["train_s"] for b in blocks),
+        "steps": sum(b["steps"] for b in blocks),
+        "calls_wall_s": sum(b["calls_wall_s"] for b in blocks),
+        "calls": sum(b["calls"] for b in blocks),
+        "top_tool": sorted((r for r in rows if r["tool"]), key=lambda r: -r["own_s"])[:top],
+        "top_cumulative": sorted(rows, key=lambda r: -r["cumulative_s"])[:top],
+    }
 
 
 def local_bytes(out_dir):
-    return sum(os.path.getsize(os.path.join(d, n)) for d, _, ns in os.walk(out_dir) for n in ns
-               if not os.path.islink(os.path.join(d, n)))
+    return sum(
+        os.path.getsize(os.path.join(d, n))
+        for d, _, ns in os.walk(out_dir)
+        for n in ns
+        if not os.path.islink(os.path.join(d, n))
+    )
 
 
 def values_recorded(tracker, out_dir):
     """How many of the load's values the tool's record holds, read with the tool's own reader."""
     if tracker.name == "W&B":
         from wandb_setup_script import leet_records
+
         [log] = glob.glob(os.path.join(out_dir, "wandb", f"*-{tracker.run_id}", "*.wandb"))
-        return sum(1 for r in leet_records(log) if r["type"] == "history"
-                   for k in r["history"]["item"] if k.startswith("load/"))
+        return sum(
+            1
+            for r in leet_records(log)
+            if r["type"] == "history"
+            for k in r["history"]["item"]
+            if k.startswith("load/")
+        )
     if tracker.name == "Neptune":
         from neptune_export import operations
-        return sum(len(op["values"]) for folder in glob.glob(os.path.join(out_dir, ".neptune", "offline", "run__*"))
-                   for op in operations(folder) if op["type"] == "LogFloats" and op["path"][0] == "load")
+
+        return sum(
+            len(op["values"])
+            for folder in glob.glob(os.path.join(out_dir, ".neptune", "offline", "run__*"))
+            for op in operations(folder)
+            if op["type"] == "LogFloats" and op["path"][0] == "load"
+        )
     run = tracker.client.get_run(tracker.run.info.run_id)
-    return sum(len(tracker.client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics
-               if k.startswith("load/"))
+    return sum(
+        len(tracker.client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics if k.startswith("load/")
+    )
 
 
 def load_point(kind, keys, rate, seconds, out_dir, model, cfg, own):
@@ -400,31 +477,50 @@ def load_point(kind, keys, rate, seconds, out_dir, model, cfg, own):
     own.claim(kind)
     after = own.sample()
     lat = sorted(calls.latencies)
-    return {"tool": kind, "keys": keys, "rate": rate, "calls": n, "achieved_rate": n / wall,
-            "call_ms_median": 1e3 * lat[len(lat) // 2], "call_ms_p99": 1e3 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
-            "background_cpu_s_per_s": cpu_between(before, during, kind) / wall,
-            "caller_cpu_s_per_s": calls.cpu_s / wall,
-            "finish_s": finish_s, "finish_cpu_s": cpu_between(during, after, kind),
-            "rss_growth_bytes": during["rss"] - before["rss"],
-            "children_peak_rss_bytes": after["children_peak_rss"].get(kind, 0),
-            "cpu_s_per_1000_values": 1e3 * (calls.cpu_s + cpu_between(before, after, kind)) / (n * keys),
-            "start_s": start_s, "local_bytes": local_bytes(out_dir), "values_logged": n * keys,
-            "values_recorded": values_recorded(tracker, out_dir)}
+    return {
+        "tool": kind,
+        "keys": keys,
+        "rate": rate,
+        "calls": n,
+        "achieved_rate": n / wall,
+        "call_ms_median": 1e3 * lat[len(lat) // 2],
+        "call_ms_p99": 1e3 * lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "background_cpu_s_per_s": cpu_between(before, during, kind) / wall,
+        "caller_cpu_s_per_s": calls.cpu_s / wall,
+        "finish_s": finish_s,
+        "finish_cpu_s": cpu_between(during, after, kind),
+        "rss_growth_bytes": during["rss"] - before["rss"],
+        "children_peak_rss_bytes": after["children_peak_rss"].get(kind, 0),
+        "cpu_s_per_1000_values": 1e3 * (calls.cpu_s + cpu_between(before, after, kind)) / (n * keys),
+        "start_s": start_s,
+        "local_bytes": local_bytes(out_dir),
+        "values_logged": n * keys,
+        "values_recorded": values_recorded(tracker, out_dir),
+    }
 
 
 def sweep(tools, keys_list, rates, seconds, out_dir, own, say):
     """Every (tool, keys, rate) point, in a random order (seeded), each with its own folder."""
     model = alexnet.AlexNet()
     args = tracking.build_parser(tracking.Tracker).parse_args(["--mode", "disabled"])
-    cfg = dict(tracking.make_config(args), **alexnet.RECIPES["default"], log_every=1, dataset_version="synthetic",
-               model_params=alexnet.count_params(model))
+    cfg = dict(
+        tracking.make_config(args),
+        **alexnet.RECIPES["default"],
+        log_every=1,
+        dataset_version="synthetic",
+        model_params=alexnet.count_params(model),
+    )
     points = [(t, k, r) for t in tools for k in keys_list for r in rates]
     random.Random(0).shuffle(points)
     out = []
     for i, (tool, keys, rate) in enumerate(points):
-        p = load_point(tool, keys, rate, seconds, os.path.join(out_dir, f"load-{i}-{tool}-{keys}-{rate}"), model, cfg, own)
+        p = load_point(
+            tool, keys, rate, seconds, os.path.join(out_dir, f"load-{i}-{tool}-{keys}-{rate}"), model, cfg, own
+        )
         out.append(p)
-        say(f"  load {i + 1}/{len(points)}: {tool} {keys} keys at {rate}/s: {p['achieved_rate']:.0f}/s, call "
+        say(
+            f"  load {i + 1}/{len(points)}: {tool} {keys} keys at {rate}/s: {p['achieved_rate']:.0f}/s, call "
             f"{p['call_ms_median']:.2f} ms (p99 {p['call_ms_p99']:.2f}), background {p['background_cpu_s_per_s']:.2f} "
-            f"CPU s/s, finish {p['finish_s']:.2f} s, {p['values_recorded']}/{p['values_logged']} values recorded")
+            f"CPU s/s, finish {p['finish_s']:.2f} s, {p['values_recorded']}/{p['values_logged']} values recorded"
+        )
     return sorted(out, key=lambda p: (TOOLS.index(p["tool"]), p["keys"], p["rate"]))

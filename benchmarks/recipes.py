@@ -9,6 +9,7 @@ best checkpoint, the best validation accuracy, the run's wall time (epochs, vali
 checkpoints and test) and the first and median epoch times. On 2 CPU cores one 25-epoch entry
 takes about 45 minutes; on one H100 seconds. The last line with --json is one JSON object.
 """
+
 import argparse
 import contextlib
 import json
@@ -35,7 +36,9 @@ def variant(text, base):
         if key not in recipe:
             raise argparse.ArgumentTypeError(f"--try {text}: {key} is not a recipe key ({', '.join(recipe)})")
         kind = type(recipe[key])
-        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(float(value) if kind is int else value)
+        out[key] = (
+            value.lower() in ("1", "true", "yes") if kind is bool else kind(float(value) if kind is int else value)
+        )
     return name, out
 
 
@@ -48,18 +51,25 @@ def train(cfg, dataset, device, out_dir):
     seconds = time.perf_counter() - t0
     shutil.rmtree(run_dir, ignore_errors=True)
     epochs = [e["epoch_time_s"] for e in result["epochs"]]
-    return {"test_acc": result["summary"]["test/acc"], "best_val_acc": result["summary"]["best/val_acc"],
-            "best_epoch": result["summary"]["best/epoch"], "run_s": seconds, "first_epoch_s": epochs[0],
-            "median_epoch_s": statistics.median(epochs),
-            "val_acc": [round(e["val/acc"], 4) for e in result["epochs"]],
-            "train_acc": [round(e["train/acc"], 4) for e in result["epochs"]]}
+    return {
+        "test_acc": result["summary"]["test/acc"],
+        "best_val_acc": result["summary"]["best/val_acc"],
+        "best_epoch": result["summary"]["best/epoch"],
+        "run_s": seconds,
+        "first_epoch_s": epochs[0],
+        "median_epoch_s": statistics.median(epochs),
+        "val_acc": [round(e["val/acc"], 4) for e in result["epochs"]],
+        "train_acc": [round(e["train/acc"], 4) for e in result["epochs"]],
+    }
 
 
 def sync_check(cfg, a, device, out_dir):
     """Where training makes the host wait for the GPU (CUDA's sync debug mode), with counts."""
     import collections
     import warnings
+
     import torch
+
     ds = data.load("cifar10", a.data_dir, skip_checksum=a.skip_checksum, train_size=5000, seed=cfg["seed"])
     run_dir = tempfile.mkdtemp(dir=out_dir)
     engine = alexnet.Engine(cfg, ds, tracking.Tracker(None, run_dir), device, run_dir)
@@ -70,10 +80,15 @@ def sync_check(cfg, a, device, out_dir):
             engine.train_one_epoch(1)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    where = collections.Counter(f"{os.path.basename(w.filename)}:{w.lineno}" for w in caught
-                                if "synchroniz" in str(w.message))
-    print(f"sync check: {engine.steps_per_epoch} steps (log every {cfg['log_every']}), host waits: "
-          f"{dict(where) or 'none'}", file=sys.stderr, flush=True)
+    where = collections.Counter(
+        f"{os.path.basename(w.filename)}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)
+    )
+    print(
+        f"sync check: {engine.steps_per_epoch} steps (log every {cfg['log_every']}), host waits: "
+        f"{dict(where) or 'none'}",
+        file=sys.stderr,
+        flush=True,
+    )
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -82,17 +97,39 @@ def main():
     p.add_argument("--data-dir", required=True, help="CIFAR-10 in the official python-batch layout")
     p.add_argument("--skip-checksum", action="store_true", help="accept a copy whose checksums differ")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--recipes", nargs="*", default=["default", "study"], choices=sorted(alexnet.RECIPES),
-                   help="named recipes to train (default: default study)")
+    p.add_argument(
+        "--recipes",
+        nargs="*",
+        default=["default", "study"],
+        choices=sorted(alexnet.RECIPES),
+        help="named recipes to train (default: default study)",
+    )
     p.add_argument("--base", default="default", choices=sorted(alexnet.RECIPES), help="what --try changes")
-    p.add_argument("--try", dest="variants", action="append", default=[], metavar="NAME:KEY=VALUE,...",
-                   help="a variant of --base, e.g. adamw:optimizer=adamw,lr=1e-3,weight_decay=0.05")
-    p.add_argument("--compile", action="store_true",
-                   help="also train the first entry with torch.compile, last (or give a variant compile=1)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S",
-                   help="start no entry that would likely end after S seconds (entries go in the order given)")
-    p.add_argument("--sync-check", action="store_true",
-                   help="on CUDA, first train one epoch of 5,000 images listing where the host waits for the GPU")
+    p.add_argument(
+        "--try",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="a variant of --base, e.g. adamw:optimizer=adamw,lr=1e-3,weight_decay=0.05",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also train the first entry with torch.compile, last (or give a variant compile=1)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="S",
+        help="start no entry that would likely end after S seconds (entries go in the order given)",
+    )
+    p.add_argument(
+        "--sync-check",
+        action="store_true",
+        help="on CUDA, first train one epoch of 5,000 images listing where the host waits for the GPU",
+    )
     p.add_argument("--epochs", type=int, default=None, help="override every entry's epochs (a quick look)")
     p.add_argument("--train-size", type=int, default=None, help="a seeded subset of the training images")
     p.add_argument("--json", action="store_true", help="end with one JSON line of every result")
@@ -103,20 +140,29 @@ def main():
         entries = [(name, {**alexnet.RECIPES[name], **run, **epochs, "recipe": name}, set()) for name in a.recipes]
         for text in a.variants:
             name, changes = variant(text, a.base)
-            entries.append((name, {**alexnet.RECIPES[a.base], **run, **changes, **epochs, "recipe": a.base},
-                            set(changes)))
+            entries.append(
+                (name, {**alexnet.RECIPES[a.base], **run, **changes, **epochs, "recipe": a.base}, set(changes))
+            )
         device = tracking.resolve_device(a.device)
         splits = {}
 
         def dataset(cfg):  # each entry gets the split its seed makes, as a script run would
             key = (cfg["seed"], cfg["val_fraction"])
             if key not in splits:
-                splits[key] = data.load("cifar10", a.data_dir, skip_checksum=a.skip_checksum,
-                                        train_size=a.train_size, val_fraction=key[1], seed=key[0])
+                splits[key] = data.load(
+                    "cifar10",
+                    a.data_dir,
+                    skip_checksum=a.skip_checksum,
+                    train_size=a.train_size,
+                    val_fraction=key[1],
+                    seed=key[0],
+                )
             return splits[key]
+
         first = dataset(entries[0][1]) if entries else p.exit(2, "error: nothing to train\n")
-        entries = [(name, {**cfg, **alexnet.fit_to_data(cfg, len(dataset(cfg).train), given)})
-                   for name, cfg, given in entries]
+        entries = [
+            (name, {**cfg, **alexnet.fit_to_data(cfg, len(dataset(cfg).train), given)}) for name, cfg, given in entries
+        ]
     except (argparse.ArgumentTypeError, tracking.UsageError, data.DataError) as e:
         p.exit(2, f"error: {e}\n")
     if a.compile:
@@ -137,8 +183,10 @@ def main():
         changes = {k: v for k, v in cfg.items() if alexnet.RECIPES["default"].get(k, v) != v}
         longest = max(longest, r["run_s"])
         results["entries"].append({"name": name, "config": cfg, **r})
-        say(f"{name:<22} {r['test_acc']:8.4f} {r['best_val_acc']:8.4f} {r['best_epoch']:6d} {r['run_s']:8.1f} "
-            f"{r['median_epoch_s']:8.2f}  {json.dumps(changes)}")
+        say(
+            f"{name:<22} {r['test_acc']:8.4f} {r['best_val_acc']:8.4f} {r['best_epoch']:6d} {r['run_s']:8.1f} "
+            f"{r['median_epoch_s']:8.2f}  {json.dumps(changes)}"
+        )
     shutil.rmtree(out_dir, ignore_errors=True)
     say(f"hardware: {json.dumps(results['hardware'])}")
     if a.json:

@@ -16,6 +16,7 @@
 A tracker whose client is not installed is skipped and said so. The last line with --json is
 one JSON object with every figure, the raw block times and the hardware.
 """
+
 import argparse
 import atexit
 import functools
@@ -33,20 +34,21 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import overhead  # noqa: E402  (benchmarks/overhead.py)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import alexnet  # noqa: E402
 import data  # noqa: E402
 import tracking  # noqa: E402
-import overhead  # noqa: E402  (benchmarks/overhead.py)
-
 
 CIFAR_MEAN_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)  # normalization of the timed batches
 
 
 DEFAULT_LOG_EVERY = 50  # the scripts' --log-every default
-EPOCH_STEPS = math.ceil(50000 * (1 - alexnet.RECIPES["default"]["val_fraction"]) / alexnet.RECIPES["default"]["batch_size"])
+EPOCH_STEPS = math.ceil(
+    50000 * (1 - alexnet.RECIPES["default"]["val_fraction"]) / alexnet.RECIPES["default"]["batch_size"]
+)
 SWEEP_KEYS, SWEEP_RATES, SWEEP_S = (1, 10, 100, 1000), (10, 100, 250), 2.0  # 250 calls a second: a 4 ms step
 NAMES = {"wandb": "W&B", "neptune": "Neptune", "mlflow": "MLflow", "wandb_watch": "W&B with wandb.watch"}
 
@@ -79,6 +81,7 @@ def bare_step_seconds(device, batch, steps):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     step()  # warm-up
     sync(device)
     t0 = time.perf_counter()
@@ -106,13 +109,21 @@ def engine_step_seconds(device, batch, steps):
 
 def augment_throughput(images, repeats):
     """Images per second on one thread: batched uint8 augmentation vs the study's PIL pipeline."""
-    from PIL import Image
     import torchvision.transforms as T
+    from PIL import Image
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     mean, std = CIFAR_MEAN_STD
-    pil = T.Compose([T.RandomRotation(5), T.RandomHorizontalFlip(), T.RandomCrop(32, padding=2),
-                     T.ToTensor(), T.Normalize(mean, std)])
+    pil = T.Compose(
+        [
+            T.RandomRotation(5),
+            T.RandomHorizontalFlip(),
+            T.RandomCrop(32, padding=2),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
     pil_images = [Image.fromarray(a) for a in images.permute(0, 2, 3, 1).numpy()]
 
     class Pil(torch.utils.data.Dataset):
@@ -128,7 +139,8 @@ def augment_throughput(images, repeats):
 
     def run_batched():
         for i in range(0, len(images), 256):
-            data.normalize(data.augment(images[i:i + 256]), mean, std)
+            data.normalize(data.augment(images[i : i + 256]), mean, std)
+
     results = {"pil": [], "batched": []}
     run_batched()
     for _ in range(repeats):
@@ -143,6 +155,7 @@ def augment_throughput(images, repeats):
 def available(kind):
     """Whether the tracker's client is installed (a GPU machine may carry only one of them)."""
     import importlib.util
+
     return importlib.util.find_spec(kind) is not None
 
 
@@ -151,29 +164,46 @@ def device_augment_throughput(device, batch=256, batches=200):
     images = data.synthetic(batch * 4)[0][0].to(device)
     mean, std = CIFAR_MEAN_STD
     for i in range(4):
-        data.normalize(data.augment(images[i * batch:(i + 1) * batch]), mean, std)
+        data.normalize(data.augment(images[i * batch : (i + 1) * batch]), mean, std)
     sync(device)
     t0 = time.perf_counter()
     for i in range(batches):
-        data.normalize(data.augment(images[(i % 4) * batch:(i % 4 + 1) * batch]), mean, std)
+        data.normalize(data.augment(images[(i % 4) * batch : (i % 4 + 1) * batch]), mean, std)
     sync(device)
     return batch * batches / (time.perf_counter() - t0)
 
 
 def main():
     p = argparse.ArgumentParser(description="Measure the engine's and the trackers' costs side by side.")
-    p.add_argument("--quick", action="store_true", help="fewer repeats of the engine and augmentation figures (`make benchmark`)")
+    p.add_argument(
+        "--quick", action="store_true", help="fewer repeats of the engine and augmentation figures (`make benchmark`)"
+    )
     p.add_argument("--json", action="store_true", help="end with one JSON line of every figure")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train (default: cpu)")
-    p.add_argument("--threads", type=tracking.positive(int), default=1,
-                   help="PyTorch threads of the training (default 1: the other cores take the trackers' background "
-                        "work, as a GPU machine's free cores do; their CPU is counted apart)")
-    p.add_argument("--rounds", type=tracking.positive(int), default=None,
-                   help="rounds of blocks at the default interval (default 400 on a CPU, 40 on a GPU; every step: a quarter)")
-    p.add_argument("--compare-watch", action="store_true",
-                   help="also measure W&B with wandb.watch(log='all') in place of the script's epoch-end histograms")
-    p.add_argument("--step-ms", type=tracking.positive(float), default=4.0,
-                   help="the GPU step time the costs are projected onto (default 4 ms: an H100 step at batch 256)")
+    p.add_argument(
+        "--threads",
+        type=tracking.positive(int),
+        default=1,
+        help="PyTorch threads of the training (default 1: the other cores take the trackers' background "
+        "work, as a GPU machine's free cores do; their CPU is counted apart)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=tracking.positive(int),
+        default=None,
+        help="rounds of blocks at the default interval (default 400 on a CPU, 40 on a GPU; every step: a quarter)",
+    )
+    p.add_argument(
+        "--compare-watch",
+        action="store_true",
+        help="also measure W&B with wandb.watch(log='all') in place of the script's epoch-end histograms",
+    )
+    p.add_argument(
+        "--step-ms",
+        type=tracking.positive(float),
+        default=4.0,
+        help="the GPU step time the costs are projected onto (default 4 ms: an H100 step at batch 256)",
+    )
     p.add_argument("--out-dir", default=None, help="where the trackers write (default: a temporary folder, removed)")
     a = p.parse_args()
     if a.rounds == 1:
@@ -200,8 +230,10 @@ def main():
     res["engine_step_s"] = statistics.median(e for e, _ in pairs)
     res["bare_step_s"] = statistics.median(b for _, b in pairs)
     res["engine_vs_bare_step_ratio"] = median_ratio(pairs)
-    say(f"step at batch {batch}: engine {res['engine_step_s'] * 1e3:.1f} ms, bare loop "
-        f"{res['bare_step_s'] * 1e3:.1f} ms, ratio {res['engine_vs_bare_step_ratio']:.3f}")
+    say(
+        f"step at batch {batch}: engine {res['engine_step_s'] * 1e3:.1f} ms, bare loop "
+        f"{res['bare_step_s'] * 1e3:.1f} ms, ratio {res['engine_vs_bare_step_ratio']:.3f}"
+    )
 
     tools = [k for k in overhead.TOOLS if available(k)]
     for kind in set(overhead.TOOLS) - set(tools):
@@ -214,48 +246,73 @@ def main():
     rng = random.Random(0)
     bench = overhead.Bench(device, t_batch, t_steps, out_dir)
     res["method"] = {
-        "batch": t_batch, "block_steps": t_steps, "threads": torch.get_num_threads(), "seed": 0,
-        "default_log_every": DEFAULT_LOG_EVERY, "epoch_steps": EPOCH_STEPS,
+        "batch": t_batch,
+        "block_steps": t_steps,
+        "threads": torch.get_num_threads(),
+        "seed": 0,
+        "default_log_every": DEFAULT_LOG_EVERY,
+        "epoch_steps": EPOCH_STEPS,
         "design": "one process; every tool's offline run open through the phase; rounds of blocks in a random "
-                  "order (no tracker, each tool, no tracker again); a tracked block over the mean of its round's "
-                  "two untracked blocks; the A/A control: the second untracked block over the first",
-        "interval": "Student's t, 95%, over the per-round ratios"}
+        "order (no tracker, each tool, no tracker again); a tracked block over the mean of its round's "
+        "two untracked blocks; the A/A control: the second untracked block over the first",
+        "interval": "Student's t, 95%, over the per-round ratios",
+    }
     res["overhead"], res["blocks"], res["trackers"] = {}, {}, {}
     phases = [("default", tools, DEFAULT_LOG_EVERY, rounds), ("every_step", tools, 1, max(2, rounds // 4))]
     if a.compare_watch and "wandb" in tools:  # a phase of its own: two W&B runs in one process would be one
         phases.append(("default_watch", ["wandb_watch"], DEFAULT_LOG_EVERY, rounds))
     for label, measured, log_every, n in phases:
-        say(f"{label}: training time with each tracker / with none, log every {log_every} step(s): {n} rounds of "
-            f"{len(measured) + 2} blocks of {t_steps} steps at batch {t_batch}")
-        phase = bench.phase(measured, n, log_every, rng, say, "" if label == "default" else "_" + label,
-                            lifecycle=label == "default")
+        say(
+            f"{label}: training time with each tracker / with none, log every {log_every} step(s): {n} rounds of "
+            f"{len(measured) + 2} blocks of {t_steps} steps at batch {t_batch}"
+        )
+        phase = bench.phase(
+            measured, n, log_every, rng, say, "" if label == "default" else "_" + label, lifecycle=label == "default"
+        )
         res["blocks"][label] = phase["blocks"]
         aa = overhead.summary(phase["blocks"], "aa_control")
         res["overhead"]["aa_control" if label == "default" else f"aa_control_{label}"] = aa
         interval = label.removesuffix("_watch")  # the W&B-with-watch phase is its default interval
         for tool in measured:
             res["overhead"].setdefault(tool, {})[interval] = overhead.summary(phase["blocks"], tool)
-            res["trackers"].setdefault(tool, {})[interval] = {**phase["tools"][tool], **overhead.own_work(
-                phase["tools"][tool], phase["blocks"], tool, EPOCH_STEPS, res["engine_step_s"])}
-        say(f"  A/A control {aa['ratio']:.3f} [{aa['ci95'][0]:.3f}, {aa['ci95'][1]:.3f}]; " + ", ".join(
-            f"{NAMES[t]} {res['overhead'][t][interval]['ratio']:.3f} [{res['overhead'][t][interval]['ci95'][0]:.3f}, "
-            f"{res['overhead'][t][interval]['ci95'][1]:.3f}]" for t in measured))
+            res["trackers"].setdefault(tool, {})[interval] = {
+                **phase["tools"][tool],
+                **overhead.own_work(phase["tools"][tool], phase["blocks"], tool, EPOCH_STEPS, res["engine_step_s"]),
+            }
+        say(
+            f"  A/A control {aa['ratio']:.3f} [{aa['ci95'][0]:.3f}, {aa['ci95'][1]:.3f}]; "
+            + ", ".join(
+                f"{NAMES[t]} {res['overhead'][t][interval]['ratio']:.3f} [{res['overhead'][t][interval]['ci95'][0]:.3f}, "
+                f"{res['overhead'][t][interval]['ci95'][1]:.3f}]"
+                for t in measured
+            )
+        )
     for tool in tools:
         d = res["trackers"][tool]["default"]
-        say(f"{NAMES[tool]}: start {d['start_s']:.2f} s, epoch end {d['epoch_end_s']:.2f} s, finish {d['finish_s']:.2f} s, "
+        say(
+            f"{NAMES[tool]}: start {d['start_s']:.2f} s, epoch end {d['epoch_end_s']:.2f} s, finish {d['finish_s']:.2f} s, "
             f"own CPU {d['cpu_s_per_epoch']:.2f} s per epoch of {EPOCH_STEPS} steps at batch 256 "
             f"({d['background_cpu_share']:.1%} of a core in the background), threads/processes: "
-            f"{', '.join(d['threads_and_processes']) or 'none'}")
+            f"{', '.join(d['threads_and_processes']) or 'none'}"
+        )
 
     if "neptune" in tools:  # the every-step figure explained: where the training thread's time goes
         res["profile"] = {"neptune_every_step": overhead.profile_block(bench, "neptune")}
         top = res["profile"]["neptune_every_step"]["top_tool"]
-        say("Neptune every step, cProfile of the training thread, the client's top entries by own time: " + "; ".join(
-            f"{r['function']} {r['own_s'] * 1e3:.1f} ms in {r['calls']} calls" for r in top[:5]))
+        say(
+            "Neptune every step, cProfile of the training thread, the client's top entries by own time: "
+            + "; ".join(f"{r['function']} {r['own_s'] * 1e3:.1f} ms in {r['calls']} calls" for r in top[:5])
+        )
 
     say(f"load sweep: {len(SWEEP_KEYS)} key counts x {len(SWEEP_RATES)} call rates per tool, {SWEEP_S:g} s each")
-    res["load_sweep"] = {"seconds": SWEEP_S, "keys": SWEEP_KEYS, "rates": SWEEP_RATES, "points": overhead.sweep(
-        tools, SWEEP_KEYS, SWEEP_RATES, SWEEP_S, os.path.join(out_dir, "load"), bench.own, say)}
+    res["load_sweep"] = {
+        "seconds": SWEEP_S,
+        "keys": SWEEP_KEYS,
+        "rates": SWEEP_RATES,
+        "points": overhead.sweep(
+            tools, SWEEP_KEYS, SWEEP_RATES, SWEEP_S, os.path.join(out_dir, "load"), bench.own, say
+        ),
+    }
     res["projection"] = projection(res, a.step_ms, tools)
 
     if not cpu:
@@ -265,8 +322,10 @@ def main():
     aug = augment_throughput(images, repeats)
     res["augment_pil_img_s"], res["augment_batched_img_s"] = aug["pil"], aug["batched"]
     res["augment_speedup_vs_pil"] = aug["batched"] / aug["pil"]
-    say(f"augmentation on one thread: PIL pipeline {aug['pil']:.0f} img/s, batched {aug['batched']:.0f} img/s, "
-        f"{res['augment_speedup_vs_pil']:.1f}x")
+    say(
+        f"augmentation on one thread: PIL pipeline {aug['pil']:.0f} img/s, batched {aug['batched']:.0f} img/s, "
+        f"{res['augment_speedup_vs_pil']:.1f}x"
+    )
     res["seconds"] = time.perf_counter() - t_begin
     say(f"hardware: {json.dumps(res['hardware'])}; {res['seconds'] / 60:.1f} minutes")
     if a.json:
@@ -280,10 +339,15 @@ def projection(res, step_ms, tools):
     points = res["load_sweep"]["points"]
     for tool in tools:
         every = res["trackers"][tool]["every_step"]["call_ms"]  # the mean of the every-step phase's calls
-        by_keys = {p["keys"]: p["call_ms_median"] for p in points if p["tool"] == tool and p["rate"] == max(SWEEP_RATES)}
+        by_keys = {
+            p["keys"]: p["call_ms_median"] for p in points if p["tool"] == tool and p["rate"] == max(SWEEP_RATES)
+        }
         default_ms = every / DEFAULT_LOG_EVERY + 1e3 * res["trackers"][tool]["default"]["epoch_end_s"] / EPOCH_STEPS
-        out["tools"][tool] = {"default_ratio": 1 + default_ms / step_ms, "every_step_ratio": 1 + every / step_ms,
-                              "every_step_ratio_by_keys": {k: 1 + ms / step_ms for k, ms in by_keys.items()}}
+        out["tools"][tool] = {
+            "default_ratio": 1 + default_ms / step_ms,
+            "every_step_ratio": 1 + every / step_ms,
+            "every_step_ratio_by_keys": {k: 1 + ms / step_ms for k, ms in by_keys.items()},
+        }
     return out
 
 

@@ -9,6 +9,7 @@ neptune/ (Neptune) and mlflow/ (MLflow), plus the optional files report/collect.
 Every number is read from those records, the benchmark or a probe of the installed clients; every
 rating and matrix cell comes from report/rubric.py; the text is laid out by Typst.
 """
+
 import argparse
 import datetime
 import json
@@ -37,8 +38,19 @@ class BenchmarkError(Exception):
     """The benchmark file is empty or incomplete (a stopped benchmark)."""
 
 
-BENCH_KEYS = ("hardware", "method", "engine_step_s", "bare_step_s", "engine_vs_bare_step_ratio",
-              "augment_speedup_vs_pil", "overhead", "trackers", "load_sweep", "projection", "seconds")
+BENCH_KEYS = (
+    "hardware",
+    "method",
+    "engine_step_s",
+    "bare_step_s",
+    "engine_vs_bare_step_ratio",
+    "augment_speedup_vs_pil",
+    "overhead",
+    "trackers",
+    "load_sweep",
+    "projection",
+    "seconds",
+)
 
 
 def read_benchmark(path):
@@ -53,10 +65,12 @@ def read_benchmark(path):
     try:
         bench = bench if isinstance(bench, dict) else json.loads(lines[-1])
     except (IndexError, ValueError):
-        raise BenchmarkError(f"{path} holds no benchmark result (a stopped or failed run?): run "
-                             "`make benchmark` again") from None
+        raise BenchmarkError(
+            f"{path} holds no benchmark result (a stopped or failed run?): run `make benchmark` again"
+        ) from None
     missing = [k for k in BENCH_KEYS if k not in bench] + [
-        f"overhead.{p}" for p in ("aa_control", *PREFIX.values()) if p not in bench.get("overhead", {})]
+        f"overhead.{p}" for p in ("aa_control", *PREFIX.values()) if p not in bench.get("overhead", {})
+    ]
     if missing:
         raise BenchmarkError(f"{path} is an incomplete benchmark (no {', '.join(missing)}): run `make benchmark` again")
     return bench
@@ -126,10 +140,12 @@ LONG_TOKEN = re.compile(r"\S{20,}")
 def breakable(text):
     """Long tokens (identifiers, URLs, ids) with zero-width break points, so a narrow cell wraps them
     instead of letting them run into the next column."""
+
     def split(m):
         token = re.sub(r"([._/:=,\-])", "\\1\u200b", m.group(0))
         token = re.sub(r"([a-z])([A-Z])", "\\1\u200b\\2", token)
         return re.sub(r"([^\u200b]{16})(?=[^\u200b])", "\\1\u200b", token)
+
     return LONG_TOKEN.sub(split, str(text))
 
 
@@ -145,8 +161,10 @@ def table(columns, header, rows, size_pt=8.5):
     cells = ", ".join(f"[#strong({s(h)})]" for h in header)
     body = ", ".join(c if isinstance(c, Raw) else s(breakable(c)) for row in rows for c in row)
     widths = "(" + ", ".join(columns) + ("," if len(columns) == 1 else "") + ")"
-    return (f"#block(breakable: true)[#set text(size: {size_pt}pt)\n#set par(justify: false)\n#table(columns: {widths}, inset: 4pt, "
-            f"stroke: 0.4pt + gray, table.header({cells}), {body})]\n\n")
+    return (
+        f"#block(breakable: true)[#set text(size: {size_pt}pt)\n#set par(justify: false)\n#table(columns: {widths}, inset: 4pt, "
+        f"stroke: 0.4pt + gray, table.header({cells}), {body})]\n\n"
+    )
 
 
 class Raw(str):
@@ -170,14 +188,17 @@ def figure(path, caption, width="100%", float=False):
 # Figures (matplotlib), one unit per axis.
 def plt():
     import matplotlib
+
     matplotlib.use("Agg")
     from matplotlib import pyplot
+
     pyplot.rcParams.update({"font.size": 8, "svg.hashsalt": "report", "figure.dpi": 150})
     return pyplot
 
 
 def epoch_axis(ax):
     from matplotlib.ticker import MaxNLocator
+
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -185,8 +206,16 @@ def curves_figure(recs, path):
     pyplot = plt()
     curves = curve_data(recs)
     fig, axes = pyplot.subplots(2, 2, figsize=(7.2, 4.6))
-    for ax, (key, label) in zip(axes.flat, (("train/loss", "training loss"), ("val/loss", "validation loss"),
-                                            ("train/acc", "training accuracy"), ("val/acc", "validation accuracy"))):
+    for ax, (key, label) in zip(
+        axes.flat,
+        (
+            ("train/loss", "training loss"),
+            ("val/loss", "validation loss"),
+            ("train/acc", "training accuracy"),
+            ("val/acc", "validation accuracy"),
+        ),
+        strict=True,
+    ):
         for tool, style, ms in (("W&B", "-", 0), ("Neptune", "o", 4), ("MLflow", "x", 5)):
             data = curves[tool]
             ax.plot(data["epoch"], data[key], style, color=COLORS[tool], ms=ms, lw=2, label=tool)
@@ -201,8 +230,10 @@ def curves_figure(recs, path):
 
 def curve_data(recs):
     """The per-epoch values the curves draw, from each tool's record."""
-    return {tool: {k: [e[k] for e in rec["epochs"]] for k in ("epoch", "train/loss", "val/loss", "train/acc", "val/acc")}
-            for tool, rec in recs.items()}
+    return {
+        tool: {k: [e[k] for e in rec["epochs"]] for k in ("epoch", "train/loss", "val/loss", "train/acc", "val/acc")}
+        for tool, rec in recs.items()
+    }
 
 
 def confusion_figure(rec, path):
@@ -225,8 +256,13 @@ def per_class_figure(recs, path):
     classes = recs["W&B"]["classes"]
     fig, ax = pyplot.subplots(figsize=(7.2, 2.4))
     for i, tool in enumerate(TOOLS):
-        ax.bar([x + (i - 1) * 0.27 for x in range(len(classes))], [recs[tool]["per_class_acc"].get(c, 0) for c in classes],
-               0.27, color=COLORS[tool], label=tool)
+        ax.bar(
+            [x + (i - 1) * 0.27 for x in range(len(classes))],
+            [recs[tool]["per_class_acc"].get(c, 0) for c in classes],
+            0.27,
+            color=COLORS[tool],
+            label=tool,
+        )
     ax.set_xticks(range(len(classes)), classes)
     ax.set(ylabel="test accuracy", ylim=(0, 1))
     ax.legend(fontsize=6, ncol=3)
@@ -237,11 +273,13 @@ def per_class_figure(recs, path):
 
 def mistakes_figure(mistakes, path):
     from PIL import Image
+
     pyplot = plt()
     cols = 5
     rows = (len(mistakes) + cols - 1) // cols
     fig, axes = pyplot.subplots(rows, cols, figsize=(6.4, 1.3 * rows))
-    for ax, m in zip(np.ravel(axes), mistakes):
+    # the grid may have more cells than mistakes
+    for ax, m in zip(np.ravel(axes), mistakes, strict=False):
         ax.imshow(Image.open(m["image"]))
         ax.set_title(f"#{m['index']}: {m['true']} as\n{m['predicted']} (p={m['probability']:.2f})", size=6)
     for ax in np.ravel(axes):
@@ -254,7 +292,7 @@ def mistakes_figure(mistakes, path):
 def histogram_figure(histograms, names, path):
     pyplot = plt()
     fig, axes = pyplot.subplots(1, len(names), figsize=(7.2, 2.6))
-    for ax, name in zip(np.ravel([axes]), names):
+    for ax, name in zip(np.ravel([axes]), names, strict=True):
         series = sorted(histograms[name], key=lambda h: h[0])
         lo = min(b[0] for _, b, _ in series)
         hi = max(b[-1] for _, b, _ in series)
@@ -263,8 +301,13 @@ def histogram_figure(histograms, names, path):
         for _, bins, counts in series:  # each epoch's bins put on one common axis
             centers = (np.array(bins[:-1]) + np.array(bins[1:])) / 2
             image.append(np.histogram(centers, bins=grid, weights=counts)[0])
-        ax.imshow(np.log1p(np.array(image)).T, aspect="auto", origin="lower", cmap="magma",
-                  extent=(series[0][0] - 0.5, series[-1][0] + 0.5, lo, hi))
+        ax.imshow(
+            np.log1p(np.array(image)).T,
+            aspect="auto",
+            origin="lower",
+            cmap="magma",
+            extent=(series[0][0] - 0.5, series[-1][0] + 0.5, lo, hi),
+        )
         ax.set(xlabel="epoch", ylabel="value", title=name)
         epoch_axis(ax)
     fig.tight_layout()
@@ -282,10 +325,24 @@ def load_figure(bench, path):
         for rate, style in styles.items():
             mine = sorted((p for p in points if p["tool"] == PREFIX[t] and p["rate"] == rate), key=lambda p: p["keys"])
             label = f"{t}, {rate}/s"
-            a.plot([p["keys"] for p in mine], [p["call_ms_median"] for p in mine], style, marker="o", ms=2.5,
-                   color=COLORS[t], label=label)
-            b.plot([p["keys"] for p in mine], [p["background_cpu_s_per_s"] for p in mine], style, marker="o", ms=2.5,
-                   color=COLORS[t], label=label)
+            a.plot(
+                [p["keys"] for p in mine],
+                [p["call_ms_median"] for p in mine],
+                style,
+                marker="o",
+                ms=2.5,
+                color=COLORS[t],
+                label=label,
+            )
+            b.plot(
+                [p["keys"] for p in mine],
+                [p["background_cpu_s_per_s"] for p in mine],
+                style,
+                marker="o",
+                ms=2.5,
+                color=COLORS[t],
+                label=label,
+            )
     for ax, ylabel in ((a, "caller's time per call (ms, median)"), (b, "background CPU (s per s)")):
         ax.set(xscale="log", xlabel="values per logging call", ylabel=ylabel)
     a.set_yscale("log")
@@ -311,20 +368,26 @@ def optional(folder, name, reader=lambda f: f.read()):
 
 def build(runs, pdf_path, bench_path=None):
     """The report of the records in `runs`; its costs come from bench_path (default: runs/benchmark.json)."""
-    bench_path = bench_path or (os.path.join(runs, "benchmark.json") if os.path.isfile(
-        os.path.join(runs, "benchmark.json")) else None)
+    bench_path = bench_path or (
+        os.path.join(runs, "benchmark.json") if os.path.isfile(os.path.join(runs, "benchmark.json")) else None
+    )
     bench = read_benchmark(bench_path) if bench_path else None
     recs = records.read_all(runs)
     ev = rubric.Evidence(recs, client_probes.probe_all(), bench, rubric.load_external())
     facts, rates, cells = evaluate(ev)
-    extras = {"footprint": optional(runs, "footprint.json", json.load), "leet": optional(runs, "leet_screen.txt"),
-              "torchrun": optional(runs, "torchrun.json", json.load), "export": optional(runs, "export.txt"),
-              "search_default": optional(os.path.join(runs, "search"), "default.json", json.load)}
+    extras = {
+        "footprint": optional(runs, "footprint.json", json.load),
+        "leet": optional(runs, "leet_screen.txt"),
+        "torchrun": optional(runs, "torchrun.json", json.load),
+        "export": optional(runs, "export.txt"),
+        "search_default": optional(os.path.join(runs, "search"), "default.json", json.load),
+    }
     with tempfile.TemporaryDirectory(prefix="report-") as work:
         doc = document(recs, ev, facts, rates, cells, extras, work, runs)
         with open(os.path.join(work, "report.typ"), "w") as f:
             f.write(doc)
         import typst
+
         os.makedirs(os.path.dirname(os.path.abspath(pdf_path)), exist_ok=True)
         typst.compile(os.path.join(work, "report.typ"), output=pdf_path, root=work, ignore_system_fonts=True)
     return {"records": recs, "facts": facts, "ratings": rates, "matrix": cells, "bench": bench}
@@ -332,9 +395,13 @@ def build(runs, pdf_path, bench_path=None):
 
 def document(recs, ev, facts, rates, cells, extras, work, runs):
     bench = ev.bench
-    where = os.path.relpath(runs, os.path.dirname(HERE)) if os.path.abspath(runs).startswith(
-        os.path.dirname(HERE) + os.sep) else "the given folder"
-    out = [f"""#set document(title: "W&B vs Neptune vs MLflow on one AlexNet/CIFAR-10 job", date: none)
+    where = (
+        os.path.relpath(runs, os.path.dirname(HERE))
+        if os.path.abspath(runs).startswith(os.path.dirname(HERE) + os.sep)
+        else "the given folder"
+    )
+    out = [
+        f"""#set document(title: "W&B vs Neptune vs MLflow on one AlexNet/CIFAR-10 job", date: none)
 #set page(paper: "a4", margin: (x: 1.8cm, y: 1.7cm), numbering: "1 / 1")
 #set text(size: 9.5pt, hyphenate: false)
 #set par(justify: true)
@@ -343,7 +410,8 @@ def document(recs, ev, facts, rates, cells, extras, work, runs):
 #align(center)[#text(size: 17pt, weight: "bold")[#{s("Weights & Biases vs Neptune vs MLflow, 2026")}]]
 #align(center)[#{s("One AlexNet/CIFAR-10 training job, tracked three times, compared from what each tool stored")}]
 #align(center)[#text(size: 8pt, fill: gray)[#{s(f"Built {datetime.date.today().isoformat()} by report/build.py from the records in {where}")}]]
-"""]
+"""
+    ]
     out += overview(recs, ev)
     out += results(recs, work)
     out += criteria_section(facts, rates)
@@ -369,35 +437,57 @@ def overview(recs, ev):
     hw = cfg.get("device_name") or cfg.get("cpu")
     versions = {t: ev.probes[t]["version"] for t in TOOLS}
     out = [heading("What was compared, and how")]
-    out.append(par(
-        f"The job: the original study's CIFAR-10 AlexNet ({cfg['model_params']:,} parameters), trained with the "
-        f"'{cfg['recipe']}' recipe ({OPTIMIZER_NAMES.get(cfg['optimizer'], cfg['optimizer'])}, peak learning rate {cfg['lr']:g}, batch {cfg['batch_size']}, "
-        f"{plural(int(cfg['warmup_epochs']) if float(cfg['warmup_epochs']).is_integer() else cfg['warmup_epochs'], 'warmup epoch')}, "
-        f"{cfg['schedule']} schedule, label smoothing {cfg['label_smoothing']:g}, seed {cfg['seed']}) for "
-        f"{plural(len(w['epochs']), 'epoch')} on {recs['W&B']['train_images']:,} training images, with "
-        f"{recs['W&B']['val_images']:,} held out for validation and {recs['W&B']['test_images']:,} test images. "
-        f"The data is {recs['W&B']['data_source']}."))
-    out.append(par(
-        f"The same command line ran three times, once per script: wandb_setup_script.py (W&B client "
-        f"{versions['W&B']}), neptune_integration.py (Neptune client {versions['Neptune']}) and mlflow_tracking.py "
-        f"(MLflow {versions['MLflow']}), each offline, on {cfg['device']} ({hw}, {plural(cfg['cpu_count'], 'core')}, "
-        f"torch {cfg['torch_version']}). The scripts drive one training engine through one tracker interface, so a "
-        f"difference between the records is a difference between the tools."
-        + (" Each run was stopped with Ctrl-C and continued with --resume (\"An interrupted run\" below)."
-           if all(len(recs[t]["segments"]) > 1 for t in ("W&B", "Neptune")) else "")
-        + "".join(f" {t}'s segment {i + 1} was also killed before it could end, and its run continued again with --resume."
-                  for t in ("W&B", "Neptune") for i, seg in enumerate(recs[t]["segments"]) if seg["killed"])))
+    out.append(
+        par(
+            f"The job: the original study's CIFAR-10 AlexNet ({cfg['model_params']:,} parameters), trained with the "
+            f"'{cfg['recipe']}' recipe ({OPTIMIZER_NAMES.get(cfg['optimizer'], cfg['optimizer'])}, peak learning rate {cfg['lr']:g}, batch {cfg['batch_size']}, "
+            f"{plural(int(cfg['warmup_epochs']) if float(cfg['warmup_epochs']).is_integer() else cfg['warmup_epochs'], 'warmup epoch')}, "
+            f"{cfg['schedule']} schedule, label smoothing {cfg['label_smoothing']:g}, seed {cfg['seed']}) for "
+            f"{plural(len(w['epochs']), 'epoch')} on {recs['W&B']['train_images']:,} training images, with "
+            f"{recs['W&B']['val_images']:,} held out for validation and {recs['W&B']['test_images']:,} test images. "
+            f"The data is {recs['W&B']['data_source']}."
+        )
+    )
+    out.append(
+        par(
+            f"The same command line ran three times, once per script: wandb_setup_script.py (W&B client "
+            f"{versions['W&B']}), neptune_integration.py (Neptune client {versions['Neptune']}) and mlflow_tracking.py "
+            f"(MLflow {versions['MLflow']}), each offline, on {cfg['device']} ({hw}, {plural(cfg['cpu_count'], 'core')}, "
+            f"torch {cfg['torch_version']}). The scripts drive one training engine through one tracker interface, so a "
+            f"difference between the records is a difference between the tools."
+            + (
+                ' Each run was stopped with Ctrl-C and continued with --resume ("An interrupted run" below).'
+                if all(len(recs[t]["segments"]) > 1 for t in ("W&B", "Neptune"))
+                else ""
+            )
+            + "".join(
+                f" {t}'s segment {i + 1} was also killed before it could end, and its run continued again with --resume."
+                for t in ("W&B", "Neptune")
+                for i, seg in enumerate(recs[t]["segments"])
+                if seg["killed"]
+            )
+        )
+    )
     same = None not in test.values() and len({round(v, 6) for v in test.values()}) == 1
-    out.append(par(
-        "Test accuracy of the best-validation checkpoint, as each tool recorded it: "
-        + ", ".join(f"{t} {'—' if test[t] is None else pct(test[t])}" for t in TOOLS)
-        + (": the same in all three records, since on a CPU the engine computes the same numbers whatever tracks it."
-           if same else ".")))
-    out.append(par(
-        "Everything below is read back from each tool's own local records with its official reader (W&B: "
-        "wandb leet inspect --json; Neptune: the JSON-lines operation log; MLflow: MlflowClient on its SQLite store), "
-        "from the benchmark, or from probes of the installed clients run while this report was built. Each rating "
-        "comes from a rubric of checkable facts (\"Ten criteria\"), not from impressions."))
+    out.append(
+        par(
+            "Test accuracy of the best-validation checkpoint, as each tool recorded it: "
+            + ", ".join(f"{t} {'—' if test[t] is None else pct(test[t])}" for t in TOOLS)
+            + (
+                ": the same in all three records, since on a CPU the engine computes the same numbers whatever tracks it."
+                if same
+                else "."
+            )
+        )
+    )
+    out.append(
+        par(
+            "Everything below is read back from each tool's own local records with its official reader (W&B: "
+            "wandb leet inspect --json; Neptune: the JSON-lines operation log; MLflow: MlflowClient on its SQLite store), "
+            "from the benchmark, or from probes of the installed clients run while this report was built. Each rating "
+            'comes from a rubric of checkable facts ("Ten criteria"), not from impressions.'
+        )
+    )
     return out
 
 
@@ -405,38 +495,66 @@ def results(recs, work):
     out = [heading("Training results from each tool's record")]
     path = os.path.join(work, "curves.png")
     curves_figure(recs, path)
-    out.append(figure(path, "Per-epoch values as each tool recorded them: W&B a line, Neptune circles, MLflow crosses."))
+    out.append(
+        figure(path, "Per-epoch values as each tool recorded them: W&B a line, Neptune circles, MLflow crosses.")
+    )
     rows = []
     for key in records.SUMMARY_KEYS:
         values = [recs[t]["summary"].get(key) for t in TOOLS]
-        rows.append([key, *[("—" if v is None else str(int(v)) if key == "best/epoch" else f"{v:.4f}") for v in values]])
+        rows.append(
+            [key, *[("—" if v is None else str(int(v)) if key == "best/epoch" else f"{v:.4f}") for v in values]]
+        )
     out.append(table(["2fr", "1fr", "1fr", "1fr"], ["final value (best checkpoint on the test set)", *TOOLS], rows))
     return out
 
 
 def criteria_section(facts, rates):
     out = [heading("Ten criteria, rated from a rubric")]
-    out.append(par(
-        "The study rated each tool from 1 to 3 on nine criteria from impressions, and defined a tenth "
-        "(hyperparameter optimization integration) it never rated. Here each level of its scale (1 "
-        f"{rubric.SCALE[1]}, 2 {rubric.SCALE[2]}, 3 {rubric.SCALE[3]}) is a list of checkable facts, written once "
-        "in report/rubric.py; a tool has a level when every fact of it, and of the levels below, holds. The facts "
-        "are established below, each from a probe of the installed client, the records of the runs, a measurement, "
-        "or a dated external fact with its source."))
+    out.append(
+        par(
+            "The study rated each tool from 1 to 3 on nine criteria from impressions, and defined a tenth "
+            "(hyperparameter optimization integration) it never rated. Here each level of its scale (1 "
+            f"{rubric.SCALE[1]}, 2 {rubric.SCALE[2]}, 3 {rubric.SCALE[3]}) is a list of checkable facts, written once "
+            "in report/rubric.py; a tool has a level when every fact of it, and of the levels below, holds. The facts "
+            "are established below, each from a probe of the installed client, the records of the runs, a measurement, "
+            "or a dated external fact with its source."
+        )
+    )
     rows = []
     for name, _, _ in rubric.CRITERIA:
         then = rubric.STUDY[name]
-        rows.append([name, *("—" if v is None else str(v) for v in then), *(str(rates[name][t]) for t in TOOLS),
-                     "\n".join(f"{t} {rubric.why_moved(facts, name, t, then[i] if i < 2 else None, rates[name][t])}"
-                               for i, t in enumerate(TOOLS))])
+        rows.append(
+            [
+                name,
+                *("—" if v is None else str(v) for v in then),
+                *(str(rates[name][t]) for t in TOOLS),
+                "\n".join(
+                    f"{t} {rubric.why_moved(facts, name, t, then[i] if i < 2 else None, rates[name][t])}"
+                    for i, t in enumerate(TOOLS)
+                ),
+            ]
+        )
     totals = {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
     rated = [v for v in rubric.STUDY.values() if v[0] is not None]
     study = [sum(v[i] for v in rated) for i in range(2)]
-    rows.append(["Total", str(study[0]), str(study[1]), *(str(totals[t]) for t in TOOLS),
-                 f"the study's totals are out of {3 * len(rated)} ({len(rated)} criteria); ours out of "
-                 f"{3 * len(rubric.CRITERIA)} ({len(rubric.CRITERIA)})"])
-    out.append(table(["2.2fr", "0.8fr", "0.9fr", "0.8fr", "0.9fr", "0.9fr", "5fr"],
-                     ["criterion", "study W&B", "study Neptune", "W&B", "Neptune", "MLflow", "why, by the facts"], rows, 7.5))
+    rows.append(
+        [
+            "Total",
+            str(study[0]),
+            str(study[1]),
+            *(str(totals[t]) for t in TOOLS),
+            f"the study's totals are out of {3 * len(rated)} ({len(rated)} criteria); ours out of "
+            f"{3 * len(rubric.CRITERIA)} ({len(rubric.CRITERIA)})",
+        ]
+    )
+    out.append(
+        table(
+            ["2.2fr", "0.8fr", "0.9fr", "0.8fr", "0.9fr", "0.9fr", "5fr"],
+            ["criterion", "study W&B", "study Neptune", "W&B", "Neptune", "MLflow", "why, by the facts"],
+            rows,
+            7.5,
+        )
+    )
     out.append(heading("The rubric and its facts", 2))
     for name, has, more in rubric.CRITERIA:
         rows = []
@@ -446,26 +564,43 @@ def criteria_section(facts, rates):
                 cells = []
                 for t in TOOLS:
                     value = facts[fid][t]
-                    cells.append(Raw(f"[#{mark(bool(value and value[0]))} #text(size: 6.5pt)[#{s(breakable(value[1]) if value else 'no evidence')}]]"))
+                    cells.append(
+                        Raw(
+                            f"[#{mark(bool(value and value[0]))} #text(size: 6.5pt)[#{s(breakable(value[1]) if value else 'no evidence')}]]"
+                        )
+                    )
                 rows.append([f"{level}: {text} ({source})", *cells])
-        out.append(f"#strong({s(name)}) #h(1fr) #{s('ratings: ' + ', '.join(f'{t} {rates[name][t]}' for t in TOOLS))}\n")
+        out.append(
+            f"#strong({s(name)}) #h(1fr) #{s('ratings: ' + ', '.join(f'{t} {rates[name][t]}' for t in TOOLS))}\n"
+        )
         out.append(table(["2.2fr", "1.6fr", "1.6fr", "1.6fr"], ["level: fact (source)", *TOOLS], rows, 7.5))
     return out
 
 
 def matrix_section(facts, cells):
     out = [heading("What works offline")]
-    out.append(par(
-        "Each cell follows from facts of the rubric: a feature works offline where its offline fact holds, needs a "
-        "server where only its server fact holds, and is unavailable otherwise. The evidence column names the "
-        "deciding fact for each tool."))
+    out.append(
+        par(
+            "Each cell follows from facts of the rubric: a feature works offline where its offline fact holds, needs a "
+            "server where only its server fact holds, and is unavailable otherwise. The evidence column names the "
+            "deciding fact for each tool."
+        )
+    )
+
     def why(feature, works, server, t):
         offline = facts[works][t][1] if facts[works][t] else "no evidence"
         if cells[feature][t] == rubric.SERVER:
             return f"{offline}; on a server: {facts[server][t][1]}"
         return offline
-    rows = [[feature, *(cells[feature][t] for t in TOOLS), "; ".join(f"{t}: {why(feature, works, server, t)}" for t in TOOLS)]
-            for feature, works, server in rubric.MATRIX]
+
+    rows = [
+        [
+            feature,
+            *(cells[feature][t] for t in TOOLS),
+            "; ".join(f"{t}: {why(feature, works, server, t)}" for t in TOOLS),
+        ]
+        for feature, works, server in rubric.MATRIX
+    ]
     out.append(table(["1.6fr", "1fr", "1fr", "1fr", "3.6fr"], ["feature", *TOOLS, "evidence"], rows, 7))
     return out
 
@@ -481,28 +616,55 @@ def cost_rows(b):
     o, tr = b["overhead"], b["trackers"]
     p = {t: PREFIX[t] for t in TOOLS}
     return [
-        [f"training time / none, log every {b['method']['default_log_every']} steps (default)",
-         *(f"{interval_text(o[p[t]]['default'])}: {verdict(o[p[t]]['default'])}" for t in TOOLS),
-         f"A/A {interval_text(o['aa_control'])}"],
-        ["training time / none, log every step",
-         *(f"{interval_text(o[p[t]]['every_step'])}: {verdict(o[p[t]]['every_step'])}" for t in TOOLS),
-         f"A/A {interval_text(o['aa_control_every_step'])}"],
-        ["one logging call (2 values), training thread", *(seconds(tr[p[t]]["every_step"]["call_ms"] / 1e3)
-                                                         for t in TOOLS), "mean, every-step blocks"],
-        [f"own CPU per epoch ({b['method']['epoch_steps']} steps of batch 256, "
-         f"{seconds(tr['wandb']['default']['epoch_s'])} here), default interval",
-         *(seconds(tr[p[t]]["default"]["cpu_s_per_epoch"]) for t in TOOLS), "calls + threads + processes"],
-        ["its threads' and processes' CPU while the run is open, default interval",
-         *(f"{tr[p[t]]['default']['background_cpu_share'] * 100:.1f}% of a core" for t in TOOLS), "over the rounds"],
-        [f"own CPU per 1,000 values, {max(b['load_sweep']['keys']):,} a call",
-         *(seconds(per_thousand_values(b, p[t])) for t in TOOLS),
-         f"load sweep, {max(b['load_sweep']['rates'])} calls/s asked, finish included"],
-        ["peak memory of its own processes", *(size(tr[p[t]]["default"]["children_peak_rss_bytes"])
-                                               if tr[p[t]]["default"]["children_peak_rss_bytes"] else "none"
-                                               for t in TOOLS), "resident set"],
-        ["run start / epoch end / finish", *(" / ".join(seconds(tr[p[t]]["default"][k]) for k in
-                                                        ("start_s", "epoch_end_s", "finish_s")) for t in TOOLS),
-         "medians of 3 runs"],
+        [
+            f"training time / none, log every {b['method']['default_log_every']} steps (default)",
+            *(f"{interval_text(o[p[t]]['default'])}: {verdict(o[p[t]]['default'])}" for t in TOOLS),
+            f"A/A {interval_text(o['aa_control'])}",
+        ],
+        [
+            "training time / none, log every step",
+            *(f"{interval_text(o[p[t]]['every_step'])}: {verdict(o[p[t]]['every_step'])}" for t in TOOLS),
+            f"A/A {interval_text(o['aa_control_every_step'])}",
+        ],
+        [
+            "one logging call (2 values), training thread",
+            *(seconds(tr[p[t]]["every_step"]["call_ms"] / 1e3) for t in TOOLS),
+            "mean, every-step blocks",
+        ],
+        [
+            f"own CPU per epoch ({b['method']['epoch_steps']} steps of batch 256, "
+            f"{seconds(tr['wandb']['default']['epoch_s'])} here), default interval",
+            *(seconds(tr[p[t]]["default"]["cpu_s_per_epoch"]) for t in TOOLS),
+            "calls + threads + processes",
+        ],
+        [
+            "its threads' and processes' CPU while the run is open, default interval",
+            *(f"{tr[p[t]]['default']['background_cpu_share'] * 100:.1f}% of a core" for t in TOOLS),
+            "over the rounds",
+        ],
+        [
+            f"own CPU per 1,000 values, {max(b['load_sweep']['keys']):,} a call",
+            *(seconds(per_thousand_values(b, p[t])) for t in TOOLS),
+            f"load sweep, {max(b['load_sweep']['rates'])} calls/s asked, finish included",
+        ],
+        [
+            "peak memory of its own processes",
+            *(
+                size(tr[p[t]]["default"]["children_peak_rss_bytes"])
+                if tr[p[t]]["default"]["children_peak_rss_bytes"]
+                else "none"
+                for t in TOOLS
+            ),
+            "resident set",
+        ],
+        [
+            "run start / epoch end / finish",
+            *(
+                " / ".join(seconds(tr[p[t]]["default"][k]) for k in ("start_s", "epoch_end_s", "finish_s"))
+                for t in TOOLS
+            ),
+            "medians of 3 runs",
+        ],
     ]
 
 
@@ -511,33 +673,47 @@ def sweep_rows(b):
     top = max(b["load_sweep"]["rates"])
     rows = []
     for t in TOOLS:
-        for q in sorted((q for q in b["load_sweep"]["points"] if q["tool"] == PREFIX[t] and q["rate"] == top),
-                        key=lambda q: q["keys"]):
-            rows.append([t, f"{q['keys']:,}", f"{q['achieved_rate']:.0f}/s",
-                         f"{q['call_ms_median']:.3g} / {q['call_ms_p99']:.3g} ms", f"{q['background_cpu_s_per_s']:.2f}",
-                         size(max(0, q["rss_growth_bytes"])) + (f"; its processes {size(q['children_peak_rss_bytes'])}"
-                                                                 if q["children_peak_rss_bytes"] else ""),
-                         size(q["local_bytes"]), seconds(q["finish_s"]),
-                         f"{q['values_recorded']:,} of {q['values_logged']:,}"])
+        for q in sorted(
+            (q for q in b["load_sweep"]["points"] if q["tool"] == PREFIX[t] and q["rate"] == top),
+            key=lambda q: q["keys"],
+        ):
+            rows.append(
+                [
+                    t,
+                    f"{q['keys']:,}",
+                    f"{q['achieved_rate']:.0f}/s",
+                    f"{q['call_ms_median']:.3g} / {q['call_ms_p99']:.3g} ms",
+                    f"{q['background_cpu_s_per_s']:.2f}",
+                    size(max(0, q["rss_growth_bytes"]))
+                    + (f"; its processes {size(q['children_peak_rss_bytes'])}" if q["children_peak_rss_bytes"] else ""),
+                    size(q["local_bytes"]),
+                    seconds(q["finish_s"]),
+                    f"{q['values_recorded']:,} of {q['values_logged']:,}",
+                ]
+            )
     return rows, top
 
 
 def machine(hw, m):
     gpu = f"{hw['device_name']}" if hw["device"] != "cpu" else "no GPU"
-    return (f"{hw['cpu']}, {plural(hw['cpu_count'], 'core')}, {gpu}, PyTorch {hw['torch_version'].split('+')[0]} "
-            f"on {plural(m['threads'], 'thread')}")
+    return (
+        f"{hw['cpu']}, {plural(hw['cpu_count'], 'core')}, {gpu}, PyTorch {hw['torch_version'].split('+')[0]} "
+        f"on {plural(m['threads'], 'thread')}"
+    )
 
 
 def profiled(pr, code=lambda x: x):
     script = sum(r["own_s"] for r in pr["top_tool"] if r["function"].startswith("neptune_integration.py"))
-    return (f"Neptune logging every step, under cProfile (the training thread, {pr['steps']} steps; the profiler "
-            f"slows Python code more than the training step): {seconds(pr['calls_wall_s'] / max(1, pr['calls']))} "
-            f"a call, {pr['calls_wall_s'] / pr['train_s'] * 100:.2f}% of the training time; the entries of the "
-            f"client and the script with the most own time: "
-            + "; ".join(f"{code(r['function'])} {seconds(r['own_s'])} in {r['calls']} calls" for r in pr["top_tool"][:5])
-            + f". The script's own code is {script / pr['calls_wall_s'] * 100:.0f}% of the calls' time; the rest is "
-            "the client's: each value becomes an operation, serialized and put on the offline disk queue on the "
-            "calling thread.")
+    return (
+        f"Neptune logging every step, under cProfile (the training thread, {pr['steps']} steps; the profiler "
+        f"slows Python code more than the training step): {seconds(pr['calls_wall_s'] / max(1, pr['calls']))} "
+        f"a call, {pr['calls_wall_s'] / pr['train_s'] * 100:.2f}% of the training time; the entries of the "
+        f"client and the script with the most own time: "
+        + "; ".join(f"{code(r['function'])} {seconds(r['own_s'])} in {r['calls']} calls" for r in pr["top_tool"][:5])
+        + f". The script's own code is {script / pr['calls_wall_s'] * 100:.0f}% of the calls' time; the rest is "
+        "the client's: each value becomes an operation, serialized and put on the offline disk queue on the "
+        "calling thread."
+    )
 
 
 def readme_costs(b):
@@ -545,17 +721,39 @@ def readme_costs(b):
     hw, m, pr = b["hardware"], b["method"], b.get("profile", {}).get("neptune_every_step")
 
     def md(header, rows):
-        return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
-                          *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)])
+        return "\n".join(
+            [
+                "| " + " | ".join(header) + " |",
+                "|" + " --- |" * len(header),
+                *("| " + " | ".join(str(c) for c in row) + " |" for row in rows),
+            ]
+        )
+
     rows, top = sweep_rows(b)
-    text = [f"`make benchmark` ({b['seconds'] / 60:.0f} min) on {machine(hw, m)}, synthetic "
-            f"data, batch {m['batch']}; ratios with 95% intervals ({m['interval']}); "
-            f"`report/evidence/benchmark.json`:", "",
-            md(["measure", *TOOLS, "note"], cost_rows(b)), "",
-            f"The load sweep at {top} calls a second (a {1000 / top:g} ms step), values read back with each "
-            "tool's reader:", "",
-            md(["tool", "values a call", "calls kept up", "call, median / p99", "background CPU s/s",
-                "memory growth; peak", "local data", "finish", "values recorded"], rows)]
+    text = [
+        f"`make benchmark` ({b['seconds'] / 60:.0f} min) on {machine(hw, m)}, synthetic "
+        f"data, batch {m['batch']}; ratios with 95% intervals ({m['interval']}); "
+        f"`report/evidence/benchmark.json`:",
+        "",
+        md(["measure", *TOOLS, "note"], cost_rows(b)),
+        "",
+        f"The load sweep at {top} calls a second (a {1000 / top:g} ms step), values read back with each tool's reader:",
+        "",
+        md(
+            [
+                "tool",
+                "values a call",
+                "calls kept up",
+                "call, median / p99",
+                "background CPU s/s",
+                "memory growth; peak",
+                "local data",
+                "finish",
+                "values recorded",
+            ],
+            rows,
+        ),
+    ]
     if pr:
         text += ["", profiled(pr, lambda f: f"`{f}`")]
     return "\n".join(text) + "\n"
@@ -565,73 +763,136 @@ def costs_section(b, work, footprint):
     hw, m = b["hardware"], b["method"]
     o, tr = b["overhead"], b["trackers"]
     out = [heading("What each tool costs")]
-    out.append(par(
-        f"Measured by benchmarks/run.py{' --quick' if b.get('quick') else ''} (make benchmark, "
-        f"{b['seconds'] / 60:.0f} minutes) on {machine(hw, m)}, synthetic CIFAR-sized data, batch {m['batch']}. "
-        f"Design: {m['design']}; blocks of {plural(m['block_steps'], 'step')}, {o['aa_control']['rounds']} rounds at "
-        f"the default interval and {o['aa_control_every_step']['rounds']} logging every step. Intervals: "
-        f"{m['interval']}. The A/A control (no tracker against no tracker) is the noise floor: "
-        f"{interval_text(o['aa_control'])} at the default interval. A verdict says no difference where a ratio's "
-        "interval holds 1.0, and gives the change with its interval where it does not. The ratios measure what "
-        "the training thread waits for (the calls, and any contention they cause); the tools' threads and "
-        "processes, open through every block, are counted apart as their own work."))
+    out.append(
+        par(
+            f"Measured by benchmarks/run.py{' --quick' if b.get('quick') else ''} (make benchmark, "
+            f"{b['seconds'] / 60:.0f} minutes) on {machine(hw, m)}, synthetic CIFAR-sized data, batch {m['batch']}. "
+            f"Design: {m['design']}; blocks of {plural(m['block_steps'], 'step')}, {o['aa_control']['rounds']} rounds at "
+            f"the default interval and {o['aa_control_every_step']['rounds']} logging every step. Intervals: "
+            f"{m['interval']}. The A/A control (no tracker against no tracker) is the noise floor: "
+            f"{interval_text(o['aa_control'])} at the default interval. A verdict says no difference where a ratio's "
+            "interval holds 1.0, and gives the change with its interval where it does not. The ratios measure what "
+            "the training thread waits for (the calls, and any contention they cause); the tools' threads and "
+            "processes, open through every block, are counted apart as their own work."
+        )
+    )
     out.append(table(["2.2fr", "1.3fr", "1.3fr", "1.3fr", "1fr"], ["measure", *TOOLS, "note"], cost_rows(b), 7.5))
     own = {t: tr[PREFIX[t]]["default"]["cpu_s_per_epoch"] for t in TOOLS}
     most, _ = extreme(own, lowest=False)
     found = [t for t in TOOLS if detectable(o[PREFIX[t]]["default"])]
     spare = m["threads"] < hw["cpu_count"]
-    out.append(par(
-        f"At the default interval, {', '.join(found) if found else 'no tool'} "
-        f"{'shows' if len(found) <= 1 else 'show'} a training-time difference outside its interval on this "
-        f"machine. The tools' own work, counted directly (its calls on the training thread, its threads, its "
-        f"processes: " + "; ".join(f"{t}: {', '.join(tr[PREFIX[t]]['default']['threads_and_processes']) or 'none'}"
-                                   for t in TOOLS)
-        + f"), is largest for {most} ({seconds(own[most])} of CPU per epoch)"
-        + ("; with the training on fewer threads than cores it runs beside the training, as on a GPU machine with "
-           "cores to spare; where every core trains, it is taken from the training." if spare else
-           "; here every core trains, so it is taken from the training.")))
+    out.append(
+        par(
+            f"At the default interval, {', '.join(found) if found else 'no tool'} "
+            f"{'shows' if len(found) <= 1 else 'show'} a training-time difference outside its interval on this "
+            f"machine. The tools' own work, counted directly (its calls on the training thread, its threads, its "
+            f"processes: "
+            + "; ".join(f"{t}: {', '.join(tr[PREFIX[t]]['default']['threads_and_processes']) or 'none'}" for t in TOOLS)
+            + f"), is largest for {most} ({seconds(own[most])} of CPU per epoch)"
+            + (
+                "; with the training on fewer threads than cores it runs beside the training, as on a GPU machine with "
+                "cores to spare; where every core trains, it is taken from the training."
+                if spare
+                else "; here every core trains, so it is taken from the training."
+            )
+        )
+    )
     if "profile" in b:
         out.append(par(profiled(b["profile"]["neptune_every_step"])))
     rows, top = sweep_rows(b)
     out.append(heading("Under load: more values, faster steps", 2))
-    out.append(par(
-        f"Each tool's tracker (offline) logs {', '.join(f'{k:,}' for k in b['load_sweep']['keys'])} values a call at "
-        f"{', '.join(f'{r}' for r in b['load_sweep']['rates'])} "
-        f"calls a second for {b['load_sweep']['seconds']:g} s; between calls the thread sleeps, as while a GPU "
-        "computes a step. The record is then read back with the tool's own reader. The table is at "
-        f"{top} calls a second (a {1000 / top:g} ms step); the figure has every point."))
-    out.append(table(["0.8fr", "0.6fr", "0.7fr", "1.1fr", "0.8fr", "0.8fr", "0.8fr", "0.7fr", "1.3fr"],
-                     ["tool", "values a call", "calls kept up", "call, median / p99", "background CPU s/s",
-                      "memory growth; peak", "local data", "finish", "values recorded"], rows, 7))
+    out.append(
+        par(
+            f"Each tool's tracker (offline) logs {', '.join(f'{k:,}' for k in b['load_sweep']['keys'])} values a call at "
+            f"{', '.join(f'{r}' for r in b['load_sweep']['rates'])} "
+            f"calls a second for {b['load_sweep']['seconds']:g} s; between calls the thread sleeps, as while a GPU "
+            "computes a step. The record is then read back with the tool's own reader. The table is at "
+            f"{top} calls a second (a {1000 / top:g} ms step); the figure has every point."
+        )
+    )
+    out.append(
+        table(
+            ["0.8fr", "0.6fr", "0.7fr", "1.1fr", "0.8fr", "0.8fr", "0.8fr", "0.7fr", "1.3fr"],
+            [
+                "tool",
+                "values a call",
+                "calls kept up",
+                "call, median / p99",
+                "background CPU s/s",
+                "memory growth; peak",
+                "local data",
+                "finish",
+                "values recorded",
+            ],
+            rows,
+            7,
+        )
+    )
     path = os.path.join(work, "load.png")
     load_figure(b, path)
-    out.append(figure(path, "The load sweep: the caller's time per call (left) and the tool's background CPU "
-                            "(right), by values per call, at each call rate."))
+    out.append(
+        figure(
+            path,
+            "The load sweep: the caller's time per call (left) and the tool's background CPU "
+            "(right), by values per call, at each call rate.",
+        )
+    )
     pj = b["projection"]
-    out.append(par(
-        f"A projection, not a measurement: at a {pj['step_ms']:g} ms GPU step"
-        f"{' (an H100 step at batch 256)' if pj['step_ms'] == 4 else ''}, with the background work on free cores, "
-        f"the training thread waits only for the calls measured here (at the default interval: a call every "
-        f"{m['default_log_every']} steps and the epoch's end, a model version and metrics, over "
-        f"{m['epoch_steps']} steps, as timed on this CPU): "
-        + "; ".join(f"{t} {(pj['tools'][PREFIX[t]]['default_ratio'] - 1) * 100:+.2f}% at the default interval, "
-                    + ", ".join(f"{(v - 1) * 100:+.0f}% every step with {int(k):,} values"
-                                for k, v in pj["tools"][PREFIX[t]]["every_step_ratio_by_keys"].items())
-                    for t in TOOLS) + "."))
-    out.append(par(
-        f"The engine itself: {seconds(b['engine_step_s'])} a training step at batch 256 against "
-        f"{seconds(b['bare_step_s'])} for a bare PyTorch loop (medians; their ratio "
-        f"{b['engine_step_s'] / b['bare_step_s']:.3f}); batched augmentation {b['augment_speedup_vs_pil']:.1f} times the "
-        "study's per-image PIL pipeline on one thread."))
+    out.append(
+        par(
+            f"A projection, not a measurement: at a {pj['step_ms']:g} ms GPU step"
+            f"{' (an H100 step at batch 256)' if pj['step_ms'] == 4 else ''}, with the background work on free cores, "
+            f"the training thread waits only for the calls measured here (at the default interval: a call every "
+            f"{m['default_log_every']} steps and the epoch's end, a model version and metrics, over "
+            f"{m['epoch_steps']} steps, as timed on this CPU): "
+            + "; ".join(
+                f"{t} {(pj['tools'][PREFIX[t]]['default_ratio'] - 1) * 100:+.2f}% at the default interval, "
+                + ", ".join(
+                    f"{(v - 1) * 100:+.0f}% every step with {int(k):,} values"
+                    for k, v in pj["tools"][PREFIX[t]]["every_step_ratio_by_keys"].items()
+                )
+                for t in TOOLS
+            )
+            + "."
+        )
+    )
+    out.append(
+        par(
+            f"The engine itself: {seconds(b['engine_step_s'])} a training step at batch 256 against "
+            f"{seconds(b['bare_step_s'])} for a bare PyTorch loop (medians; their ratio "
+            f"{b['engine_step_s'] / b['bare_step_s']:.3f}); batched augmentation {b['augment_speedup_vs_pil']:.1f} times the "
+            "study's per-image PIL pipeline on one thread."
+        )
+    )
     if footprint:
         out.append(heading("Disk use of the real run", 2))
-        rows = [[t, plural(f["checkpoints"], "file"), size(f["checkpoint_bytes"]), plural(f["tool_files"], "file"),
-                 size(f["tool_bytes"]), f["what"]] for t, f in footprint["tools"].items()]
-        out.append(table(["0.9fr", "0.8fr", "0.9fr", "0.8fr", "0.9fr", "3fr"],
-                         ["tool", "checkpoints", "their size", "tool's own data", "its size", "what the tool keeps"], rows, 7.5))
-        out.append(par(f"Measured by report/collect.py on the runs' folders. The virtual environment takes "
-                       f"{size(footprint['venv_bytes'])}." if footprint.get("venv_bytes") else
-                       "Measured by report/collect.py on the runs' folders."))
+        rows = [
+            [
+                t,
+                plural(f["checkpoints"], "file"),
+                size(f["checkpoint_bytes"]),
+                plural(f["tool_files"], "file"),
+                size(f["tool_bytes"]),
+                f["what"],
+            ]
+            for t, f in footprint["tools"].items()
+        ]
+        out.append(
+            table(
+                ["0.9fr", "0.8fr", "0.9fr", "0.8fr", "0.9fr", "3fr"],
+                ["tool", "checkpoints", "their size", "tool's own data", "its size", "what the tool keeps"],
+                rows,
+                7.5,
+            )
+        )
+        out.append(
+            par(
+                f"Measured by report/collect.py on the runs' folders. The virtual environment takes "
+                f"{size(footprint['venv_bytes'])}."
+                if footprint.get("venv_bytes")
+                else "Measured by report/collect.py on the runs' folders."
+            )
+        )
     return out
 
 
@@ -647,41 +908,66 @@ def records_section(recs, ev, extras, work, runs):
     rows = []
     for t in TOOLS:
         for i, m in enumerate(recs[t]["models"]):
-            meta = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(m["metadata"].items()))
+            meta = ", ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(m["metadata"].items())
+            )
             rows.append([t if i == 0 else "", str(i + 1), meta, ", ".join(m["aliases"]) or "—"])
     out.append(par("; ".join(f"{t}: {recs[t]['models_kind']}" for t in TOOLS) + "."))
-    out.append(table(["0.8fr", "0.5fr", "3.4fr", "2fr"], ["tool", "version", "metadata", "aliases (W&B: as each version was logged; MLflow: now)"], rows, 7))
+    out.append(
+        table(
+            ["0.8fr", "0.5fr", "3.4fr", "2fr"],
+            ["tool", "version", "metadata", "aliases (W&B: as each version was logged; MLflow: now)"],
+            rows,
+            7,
+        )
+    )
     if extras["leet"]:
         out.append(heading("W&B: the run in wandb leet", 2))
-        out.append(par("The terminal UI W&B ships for offline runs, on the real run (captured by report/collect.py "
-                       "with tmux):"))
+        out.append(
+            par(
+                "The terminal UI W&B ships for offline runs, on the real run (captured by report/collect.py with tmux):"
+            )
+        )
         out.append(code_block(extras["leet"]))
     out.append(heading("Neptune: the operation log", 2))
     excerpt = neptune_excerpt(runs)
-    out.append(par(f"Neptune's offline record is {recs['Neptune']['record_format']}. A few of the first segment's "
-                   "lines: the first step's loss, epoch 1's validation accuracy, the dataset version and the best "
-                   "model's validation accuracy:"))
+    out.append(
+        par(
+            f"Neptune's offline record is {recs['Neptune']['record_format']}. A few of the first segment's "
+            "lines: the first step's loss, epoch 1's validation accuracy, the dataset version and the best "
+            "model's validation accuracy:"
+        )
+    )
     out.append(code_block(excerpt))
     ui = os.path.join(runs, "mlflow_ui.png")
     if os.path.isfile(ui):
         out.append(heading("MLflow: the run in MLflow's UI", 2))
         shutil.copy(ui, os.path.join(work, "mlflow_ui.png"))
-        out.append(figure(os.path.join(work, "mlflow_ui.png"), "mlflow ui on the local store of the real run, as "
-                          "headless Chromium showed it (benchmarks/mlflow_ui_screenshot.py)."))
+        out.append(
+            figure(
+                os.path.join(work, "mlflow_ui.png"),
+                "mlflow ui on the local store of the real run, as "
+                "headless Chromium showed it (benchmarks/mlflow_ui_screenshot.py).",
+            )
+        )
     return out
 
 
 def neptune_excerpt(runs, width=150):
     import neptune_export
+
     lines = []
     for q in sorted(neptune_export.find_queues(os.path.join(runs, "neptune", ".neptune")), key=lambda q: q.created)[:1]:
         for e in q.log.entries:
             op = e["obj"]
             path = "/".join(op["path"])
-            if (op["type"] == "LogFloats" and path in ("val/acc", "epoch", "train/batch_loss")
-                    and op["values"][0]["step"] in (1, 50)) or path in ("dataset/version", "model/best/val_acc"):
+            if (
+                op["type"] == "LogFloats"
+                and path in ("val/acc", "epoch", "train/batch_loss")
+                and op["values"][0]["step"] in (1, 50)
+            ) or path in ("dataset/version", "model/best/val_acc"):
                 text = json.dumps({"obj": op, "version": e["version"]})
-                lines.append(text if len(text) <= width else text[:width - 3] + "...")
+                lines.append(text if len(text) <= width else text[: width - 3] + "...")
     return "\n".join(lines[:8])
 
 
@@ -690,9 +976,14 @@ def evaluation_section(recs, ev, facts, work):
     same = all(np.array_equal(recs["W&B"]["confusion"], recs[t]["confusion"]) for t in TOOLS)
     path = os.path.join(work, "confusion.png")
     confusion_figure(recs["W&B"], path)
-    out.append(par("Confusion matrix of the best checkpoint on the test set: "
-                   + "; ".join(f"{t}: {recs[t]['confusion_kind']}" for t in TOOLS) + ". "
-                   + ("The three records hold the same counts." if same else "The records' counts differ.")))
+    out.append(
+        par(
+            "Confusion matrix of the best checkpoint on the test set: "
+            + "; ".join(f"{t}: {recs[t]['confusion_kind']}" for t in TOOLS)
+            + ". "
+            + ("The three records hold the same counts." if same else "The records' counts differ.")
+        )
+    )
     out.append(figure(path, "Test confusion matrix, from W&B's table (rows: true class).", "62%", float=True))
     path = os.path.join(work, "per_class.png")
     per_class_figure(recs, path)
@@ -702,24 +993,47 @@ def evaluation_section(recs, ev, facts, work):
     agree = len({tuple(v) for v in indices.values()}) == 1
     path = os.path.join(work, "mistakes.png")
     mistakes_figure(mistakes, path)
-    out.append(par(f"The {plural(len(mistakes), 'most confident mistake')} of the test set, as W&B's table holds "
-                   "them (image, test index, true and predicted class, probability). "
-                   + ("Neptune's image series and MLflow's image artifacts hold the same test images in the same order."
-                      if agree else "The other records hold other images.")))
-    out.append(figure(path, "Most confident mistakes: test index, true class as predicted class (probability).",
-                      "88%", float=True))
+    out.append(
+        par(
+            f"The {plural(len(mistakes), 'most confident mistake')} of the test set, as W&B's table holds "
+            "them (image, test index, true and predicted class, probability). "
+            + (
+                "Neptune's image series and MLflow's image artifacts hold the same test images in the same order."
+                if agree
+                else "The other records hold other images."
+            )
+        )
+    )
+    out.append(
+        figure(
+            path, "Most confident mistakes: test index, true class as predicted class (probability).", "88%", float=True
+        )
+    )
     hist = recs["W&B"]["histograms"]
     if hist:
         names = [n for n in ("parameters/classifier.6.weight", "gradients/classifier.6.weight") if n in hist]
         path = os.path.join(work, "histograms.png")
         histogram_figure(hist, names, path)
         without = [f"{t} {ev.probes[t]['version']}" for t in TOOLS if not rubric.holds(facts, "histograms", t)]
-        out.append(par(f"W&B's weight and gradient histograms: {plural(len(hist), 'tensor')} binned at each epoch's "
-                       f"end, {plural(len(next(iter(hist.values()))), 'epoch')}; the last linear layer below. "
-                       + (f"{' and '.join(without)} {'has' if len(without) == 1 else 'have'} no histogram type "
-                          "(\"Ten criteria\", Model visualization)." if without else "")))
-        out.append(figure(path, "Histograms of the last layer's weights and gradients over the epochs (W&B's record; "
-                          "colour: log count)."))
+        out.append(
+            par(
+                f"W&B's weight and gradient histograms: {plural(len(hist), 'tensor')} binned at each epoch's "
+                f"end, {plural(len(next(iter(hist.values()))), 'epoch')}; the last linear layer below. "
+                + (
+                    f"{' and '.join(without)} {'has' if len(without) == 1 else 'have'} no histogram type "
+                    '("Ten criteria", Model visualization).'
+                    if without
+                    else ""
+                )
+            )
+        )
+        out.append(
+            figure(
+                path,
+                "Histograms of the last layer's weights and gradients over the epochs (W&B's record; "
+                "colour: log count).",
+            )
+        )
     return out
 
 
@@ -730,37 +1044,81 @@ def resume_section(recs, torchrun):
         for i, seg in enumerate(recs[t]["segments"]):
             ep = seg["epochs"]
             span = (f"epochs {ep[0]}-{ep[-1]}" if len(ep) > 1 else f"epoch {ep[0]}") if ep else "no epoch"
-            rows.append([t if i == 0 else "", str(i + 1), seg["id"], f"{span} ({plural(len(ep), 'epoch')})", seg["end"]])
-    out.append(table(["0.8fr", "0.5fr", "2fr", "1.6fr", "1.6fr"], ["tool", "segment", "id", "epochs recorded", "ended"], rows))
+            rows.append(
+                [t if i == 0 else "", str(i + 1), seg["id"], f"{span} ({plural(len(ep), 'epoch')})", seg["end"]]
+            )
+    out.append(
+        table(["0.8fr", "0.5fr", "2fr", "1.6fr", "1.6fr"], ["tool", "segment", "id", "epochs recorded", "ended"], rows)
+    )
     counts = {t: sorted(e["epoch"] for e in recs[t]["epochs"]) for t in TOOLS}
     once = all(c == list(range(1, len(c) + 1)) for c in counts.values())
-    out.append(par("; ".join(f"{t}: {recs[t]['segments_note']}" for t in TOOLS) + ". "
-                   + ("Each record holds every epoch exactly once." if once else "Some epoch is missing or repeated.")))
+    out.append(
+        par(
+            "; ".join(f"{t}: {recs[t]['segments_note']}" for t in TOOLS)
+            + ". "
+            + ("Each record holds every epoch exactly once." if once else "Some epoch is missing or repeated.")
+        )
+    )
     if torchrun:
-        rows = [[t, str(v["processes"]), plural(v["runs"], "run"), ", ".join(map(str, v["epochs"]))]
-                for t, v in torchrun["tools"].items()]
+        rows = [
+            [t, str(v["processes"]), plural(v["runs"], "run"), ", ".join(map(str, v["epochs"]))]
+            for t, v in torchrun["tools"].items()
+        ]
         one = [t for t, v in torchrun["tools"].items() if v["runs"] == 1]
-        out.append(par(f"torchrun --standalone --nproc_per_node {torchrun['processes']} with each script "
-                       f"({torchrun['args']}), run by report/collect.py: "
-                       + (f"{', '.join(one)}: one tracker run per launch." if one else "more than one run per launch.")))
-        out.append(table(["1fr", "1fr", "1fr", "2fr"], ["tool", "processes", "tracker runs created", "epochs recorded"], rows))
+        out.append(
+            par(
+                f"torchrun --standalone --nproc_per_node {torchrun['processes']} with each script "
+                f"({torchrun['args']}), run by report/collect.py: "
+                + (f"{', '.join(one)}: one tracker run per launch." if one else "more than one run per launch.")
+            )
+        )
+        out.append(
+            table(["1fr", "1fr", "1fr", "2fr"], ["tool", "processes", "tracker runs created", "epochs recorded"], rows)
+        )
     restarted = (torchrun or {}).get("restarted")
     if restarted:
         tools = restarted["tools"]
-        rows = [[t, plural(v["runs"], "run"), str(v["segments"]), ", ".join(map(str, v["epochs"])),
-                 str(v["model_versions"]), str(v["exit_code"]), str(v["tracebacks"])] for t, v in tools.items()]
-        whole = [t for t, v in tools.items() if v["runs"] == 1 and v["epochs"] == sorted(set(v["epochs"]))
-                 and v["exit_code"] == 0 and v["tracebacks"] == 0]
-        out.append(par(f"The same launch restarted: {restarted['killed']}; torchrun ({restarted['launch']}) stopped "
-                       "the other worker and started both again with the same command line, which continued from the "
-                       "last resume state. "
-                       + (f"{', '.join(whole)}: one tracker run, each epoch recorded once, exit 0, no traceback."
-                          if whole else "No tool kept it as one run with each epoch once.")
-                       + " Segments are the parts a tool keeps apart (W&B: one offline log per process start, "
-                         "Neptune: one offline queue; MLflow continues the same run)."))
-        out.append(table(["0.8fr", "0.8fr", "0.7fr", "1fr", "0.9fr", "0.6fr", "0.8fr"],
-                         ["tool", "tracker runs", "segments", "epochs recorded", "model versions", "exit", "tracebacks"],
-                         rows))
+        rows = [
+            [
+                t,
+                plural(v["runs"], "run"),
+                str(v["segments"]),
+                ", ".join(map(str, v["epochs"])),
+                str(v["model_versions"]),
+                str(v["exit_code"]),
+                str(v["tracebacks"]),
+            ]
+            for t, v in tools.items()
+        ]
+        whole = [
+            t
+            for t, v in tools.items()
+            if v["runs"] == 1
+            and v["epochs"] == sorted(set(v["epochs"]))
+            and v["exit_code"] == 0
+            and v["tracebacks"] == 0
+        ]
+        out.append(
+            par(
+                f"The same launch restarted: {restarted['killed']}; torchrun ({restarted['launch']}) stopped "
+                "the other worker and started both again with the same command line, which continued from the "
+                "last resume state. "
+                + (
+                    f"{', '.join(whole)}: one tracker run, each epoch recorded once, exit 0, no traceback."
+                    if whole
+                    else "No tool kept it as one run with each epoch once."
+                )
+                + " Segments are the parts a tool keeps apart (W&B: one offline log per process start, "
+                "Neptune: one offline queue; MLflow continues the same run)."
+            )
+        )
+        out.append(
+            table(
+                ["0.8fr", "0.8fr", "0.7fr", "1fr", "0.9fr", "0.6fr", "0.8fr"],
+                ["tool", "tracker runs", "segments", "epochs recorded", "model versions", "exit", "tracebacks"],
+                rows,
+            )
+        )
     return out
 
 
@@ -772,8 +1130,12 @@ def search_trials(recs):
     trials = {t: recs[t]["search"]["trials"] for t in TOOLS}
     numbers = sorted(trials["W&B"])
     agree = all(sorted(trials[t]) == numbers for t in TOOLS) and all(
-        trials[t][n]["params"] == trials["W&B"][n]["params"] and trials[t][n]["state"] == trials["W&B"][n]["state"]
-        and np.allclose(trials[t][n]["val_acc"], trials["W&B"][n]["val_acc"]) for t in TOOLS for n in numbers)
+        trials[t][n]["params"] == trials["W&B"][n]["params"]
+        and trials[t][n]["state"] == trials["W&B"][n]["state"]
+        and np.allclose(trials[t][n]["val_acc"], trials["W&B"][n]["val_acc"])
+        for t in TOOLS
+        for n in numbers
+    )
     return trials, numbers, agree
 
 
@@ -782,19 +1144,29 @@ def importances(trials):
     every trial reached (a pruned trial has no final value), from one record's trials (Optuna's
     evaluator on a study rebuilt from the record); None where fewer than two trials reached it."""
     import optuna
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     reached = [t for t in trials.values() if t["val_acc"] and all(np.isfinite(t["val_acc"]))]
     if len(reached) < 2:
         return None
     epoch = min(len(t["val_acc"]) for t in reached)
     low = {k: min(t["params"][k] for t in reached) for k in SEARCHED}
-    dists = {k: optuna.distributions.FloatDistribution(low[k], max(t["params"][k] for t in reached) + 1e-12,
-                                                       log=k in ("lr", "weight_decay") and low[k] > 0)
-             for k in SEARCHED}
+    dists = {
+        k: optuna.distributions.FloatDistribution(
+            low[k], max(t["params"][k] for t in reached) + 1e-12, log=k in ("lr", "weight_decay") and low[k] > 0
+        )
+        for k in SEARCHED
+    }
     study = optuna.create_study(direction="maximize")
-    study.add_trials([optuna.trial.create_trial(params=t["params"], distributions=dists, value=t["val_acc"][epoch - 1])
-                      for t in reached])
-    ranked = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    study.add_trials(
+        [
+            optuna.trial.create_trial(params=t["params"], distributions=dists, value=t["val_acc"][epoch - 1])
+            for t in reached
+        ]
+    )
+    ranked = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+    )
     return {"epoch": epoch, "trials": len(reached), **ranked}
 
 
@@ -810,8 +1182,14 @@ def search_figure(trials, numbers, path):
     left.set(xlabel="trial", ylabel="best validation accuracy so far", title="Optimization history")
     for n in numbers:
         t = trials["W&B"][n]
-        right.plot(range(1, len(t["val_acc"]) + 1), t["val_acc"], "-" if t["state"] == "complete" else "--",
-                   marker="o", ms=3, label=f"trial {n} ({t['state']})")
+        right.plot(
+            range(1, len(t["val_acc"]) + 1),
+            t["val_acc"],
+            "-" if t["state"] == "complete" else "--",
+            marker="o",
+            ms=3,
+            label=f"trial {n} ({t['state']})",
+        )
     right.set(xlabel="epoch", ylabel="validation accuracy", title="Each trial (W&B's record; others equal)")
     epoch_axis(right)
     for ax in (left, right):
@@ -829,117 +1207,206 @@ def search_section(recs, ev, facts, default, work):
     if default:
         c = default["config"]
         ran = {t: sum(trials[t][n]["duration_s"] or 0 for n in numbers) for t in TOOLS}
-        out.append(par(
-            f"The searches: each script with --search {len(numbers)} --train-size {c['train_size']} --epochs "
-            f"{c['epochs']} --batch-size {c['batch_size']} (seed {c['seed']}; CIFAR-10, the shared JPEG-derived copy: "
-            f"{round(c['train_size'] * (1 - c['val_fraction'])):,} training and {round(c['train_size'] * c['val_fraction']):,} "
-            f"validation images; offline), one after another on {c.get('cpu_count', '?')} CPU cores ({c.get('cpu', c.get('device_name'))}), "
-            "no GPU; their trials took " + ", ".join(f"{t} {seconds(ran[t])}" for t in TOOLS) + " in all."))
-    out.append(par(
-        f"Each script ran --search {len(numbers)} with the same flags and seed: an Optuna study (TPE sampler "
-        "seeded by --seed and the trial's number, median pruner from epoch 2) over the peak learning rate and the "
-        "weight decay (log scales), label smoothing and warmup, each trial trained by the same engine and recorded "
-        "as a run. Offline, Optuna is the search engine of all three: W&B Sweeps need a W&B server (wandb.sweep "
-        f"offline: {sweep['said']}). How each tool grouped the search: "
-        + "; ".join(f"{t}: {recs[t]['search']['grouping']}" for t in TOOLS) + ". "
-        + ("The three records hold the same trials: the same parameters, validation accuracies by epoch and "
-           "ends, as the main job's records agree." if agree else "The three records differ (see the table).")))
+        out.append(
+            par(
+                f"The searches: each script with --search {len(numbers)} --train-size {c['train_size']} --epochs "
+                f"{c['epochs']} --batch-size {c['batch_size']} (seed {c['seed']}; CIFAR-10, the shared JPEG-derived copy: "
+                f"{round(c['train_size'] * (1 - c['val_fraction'])):,} training and {round(c['train_size'] * c['val_fraction']):,} "
+                f"validation images; offline), one after another on {c.get('cpu_count', '?')} CPU cores ({c.get('cpu', c.get('device_name'))}), "
+                "no GPU; their trials took " + ", ".join(f"{t} {seconds(ran[t])}" for t in TOOLS) + " in all."
+            )
+        )
+    out.append(
+        par(
+            f"Each script ran --search {len(numbers)} with the same flags and seed: an Optuna study (TPE sampler "
+            "seeded by --seed and the trial's number, median pruner from epoch 2) over the peak learning rate and the "
+            "weight decay (log scales), label smoothing and warmup, each trial trained by the same engine and recorded "
+            "as a run. Offline, Optuna is the search engine of all three: W&B Sweeps need a W&B server (wandb.sweep "
+            f"offline: {sweep['said']}). How each tool grouped the search: "
+            + "; ".join(f"{t}: {recs[t]['search']['grouping']}" for t in TOOLS)
+            + ". "
+            + (
+                "The three records hold the same trials: the same parameters, validation accuracies by epoch and "
+                "ends, as the main job's records agree."
+                if agree
+                else "The three records differ (see the table)."
+            )
+        )
+    )
     rows = []
     for n in numbers:
         t = trials["W&B"][n]
-        rows.append([str(n), *(f"{t['params'][k]:.3g}" for k in SEARCHED),
-                     " ".join(f"{v:.3f}" for v in t["val_acc"]), t["state"] or "none",
-                     *(seconds(trials[tool][n]["duration_s"]) if trials[tool][n]["duration_s"] else "—"
-                       for tool in TOOLS)])
-    out.append(table(["0.5fr", "0.8fr", "0.9fr", "0.9fr", "0.8fr", "2fr", "0.9fr", "0.8fr", "0.8fr", "0.8fr"],
-                     ["trial", "peak lr", "weight decay", "label smoothing", "warmup epochs",
-                      "validation accuracy by epoch", "end", "time in W&B", "in Neptune", "in MLflow"], rows, 7))
+        rows.append(
+            [
+                str(n),
+                *(f"{t['params'][k]:.3g}" for k in SEARCHED),
+                " ".join(f"{v:.3f}" for v in t["val_acc"]),
+                t["state"] or "none",
+                *(seconds(trials[tool][n]["duration_s"]) if trials[tool][n]["duration_s"] else "—" for tool in TOOLS),
+            ]
+        )
+    out.append(
+        table(
+            ["0.5fr", "0.8fr", "0.9fr", "0.9fr", "0.8fr", "2fr", "0.9fr", "0.8fr", "0.8fr", "0.8fr"],
+            [
+                "trial",
+                "peak lr",
+                "weight decay",
+                "label smoothing",
+                "warmup epochs",
+                "validation accuracy by epoch",
+                "end",
+                "time in W&B",
+                "in Neptune",
+                "in MLflow",
+            ],
+            rows,
+            7,
+        )
+    )
     path = os.path.join(work, "search.svg")
     search_figure(trials, numbers, path)
-    out.append(figure(path, "The search as each tool recorded it: the best validation accuracy after each trial "
-                            "(left) and each trial's validation accuracy by epoch, pruned trials dashed (right)."))
+    out.append(
+        figure(
+            path,
+            "The search as each tool recorded it: the best validation accuracy after each trial "
+            "(left) and each trial's validation accuracy by epoch, pruned trials dashed (right).",
+        )
+    )
     ranked = {t: importances(trials[t]) for t in TOOLS}
     if all(ranked.values()):
         r = ranked["W&B"]
-        out.append(par(f"Parameter importances (Optuna's fANOVA, seed 0) from each record, for the validation "
-                       f"accuracy at epoch {r['epoch']}, the last that all {r['trials']} trials reached (a pruned "
-                       "trial has no final value); from so few trials they rank rather than measure:"))
-        out.append(table(["1.2fr", "1fr", "1fr", "1fr"], ["parameter", *TOOLS],
-                         [[k, *(f"{ranked[t][k]:.2f}" for t in TOOLS)] for k in SEARCHED]))
+        out.append(
+            par(
+                f"Parameter importances (Optuna's fANOVA, seed 0) from each record, for the validation "
+                f"accuracy at epoch {r['epoch']}, the last that all {r['trials']} trials reached (a pruned "
+                "trial has no final value); from so few trials they rank rather than measure:"
+            )
+        )
+        out.append(
+            table(
+                ["1.2fr", "1fr", "1fr", "1fr"],
+                ["parameter", *TOOLS],
+                [[k, *(f"{ranked[t][k]:.2f}" for t in TOOLS)] for k in SEARCHED],
+            )
+        )
     studies = {t: recs[t]["search"]["studies"][0] for t in TOOLS}
     best = studies["W&B"]["best"]
-    line = (f"Each tool's study record names trial {best} best (W&B {studies['W&B']['best']}, Neptune "
-            f"{studies['Neptune']['best']}, MLflow {studies['MLflow']['best']}), at validation accuracy "
-            f"{pct(studies['W&B']['best_val_acc'])}.")
+    line = (
+        f"Each tool's study record names trial {best} best (W&B {studies['W&B']['best']}, Neptune "
+        f"{studies['Neptune']['best']}, MLflow {studies['MLflow']['best']}), at validation accuracy "
+        f"{pct(studies['W&B']['best_val_acc'])}."
+    )
     if default:
-        gap = 100 * (studies['W&B']['best_val_acc'] - max(default['val_acc']))
-        line += (f" The default recipe trained with the same flags reached {pct(max(default['val_acc']))} (its best "
-                 f"epoch; test {pct(default['summary']['test/acc'])}): the best trial is {abs(gap):.1f} points "
-                 f"{'above' if gap > 0 else 'below'} it.")
+        gap = 100 * (studies["W&B"]["best_val_acc"] - max(default["val_acc"]))
+        line += (
+            f" The default recipe trained with the same flags reached {pct(max(default['val_acc']))} (its best "
+            f"epoch; test {pct(default['summary']['test/acc'])}): the best trial is {abs(gap):.1f} points "
+            f"{'above' if gap > 0 else 'below'} it."
+        )
     out.append(par(line))
     cost = {}
     for tool in TOOLS:
         done = [t for t in trials[tool].values() if t["duration_s"]]
         cost[tool] = (sum(t["duration_s"] for t in done) / sum(len(t["val_acc"]) for t in done), len(done))
-    line = ("Cost per trial, from the durations each record holds (training, validation, the test evaluation of "
-            "a finished trial, the tracker's opening and closing): "
-            + "; ".join(f"{t} {seconds(cost[t][0])} per epoch trained ({cost[t][1]} trials)" for t in TOOLS))
+    line = (
+        "Cost per trial, from the durations each record holds (training, validation, the test evaluation of "
+        "a finished trial, the tracker's opening and closing): "
+        + "; ".join(f"{t} {seconds(cost[t][0])} per epoch trained ({cost[t][1]} trials)" for t in TOOLS)
+    )
     if default:
         untracked = sum(default["epoch_time_s"]) / len(default["epoch_time_s"])
-        line += (f"; the default recipe's epochs without a tracker took {seconds(untracked)} of training each. One "
-                 "search per tool, run one after another: a difference of a few per cent is within these cores' "
-                 "run-to-run spread: single runs cannot tell such costs apart (\"What each tool costs\" measures them).")
+        line += (
+            f"; the default recipe's epochs without a tracker took {seconds(untracked)} of training each. One "
+            "search per tool, run one after another: a difference of a few per cent is within these cores' "
+            'run-to-run spread: single runs cannot tell such costs apart ("What each tool costs" measures them).'
+        )
     out.append(par(line))
     if default and default.get("neptune_plots", {}).get("files"):
         plots = default["neptune_plots"]
-        out.append(par(f"Neptune's study run holds Optuna's plots as {plots['files']} HTML pages, "
-                       f"{size(plots['bytes'] / plots['files'])} each (plotly.js inside each page), "
-                       f"{size(plots['bytes'])} in all (left out of the committed evidence)."))
+        out.append(
+            par(
+                f"Neptune's study run holds Optuna's plots as {plots['files']} HTML pages, "
+                f"{size(plots['bytes'] / plots['files'])} each (plotly.js inside each page), "
+                f"{size(plots['bytes'])} in all (left out of the committed evidence)."
+            )
+        )
     viewer = {t: facts["local_viewer"][t] for t in TOOLS}
-    out.append(par("What each tool shows of the search offline: " + "; ".join(
-        f"{t}: {'a local viewer' if v and v[0] else 'no local viewer'} ({v[1] if v else 'no evidence'})"
-        for t, v in viewer.items()) + ". The integrations, probed with a complete, a pruned and a failed trial: "
-        + "; ".join(f"{t}: {ev.probes[t]['optuna_study']['said']}" for t in TOOLS) + "."))
+    out.append(
+        par(
+            "What each tool shows of the search offline: "
+            + "; ".join(
+                f"{t}: {'a local viewer' if v and v[0] else 'no local viewer'} ({v[1] if v else 'no evidence'})"
+                for t, v in viewer.items()
+            )
+            + ". The integrations, probed with a complete, a pruned and a failed trial: "
+            + "; ".join(f"{t}: {ev.probes[t]['optuna_study']['said']}" for t in TOOLS)
+            + "."
+        )
+    )
     return out
 
 
 def closing(recs, ev, rates, export):
     out = [heading("Where Neptune's users go, in 2026")]
     ext = ev.external["hosted_service"]["Neptune"]
-    out.append(par(f"neptune.ai's hosted app is gone: {ext['says']} ({ext['source']}, checked {ext['checked']}). The "
-                   "Neptune client still records offline and to a self-hosted Neptune server, but a run recorded "
-                   "offline, or still queued on disk, has nowhere else to go: Neptune's neptune-exporter reads a live "
-                   "server. This repository's neptune_export.py reads the local queue and writes each run into W&B or "
-                   "MLflow; its tests show the export equal to the native runs of the same job (README, \"Stranded "
-                   "Neptune runs\")."))
+    out.append(
+        par(
+            f"neptune.ai's hosted app is gone: {ext['says']} ({ext['source']}, checked {ext['checked']}). The "
+            "Neptune client still records offline and to a self-hosted Neptune server, but a run recorded "
+            "offline, or still queued on disk, has nowhere else to go: Neptune's neptune-exporter reads a live "
+            "server. This repository's neptune_export.py reads the local queue and writes each run into W&B or "
+            'MLflow; its tests show the export equal to the native runs of the same job (README, "Stranded '
+            'Neptune runs").'
+        )
+    )
     if export:
         out.append(par("The export of this report's Neptune run into W&B (report/collect.py):"))
         out.append(code_block(export))
     totals = {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
     best, alone = extreme(totals, lowest=False)
-    out.append(par(
-        "By the rubric's totals: " + ", ".join(f"{t} {totals[t]}" for t in TOOLS) + f" of {3 * len(rubric.CRITERIA)}"
-        + (f"; {best} rates highest." if alone else ".")
-        + " Read the criteria that matter to you rather than the sum: the rubric's facts (\"Ten criteria\") say what "
-        "each rating rests on, and the matrix (\"What works offline\") what needs a server."))
+    out.append(
+        par(
+            "By the rubric's totals: "
+            + ", ".join(f"{t} {totals[t]}" for t in TOOLS)
+            + f" of {3 * len(rubric.CRITERIA)}"
+            + (f"; {best} rates highest." if alone else ".")
+            + ' Read the criteria that matter to you rather than the sum: the rubric\'s facts ("Ten criteria") say what '
+            'each rating rests on, and the matrix ("What works offline") what needs a server.'
+        )
+    )
     out.append(heading("Reproduce it", 2))
-    out.append(code_block(
-        "make run                  # the three scripts offline, 25 epochs each, and runs/report.pdf of them\n"
-        "make benchmark            # runs/benchmark.json: the costs\n"
-        "make report               # this PDF, from report/evidence alone\n"
-        "make evidence             # replace report/evidence with the runs in runs/ (then make report)", 8))
+    out.append(
+        code_block(
+            "make run                  # the three scripts offline, 25 epochs each, and runs/report.pdf of them\n"
+            "make benchmark            # runs/benchmark.json: the costs\n"
+            "make report               # this PDF, from report/evidence alone\n"
+            "make evidence             # replace report/evidence with the runs in runs/ (then make report)",
+            8,
+        )
+    )
     return out
 
 
 def main():
     p = argparse.ArgumentParser(description="Build the tracker comparison report from three offline runs of one job.")
     p.add_argument("--runs", default=EVIDENCE, help="holds wandb/, neptune/ and mlflow/ (default: report/evidence)")
-    p.add_argument("--readme-costs", action="store_true",
-                   help="print the README's cost tables from the benchmark (default: report/evidence/benchmark.json)")
-    p.add_argument("--bench", default=None, help="benchmarks/run.py --json output (default: RUNS/benchmark.json if "
-                                                 "there; without one the costs are left out)")
-    p.add_argument("--pdf", default=None, help="where to write the PDF (default: report/report.pdf from the evidence, "
-                                              "else RUNS/report.pdf)")
+    p.add_argument(
+        "--readme-costs",
+        action="store_true",
+        help="print the README's cost tables from the benchmark (default: report/evidence/benchmark.json)",
+    )
+    p.add_argument(
+        "--bench",
+        default=None,
+        help="benchmarks/run.py --json output (default: RUNS/benchmark.json if "
+        "there; without one the costs are left out)",
+    )
+    p.add_argument(
+        "--pdf",
+        default=None,
+        help="where to write the PDF (default: report/report.pdf from the evidence, else RUNS/report.pdf)",
+    )
     a = p.parse_args()
     if a.readme_costs:
         try:
@@ -952,8 +1419,9 @@ def main():
             sys.exit(f"error: {os.path.join(a.runs, sub)} not found: run `make run` first (see README)")
     if a.bench and not os.path.isfile(a.bench):
         sys.exit(f"error: {a.bench} not found: run `make benchmark` first")
-    pdf = a.pdf or (os.path.join(HERE, "report.pdf") if os.path.abspath(a.runs) == EVIDENCE
-                    else os.path.join(a.runs, "report.pdf"))
+    pdf = a.pdf or (
+        os.path.join(HERE, "report.pdf") if os.path.abspath(a.runs) == EVIDENCE else os.path.join(a.runs, "report.pdf")
+    )
     try:
         build(a.runs, pdf, a.bench)
     except BenchmarkError as e:

@@ -9,6 +9,7 @@ records this measures the runs' disk use, captures `wandb leet` on the W&B run (
 each script once under torchrun with 2 processes on synthetic data, exports the Neptune run with
 neptune_export.py, and takes the MLflow UI's screenshot (benchmarks/mlflow_ui_screenshot.py).
 """
+
 import argparse
 import glob
 import json
@@ -24,8 +25,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import build  # noqa: E402
-import durable  # noqa: E402  (records.py puts the scripts' folder on the path)
 import records  # noqa: E402
+
+import durable  # noqa: E402  (records.py puts the scripts' folder on the path)
 import neptune_export  # noqa: E402  (records.py puts the scripts' folder on the path)
 
 SKIP = (".pt", ".pt.tmp")  # model versions: 93 MB each, referenced by the records, not read by the report
@@ -34,7 +36,9 @@ SKIP = (".pt", ".pt.tmp")  # model versions: 93 MB each, referenced by the recor
 def tree_size(paths):
     total = files = 0
     for path in paths:
-        for folder, _, names in os.walk(path) if os.path.isdir(path) else [(os.path.dirname(path), [], [os.path.basename(path)])]:
+        for folder, _, names in (
+            os.walk(path) if os.path.isdir(path) else [(os.path.dirname(path), [], [os.path.basename(path)])]
+        ):
             for name in names:
                 full = os.path.join(folder, name)
                 if os.path.isfile(full) and not os.path.islink(full):
@@ -45,8 +49,10 @@ def tree_size(paths):
 
 def copy_record(src, dst, skip=()):
     """A record folder without model files and links (and files ending in `skip`)."""
+
     def ignore(folder, names):
         return [n for n in names if n.endswith(SKIP + tuple(skip)) or os.path.islink(os.path.join(folder, n))]
+
     shutil.copytree(src, dst, ignore=ignore, dirs_exist_ok=True)
 
 
@@ -78,40 +84,66 @@ def copy_searches(searches, evidence):
         folder = os.path.dirname(log)
         # each trial's copy of the scripts is the repository's own code: the search readers read the logs
         copy_record(folder, os.path.join(dst, "wandb", "wandb", os.path.basename(folder)))
-        shutil.rmtree(os.path.join(dst, "wandb", "wandb", os.path.basename(folder), "files", "source"),
-                      ignore_errors=True)  # the study run has none
+        shutil.rmtree(
+            os.path.join(dst, "wandb", "wandb", os.path.basename(folder), "files", "source"), ignore_errors=True
+        )  # the study run has none
     plots = []
     for folder in records.neptune_folders(os.path.join(searches, "neptune")):
         # neptune-optuna's plots: plotly HTML pages with plotly.js inside, about 5 MB each; counted, not copied
         plots += glob.glob(os.path.join(folder, "upload_path", "visualizations_*.html"))
-        copy_record(folder, os.path.join(dst, "neptune", ".neptune", "offline", os.path.basename(folder)),
-                    skip=(".html",))
+        copy_record(
+            folder, os.path.join(dst, "neptune", ".neptune", "offline", os.path.basename(folder)), skip=(".html",)
+        )
     os.makedirs(os.path.join(dst, "mlflow"))
     shutil.copy(os.path.join(searches, "mlflow", "mlflow.db"), os.path.join(dst, "mlflow", "mlflow.db"))
     default = max(glob.glob(os.path.join(searches, "default", "*", "history.json")), key=os.path.getmtime)
     with open(default) as f:
         history = json.load(f)
     with open(os.path.join(dst, "default.json"), "w") as f:
-        json.dump({"neptune_plots": {"files": len(plots), "bytes": sum(map(os.path.getsize, plots))},
-                   "config": history["config"], "val_acc": [e["val/acc"] for e in history["epochs"]],
-                   "epoch_time_s": [e["epoch_time_s"] for e in history["epochs"]], "summary": history["summary"]},
-                  f, indent=1)
+        json.dump(
+            {
+                "neptune_plots": {"files": len(plots), "bytes": sum(map(os.path.getsize, plots))},
+                "config": history["config"],
+                "val_acc": [e["val/acc"] for e in history["epochs"]],
+                "epoch_time_s": [e["epoch_time_s"] for e in history["epochs"]],
+                "summary": history["summary"],
+            },
+            f,
+            indent=1,
+        )
 
 
 def footprint(runs):
     def checkpoints(tool):
         return glob.glob(os.path.join(runs, tool, "[0-9]*", "checkpoints", "*.pt"))
+
     tools = {}
     for tool, sub, data, what in (
-            ("W&B", "wandb", ["wandb", ".wandb-artifacts", ".wandb-cache", ".wandb-data", ".wandb-config"],
-             "its .wandb log, run files and artifact manifests; model files by reference"),
-            ("Neptune", "neptune", [".neptune"], "its operation log and in-memory uploads; model files by path"),
-            ("MLflow", "mlflow", ["mlflow.db", "mlartifacts"], "its SQLite store and artifacts, with a copy of each "
-                                                              "model version")):
+        (
+            "W&B",
+            "wandb",
+            ["wandb", ".wandb-artifacts", ".wandb-cache", ".wandb-data", ".wandb-config"],
+            "its .wandb log, run files and artifact manifests; model files by reference",
+        ),
+        ("Neptune", "neptune", [".neptune"], "its operation log and in-memory uploads; model files by path"),
+        (
+            "MLflow",
+            "mlflow",
+            ["mlflow.db", "mlartifacts"],
+            "its SQLite store and artifacts, with a copy of each model version",
+        ),
+    ):
         ckpt = checkpoints(sub)
-        size, files = tree_size([os.path.join(runs, sub, d) for d in data if os.path.exists(os.path.join(runs, sub, d))])
-        tools[tool] = {"checkpoints": len(ckpt), "checkpoint_bytes": sum(os.path.getsize(p) for p in ckpt),
-                       "tool_bytes": size, "tool_files": files, "what": what}
+        size, files = tree_size(
+            [os.path.join(runs, sub, d) for d in data if os.path.exists(os.path.join(runs, sub, d))]
+        )
+        tools[tool] = {
+            "checkpoints": len(ckpt),
+            "checkpoint_bytes": sum(os.path.getsize(p) for p in ckpt),
+            "tool_bytes": size,
+            "tool_files": files,
+            "what": what,
+        }
     venv = os.path.join(ROOT, ".venv")
     return {"tools": tools, "venv_bytes": tree_size([venv])[0] if os.path.isdir(venv) else None}
 
@@ -121,19 +153,36 @@ def leet_screen(runs, width=150, height=44):
     folder = os.path.dirname(records.wandb_logs(os.path.join(runs, "wandb"))[-1])
     wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
     session = f"leet-{os.getpid()}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height),
-                    f"{wandb_cli} leet {folder}"], check=True)
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), f"{wandb_cli} leet {folder}"],
+        check=True,
+    )
     try:
         time.sleep(8)  # it reads the whole log before it draws
-        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
-                                check=True).stdout
+        screen = subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=True
+        ).stdout
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     return "\n".join(line.rstrip() for line in screen.splitlines()).strip("\n") + "\n"
 
 
-TORCHRUN_ARGS = ["--mode", "offline", "--dataset", "synthetic", "--train-size", "1024", "--epochs", "2",
-                 "--batch-size", "128", "--seed", "5", "--device", "cpu"]
+TORCHRUN_ARGS = [
+    "--mode",
+    "offline",
+    "--dataset",
+    "synthetic",
+    "--train-size",
+    "1024",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "128",
+    "--seed",
+    "5",
+    "--device",
+    "cpu",
+]
 
 
 def worker(launchers, rank):
@@ -173,17 +222,28 @@ def tracked(tool, out):
         logs = records.wandb_logs(out)
         recs = [r for log in logs for r in records.leet_records(log)]
         runs, segments = len({r["run"]["run_id"] for r in recs if r["type"] == "run"}), len(logs)
-        epochs = [int(r["history"]["item"]["epoch"]) for r in recs if r["type"] == "history" and "val/acc" in r["history"]["item"]]
+        epochs = [
+            int(r["history"]["item"]["epoch"])
+            for r in recs
+            if r["type"] == "history" and "val/acc" in r["history"]["item"]
+        ]
         versions = sum(r["type"] == "artifact" and r["artifact"]["type"] == "model" for r in recs)
     elif tool == "Neptune":
         folders = records.neptune_folders(out)
         run = records.read_neptune(out)
-        runs, segments = len({neptune_export.assigned(neptune_export.operations(f), "run_id") for f in folders}), len(folders)
+        runs, segments = (
+            len({neptune_export.assigned(neptune_export.operations(f), "run_id") for f in folders}),
+            len(folders),
+        )
         epochs = [int(e["epoch"]) for e in run["epochs"]]
-        versions = sum(op["type"] == "UploadFile" and op["path"][:2] == ["model", "checkpoints"]
-                       for f in folders for op in neptune_export.operations(f))
+        versions = sum(
+            op["type"] == "UploadFile" and op["path"][:2] == ["model", "checkpoints"]
+            for f in folders
+            for op in neptune_export.operations(f)
+        )
     else:
         from mlflow import MlflowClient
+
         client = MlflowClient(f"sqlite:///{out}/mlflow.db")
         mruns = client.search_runs([e.experiment_id for e in client.search_experiments()])
         runs, segments = len(mruns), len(mruns)
@@ -198,47 +258,91 @@ def torchrun_launches(processes=2):
     found, restarted = {}, {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NEPTUNE_", "MLFLOW_"))}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    for tool, script in (("W&B", "wandb_setup_script.py"), ("Neptune", "neptune_integration.py"),
-                         ("MLflow", "mlflow_tracking.py")):
+    for tool, script in (
+        ("W&B", "wandb_setup_script.py"),
+        ("Neptune", "neptune_integration.py"),
+        ("MLflow", "mlflow_tracking.py"),
+    ):
         with tempfile.TemporaryDirectory(prefix="torchrun-") as out:
-            result = subprocess.run([*launcher, script, *TORCHRUN_ARGS, "--out-dir", out], cwd=ROOT, env=env,
-                                    capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+            result = subprocess.run(
+                [*launcher, script, *TORCHRUN_ARGS, "--out-dir", out],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                stdin=subprocess.DEVNULL,
+            )
             if result.returncode != 0:
                 sys.exit(f"error: torchrun with {script} failed: {result.stderr[-1500:]}")
             found[tool] = {"processes": processes, **tracked(tool, out)}
         with tempfile.TemporaryDirectory(prefix="torchrun-restart-") as out:
-            launch = subprocess.Popen([*launcher, "--max-restarts", "1", script, *TORCHRUN_ARGS, "--resume", "auto",
-                                       "--out-dir", out], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            launch = subprocess.Popen(
+                [*launcher, "--max-restarts", "1", script, *TORCHRUN_ARGS, "--resume", "auto", "--out-dir", out],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             kill_in_epoch_2(out, [launch])
             stdout, stderr = launch.communicate(timeout=900)
             if launch.returncode != 0:
                 sys.exit(f"error: the restarted torchrun launch of {script} failed: {stderr[-1500:]}")
-            restarted[tool] = {"processes": processes, "exit_code": launch.returncode,
-                               "lost_peer_lines": stderr.count("lost a peer; torchrun will restart"),
-                               "tracebacks": (stdout + stderr).count("Traceback"), **tracked(tool, out)}
-    return {"processes": processes, "args": " ".join(TORCHRUN_ARGS), "tools": found,
-            "restarted": {"killed": "the rank-1 worker, kill -9, a second into epoch 2",
-                          "launch": "--max-restarts 1, the script with --resume auto", "tools": restarted}}
+            restarted[tool] = {
+                "processes": processes,
+                "exit_code": launch.returncode,
+                "lost_peer_lines": stderr.count("lost a peer; torchrun will restart"),
+                "tracebacks": (stdout + stderr).count("Traceback"),
+                **tracked(tool, out),
+            }
+    return {
+        "processes": processes,
+        "args": " ".join(TORCHRUN_ARGS),
+        "tools": found,
+        "restarted": {
+            "killed": "the rank-1 worker, kill -9, a second into epoch 2",
+            "launch": "--max-restarts 1, the script with --resume auto",
+            "tools": restarted,
+        },
+    }
 
 
 def export_summary(runs):
     with tempfile.TemporaryDirectory(prefix="export-") as out:
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "neptune_export.py"), os.path.join(runs, "neptune"),
-                                 "--to", "wandb", "--out-dir", out], capture_output=True, text=True, timeout=900,
-                                env={**os.environ, "HOME": out})
+        result = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "neptune_export.py"),
+                os.path.join(runs, "neptune"),
+                "--to",
+                "wandb",
+                "--out-dir",
+                out,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "HOME": out},
+        )
         if result.returncode != 0:
             sys.exit(f"error: neptune_export.py failed: {result.stderr[-1500:]}")
-    return "".join(line + "\n" for line in result.stdout.splitlines()
-                   if line.startswith(("read ", "moved ", "skipped", "problem", "deleted")))
+    return "".join(
+        line + "\n"
+        for line in result.stdout.splitlines()
+        if line.startswith(("read ", "moved ", "skipped", "problem", "deleted"))
+    )
 
 
 def write_benchmark(bench, evidence):
     """Its result line only (the clients' log lines on stdout are no evidence), indented to be read."""
+
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(bench, f, indent=1)
             f.write("\n")
+
     durable.write_atomically(os.path.join(evidence, "benchmark.json"), write)
 
 
@@ -248,8 +352,11 @@ def main():
     p.add_argument("--bench", help="benchmarks/run.py --json output to include")
     p.add_argument("--search", help="holds wandb/, neptune/, mlflow/ and default/ as `make search` writes them")
     p.add_argument("--evidence", default=os.path.join(HERE, "evidence"), help="default: report/evidence")
-    p.add_argument("--torchrun-only", action="store_true",
-                   help="replace only torchrun.json (the torchrun launches need no real run; --runs is not read)")
+    p.add_argument(
+        "--torchrun-only",
+        action="store_true",
+        help="replace only torchrun.json (the torchrun launches need no real run; --runs is not read)",
+    )
     a = p.parse_args()
     if a.torchrun_only:
         found = torchrun_launches()  # before the file is opened: a stopped collection leaves it whole
@@ -284,11 +391,21 @@ def main():
         f.write(export_summary(a.runs))
     with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
         json.dump(torchrun_launches(), f, indent=1)
-    subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "mlflow_ui_screenshot.py"), "--out-dir",
-                    os.path.join(a.runs, "mlflow"), os.path.join(a.evidence, "mlflow_ui.png")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "mlflow_ui_screenshot.py"),
+            "--out-dir",
+            os.path.join(a.runs, "mlflow"),
+            os.path.join(a.evidence, "mlflow_ui.png"),
+        ],
+        check=True,
+    )
     if bench:
         write_benchmark(bench, a.evidence)
-    elif os.path.exists(os.path.join(a.evidence, "benchmark.json")):  # another machine's and code's would read as this one's
+    elif os.path.exists(
+        os.path.join(a.evidence, "benchmark.json")
+    ):  # another machine's and code's would read as this one's
         os.remove(os.path.join(a.evidence, "benchmark.json"))
     size, files = tree_size([a.evidence])
     print(f"collected {files} files, {size / 1e6:.1f} MB, in {a.evidence}")

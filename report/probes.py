@@ -3,6 +3,7 @@
 Each probe calls the client (or inspects the command line or modules it installed) and keeps what it
 answered, in one line; nothing reaches a network and nothing is written outside a temporary folder.
 """
+
 import contextlib
 import importlib
 import importlib.util
@@ -38,6 +39,7 @@ def parameter(fn, name, what):
         if name not in inspect.signature(fn).parameters:
             raise LookupError(f"{fn.__module__}.{fn.__qualname__} takes no {name}")
         return f"{fn.__qualname__}({name}=...): {what}"
+
     return outcome(find)
 
 
@@ -54,26 +56,31 @@ def frameworks(package):
 
 def present(name):
     """Whether the client ships a module (without importing it: some need extra packages)."""
+
     def find():
         if importlib.util.find_spec(name) is None:
             raise ModuleNotFoundError(f"the installed client has no module {name}")
         return name
+
     return outcome(find)
 
 
 def attribute(module, words, what):
     """The first public name of `module` that contains one of `words`, or a refusal naming what is missing."""
+
     def find():
         names = [n for n in dir(module) if not n.startswith("_") and any(w in n.lower() for w in words)]
         if not names:
             raise LookupError(f"no {what} in {module.__name__}'s API")
         return f"{module.__name__}.{names[0]}"
+
     return outcome(find)
 
 
 def optuna_objective(trial):
     """The integration probes' objective: trial 0 completes, trial 1 is pruned, trial 2 fails."""
     import optuna
+
     x = trial.suggest_float("x", 0.0, 1.0)
     trial.report(x, 1)
     if trial.number == 1:
@@ -86,7 +93,9 @@ def optuna_objective(trial):
 def optuna_study(callbacks=(), storage=None):
     """Three trials, one of each ending, through a vendor's Optuna integration (a callback or a storage)."""
     import warnings
+
     import optuna
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -101,6 +110,7 @@ ASKED = ("sync", "leet", "ui", "server")  # the commands the rubric asks each CL
 def cli_answers(cli):
     """Each command the CLI lists, and what it resolves each asked name to (MLflow's `ui` is `server`)."""
     import click
+
     ctx = click.Context(cli)
     resolved = {}
     for name in ASKED:
@@ -123,6 +133,7 @@ def modules(package):
 def probe_wandb(work):
     import wandb
     from wandb.cli.cli import cli
+
     found = {"version": wandb.__version__}
     run = wandb.init(mode="offline", dir=work, project="probe", settings=wandb.Settings(silent=True))
     found["use_artifact_offline"] = outcome(lambda: run.use_artifact("dataset:latest"))
@@ -133,21 +144,27 @@ def probe_wandb(work):
     found["registry_link_offline"] = outcome(lambda: run.link_artifact(model, "wandb-registry-model/probe"))
     found["histogram_type"] = outcome(lambda: wandb.Histogram([1.0, 2.0]) and "wandb.Histogram")
     run.finish()
-    found["sweep_offline"] = outcome(lambda: wandb.sweep({"method": "random", "parameters": {"lr": {"values": [1, 2]}}},
-                                                         project="probe"))
+    found["sweep_offline"] = outcome(
+        lambda: wandb.sweep({"method": "random", "parameters": {"lr": {"values": [1, 2]}}}, project="probe")
+    )
     found["sweep_driver"] = attribute(wandb, ["sweep"], "hyperparameter search")
 
     def optuna_callback():
         import warnings
+
         from optuna_integration.wandb import WeightsAndBiasesCallback
+
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
             callback = WeightsAndBiasesCallback(wandb_kwargs=dict(mode="offline", dir=work, project="probe"))
         optuna_study([callback])
         wandb.finish()
         deprecated = [str(w.message).split(". ")[0] for w in said if issubclass(w.category, FutureWarning)]
-        return "optuna-integration's WeightsAndBiasesCallback recorded 3 trials (complete, pruned, failed) in an " \
-               "offline run" + (f"; {deprecated[0]}" if deprecated else "")
+        return (
+            "optuna-integration's WeightsAndBiasesCallback recorded 3 trials (complete, pruned, failed) in an "
+            "offline run" + (f"; {deprecated[0]}" if deprecated else "")
+        )
+
     found["optuna_study"] = outcome(optuna_callback)
     found["dataset_input"] = attribute(wandb.Run, ["use_artifact"], "call that marks an artifact as a run's input")
     found["resume"] = parameter(wandb.init, "resume", "continues a run under its id")
@@ -163,15 +180,18 @@ def probe_wandb(work):
 
 def probe_neptune(work):
     import neptune
+
     found = {"version": neptune.__version__}
     found["registry_offline"] = outcome(lambda: neptune.init_model(key="PROBE", project="probe/probe", mode="offline"))
     found["histogram_type"] = attribute(neptune.types, ["histogram"], "histogram type")
-    found["dataset_input"] = attribute(neptune.Run, ["use_artifact", "log_input"], "call that marks a dataset "
-                                                                                  "version as a run's input")
+    found["dataset_input"] = attribute(
+        neptune.Run, ["use_artifact", "log_input"], "call that marks a dataset version as a run's input"
+    )
     found["resume"] = parameter(neptune.init_run, "custom_run_id", "continues a run under its id, on a server")
     found["cli_needs_pkg_resources"] = needs_pkg_resources("neptune.cli.__main__")
     try:
         from neptune.cli.__main__ import main as cli
+
         found["commands"], found["resolves"] = cli_answers(cli)
     except ImportError:  # its command line does not start without pkg_resources
         found["commands"], found["resolves"] = [], dict.fromkeys(ASKED)
@@ -184,12 +204,14 @@ def probe_neptune(work):
 
     def optuna_callback():
         from neptune_optuna import NeptuneCallback
+
         run = neptune.init_run(project="probe/probe", mode="offline")
         try:
             optuna_study([NeptuneCallback(run)])
         finally:
             run.stop()
         return "neptune-optuna's NeptuneCallback recorded 3 trials (complete, pruned, failed) in an offline run"
+
     found["optuna_study"] = outcome(optuna_callback)
     found["report_api"] = attribute(neptune, ["report"], "report API")
     return found
@@ -199,6 +221,7 @@ def probe_mlflow(work):
     import mlflow
     from mlflow.cli import cli
     from mlflow.server.handlers import get_endpoints
+
     found = {"version": mlflow.__version__}
     uri = f"sqlite:///{os.path.join(work, 'probe.db')}"
     client = mlflow.MlflowClient(uri, uri)
@@ -210,18 +233,21 @@ def probe_mlflow(work):
         version = client.create_model_version("probe", f"file://{work}/artifacts/model", run_id=run.info.run_id)
         client.set_registered_model_alias("probe", "best", version.version)
         return f"version {version.version} with alias best, on a SQLite store"
+
     found["registry_local"] = outcome(registry)
     found["latest_alias"] = outcome(lambda: client.set_registered_model_alias("probe", "latest", "1"))
 
     def dataset_input():
         from mlflow.data.code_dataset_source import CodeDatasetSource
         from mlflow.data.meta_dataset import MetaDataset
+
         mlflow.set_tracking_uri(uri)
         with mlflow.start_run(experiment_id=client.get_experiment_by_name("probe").experiment_id):
             mlflow.log_input(MetaDataset(CodeDatasetSource({"probe": "probe"}), name="probe", digest="0"), "training")
             with mlflow.start_run(nested=True):
                 pass
         return "mlflow.log_input and a nested run, on a SQLite store"
+
     found["dataset_input_local"] = outcome(dataset_input)
     found["histogram_type"] = attribute(mlflow, ["histogram"], "histogram logging call")
     found["commands"], found["resolves"] = cli_answers(cli)
@@ -237,6 +263,7 @@ def probe_mlflow(work):
 
     def optuna_storage():
         from mlflow.optuna.storage import MlflowStorage
+
         mlflow.set_tracking_uri(uri)
         experiment = client.create_experiment("optuna-probe", artifact_location=f"file://{work}/artifacts")
         storage = MlflowStorage(experiment)
@@ -246,29 +273,68 @@ def probe_mlflow(work):
         children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
         if len(children) != 3:
             raise AssertionError(f"MlflowStorage left {len(children)} child runs of 3 trials")
-        return f"mlflow.optuna's MlflowStorage recorded 3 trials as child runs of the study's run on a SQLite " \
-               f"store ({', '.join(sorted(r.info.status for r in children))})"
+        return (
+            f"mlflow.optuna's MlflowStorage recorded 3 trials as child runs of the study's run on a SQLite "
+            f"store ({', '.join(sorted(r.info.status for r in children))})"
+        )
+
     found["optuna_study"] = outcome(optuna_storage)
     found["sweep_driver"] = attribute(mlflow, ["sweep", "tune", "hyperopt", "search_space"], "hyperparameter search")
     return found
 
 
 # Training frameworks (not LLM services) a tracker's client may ship a module for.
-FRAMEWORKS = {"catboost", "fastai", "h2o", "keras", "lightgbm", "lightning", "onnx", "paddle", "pmdarima", "prophet",
-              "pytorch", "pytorch_lightning", "sklearn", "spacy", "spark", "statsmodels", "tensorflow", "torch",
-              "transformers", "xgboost", "diffusers", "sentence_transformers", "ultralytics", "sb3", "detectron2",
-              "tensorflow_keras", "mosaicml", "kedro", "sacred", "huggingface", "tensorboard"}
+FRAMEWORKS = {
+    "catboost",
+    "fastai",
+    "h2o",
+    "keras",
+    "lightgbm",
+    "lightning",
+    "onnx",
+    "paddle",
+    "pmdarima",
+    "prophet",
+    "pytorch",
+    "pytorch_lightning",
+    "sklearn",
+    "spacy",
+    "spark",
+    "statsmodels",
+    "tensorflow",
+    "torch",
+    "transformers",
+    "xgboost",
+    "diffusers",
+    "sentence_transformers",
+    "ultralytics",
+    "sb3",
+    "detectron2",
+    "tensorflow_keras",
+    "mosaicml",
+    "kedro",
+    "sacred",
+    "huggingface",
+    "tensorboard",
+}
 
 
 def probe_all():
     """Every probe, in a temporary folder that is removed afterwards; HOME and each client's folders point there."""
     with tempfile.TemporaryDirectory(prefix="probes-") as work:
         saved = dict(os.environ)
-        os.environ.update(HOME=work, WANDB_DIR=work, WANDB_CONFIG_DIR=os.path.join(work, ".wandb-config"),
-                          WANDB_CACHE_DIR=os.path.join(work, ".wandb-cache"), WANDB_DATA_DIR=os.path.join(work, ".wd"),
-                          WANDB_ARTIFACT_DIR=os.path.join(work, ".wa"), WANDB_MODE="offline",
-                          NEPTUNE_DATA_DIRECTORY=os.path.join(work, ".neptune"), XDG_CONFIG_HOME=work,
-                          MPLCONFIGDIR=os.path.join(work, ".mpl"))
+        os.environ.update(
+            HOME=work,
+            WANDB_DIR=work,
+            WANDB_CONFIG_DIR=os.path.join(work, ".wandb-config"),
+            WANDB_CACHE_DIR=os.path.join(work, ".wandb-cache"),
+            WANDB_DATA_DIR=os.path.join(work, ".wd"),
+            WANDB_ARTIFACT_DIR=os.path.join(work, ".wa"),
+            WANDB_MODE="offline",
+            NEPTUNE_DATA_DIRECTORY=os.path.join(work, ".neptune"),
+            XDG_CONFIG_HOME=work,
+            MPLCONFIGDIR=os.path.join(work, ".mpl"),
+        )
         for key in ("WANDB_API_KEY", "NEPTUNE_API_TOKEN", "MLFLOW_TRACKING_URI"):
             os.environ.pop(key, None)
         try:
@@ -280,4 +346,5 @@ def probe_all():
 
 if __name__ == "__main__":
     import json
+
     print(json.dumps(probe_all(), indent=1))

@@ -6,9 +6,11 @@ the run folder holds (tables, images). Neptune: the offline operation logs (JSON
 `MlflowClient`. A resumed run has one folder per segment in W&B and Neptune; the readers take them
 all, oldest first. Paths are read relative to the folder given, so a copied record reads the same.
 """
+
 import ast
 import base64
 import glob
+import itertools
 import json
 import os
 import re
@@ -32,8 +34,9 @@ def wandb_logs(out_dir):
 
 def leet(*args):
     wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
-    return subprocess.run([wandb_cli, "leet", "inspect", "--json", *args], capture_output=True, text=True,
-                          check=True, timeout=300).stdout
+    return subprocess.run(
+        [wandb_cli, "leet", "inspect", "--json", *args], capture_output=True, text=True, check=True, timeout=300
+    ).stdout
 
 
 def wandb_records(out_dir):
@@ -45,6 +48,7 @@ def neptune_folders(out_dir):
     def created(folder):
         with open(os.path.join(folder, "metadata.json")) as f:
             return json.load(f)["createdAt"]
+
     return sorted(glob.glob(os.path.join(out_dir, ".neptune", "offline", "run__*")), key=created)
 
 
@@ -80,10 +84,16 @@ def dataset_sizes(info):
     """The split sizes and a description of the data (no local path: the record may have moved)."""
     source = info.get("source", "")
     if "checksums not verified" in source:
-        source = ("a CIFAR-10-format copy whose checksums differ from the official files, loaded with "
-                  "--skip-checksum; its content hash is the dataset version")
-    return {"train_images": info.get("train_size"), "val_images": info.get("val_size"),
-            "test_images": info.get("test_size"), "data_source": source}
+        source = (
+            "a CIFAR-10-format copy whose checksums differ from the official files, loaded with "
+            "--skip-checksum; its content hash is the dataset version"
+        )
+    return {
+        "train_images": info.get("train_size"),
+        "val_images": info.get("val_size"),
+        "test_images": info.get("test_size"),
+        "data_source": source,
+    }
 
 
 def staged(out_dir, local_path):
@@ -99,13 +109,16 @@ def read_wandb(out_dir):
     items = [r["history"]["item"] for r in records if r["type"] == "history"]
     state = json.loads(leet("--summary", logs[-1]))
     artifacts = [r["artifact"] for r in records if r["type"] == "artifact"]
-    run_folder = os.path.dirname(logs[-1])
     runs = [r["run"] for r in records if r["type"] == "run"]
 
     def table(name):
         """A test table from its run_table artifact (the table file in the run folder keeps no images)."""
-        found = [a for a in artifacts if a["type"] == "run_table" and
-                 any(e["path"] == f"test/{name}.table.json" for e in a["manifest"]["contents"])]
+        found = [
+            a
+            for a in artifacts
+            if a["type"] == "run_table"
+            and any(e["path"] == f"test/{name}.table.json" for e in a["manifest"]["contents"])
+        ]
         if not found:
             return None
         entries = {e["path"]: staged(out_dir, e["local_path"]) for e in found[-1]["manifest"]["contents"]}
@@ -113,55 +126,91 @@ def read_wandb(out_dir):
             content = json.load(f)
         content["files"] = entries
         return content
+
     [dataset] = [a for a in artifacts if a["type"] == "dataset"][-1:] or [None]
     meta = json.loads(dataset["metadata"]) if dataset else {}
     classes = meta.get("classes", [])
     confusion = table("confusion_matrix_table")
     mistakes_table = table("most_confident_mistakes") or {"data": [], "files": {}}
-    mistakes = [{"index": row[1], "true": row[2], "predicted": row[3], "probability": row[4],
-                 "image": mistakes_table["files"][row[0]["path"]]} for row in mistakes_table["data"]]
+    mistakes = [
+        {
+            "index": row[1],
+            "true": row[2],
+            "predicted": row[3],
+            "probability": row[4],
+            "image": mistakes_table["files"][row[0]["path"]],
+        }
+        for row in mistakes_table["data"]
+    ]
     per_class = table("per_class_table")
     histograms = {}
     for it in items:
         for key in it:
             if key.endswith(".bins") and key.startswith(("gradients/", "parameters/")):
-                name = key[:-len(".bins")]
+                name = key[: -len(".bins")]
                 histograms.setdefault(name, []).append((it.get("epoch"), it[key], it[name + ".values"]))
     refs = [e for e in dataset["manifest"]["contents"] if e.get("ref")] if dataset else []
     config = runs[0]["config"]["update"]
-    visualize = {k.split("_wandb.visualize.", 1)[1]: v["panel_config"].get("panelDefId")
-                 for r in records if r["type"] == "config" for k, v in r["config"]["update"].items()
-                 if k.startswith("_wandb.visualize.")}
+    visualize = {
+        k.split("_wandb.visualize.", 1)[1]: v["panel_config"].get("panelDefId")
+        for r in records
+        if r["type"] == "config"
+        for k, v in r["config"]["update"].items()
+        if k.startswith("_wandb.visualize.")
+    }
     segments = []
-    for log, rs in zip(logs, per_log):
-        epochs = [int(r["history"]["item"]["epoch"]) for r in rs
-                  if r["type"] == "history" and "val/acc" in r["history"]["item"]]
+    for rs in per_log:
+        epochs = [
+            int(r["history"]["item"]["epoch"])
+            for r in rs
+            if r["type"] == "history" and "val/acc" in r["history"]["item"]
+        ]
         codes = [r["exit"].get("exit_code", 0) for r in rs if r["type"] == "exit"]
         ids = {r["run"]["run_id"] for r in rs if r["type"] == "run"}
-        segments.append({"id": ", ".join(sorted(ids)), "epochs": epochs,
-                         "end": f"exit code {codes[-1]}" if codes else "no exit record (killed)", "killed": not codes})
+        segments.append(
+            {
+                "id": ", ".join(sorted(ids)),
+                "epochs": epochs,
+                "end": f"exit code {codes[-1]}" if codes else "no exit record (killed)",
+                "killed": not codes,
+            }
+        )
     ids = {s["id"] for s in segments}
     return {
-        "tool": "W&B", "reader": "wandb leet inspect --json", **dataset_sizes(meta),
+        "tool": "W&B",
+        "reader": "wandb leet inspect --json",
+        **dataset_sizes(meta),
         "config": {k: v for k, v in config.items() if not k.startswith("_")},
         "epochs": [{k: it[k] for k in EPOCH_KEYS} for it in items if "epoch" in it and "val/acc" in it],
         "steps": [(it["global_step"], it["train/batch_loss"]) for it in items if "train/batch_loss" in it],
         "summary": {k: state["summary"][k] for k in SUMMARY_KEYS if k in state["summary"]},
-        "segments": segments, "one_run": len(ids) == 1,
+        "segments": segments,
+        "one_run": len(ids) == 1,
         "segments_note": f"{len(segments)} segment{'s' * (len(segments) != 1)} under one run id ({next(iter(ids))}): "
-                         "`wandb sync` merges them into one run" if len(ids) == 1 else f"{len(ids)} run ids",
-        "dataset": {"recorded": dataset is not None, "kind": "a dataset artifact",
-                    "version": f"digest {dataset['digest'][:12]}" if dataset else None, "files": len(refs),
-                    "hashed_by_tool": sum(1 for e in refs if e.get("digest")),
-                    "hash_note": "an md5 of each data file in the artifact's manifest", "hash_at_sync": False},
-        "models": [{"metadata": json.loads(a.get("metadata") or "{}"), "aliases": a["aliases"]}
-                   for a in artifacts if a["type"] == "model"],
+        "`wandb sync` merges them into one run"
+        if len(ids) == 1
+        else f"{len(ids)} run ids",
+        "dataset": {
+            "recorded": dataset is not None,
+            "kind": "a dataset artifact",
+            "version": f"digest {dataset['digest'][:12]}" if dataset else None,
+            "files": len(refs),
+            "hashed_by_tool": sum(1 for e in refs if e.get("digest")),
+            "hash_note": "an md5 of each data file in the artifact's manifest",
+            "hash_at_sync": False,
+        },
+        "models": [
+            {"metadata": json.loads(a.get("metadata") or "{}"), "aliases": a["aliases"]}
+            for a in artifacts
+            if a["type"] == "model"
+        ],
         "models_kind": "versions of a model artifact",
         "classes": classes,
         "confusion": confusion_from(classes, confusion["data"]) if confusion else np.zeros((0, 0), dtype=int),
         "confusion_chart": "test/confusion_matrix" in visualize,
         "confusion_kind": f"a chart of the tool's own ({visualize['test/confusion_matrix']}) over a table"
-        if "test/confusion_matrix" in visualize else "a table",
+        if "test/confusion_matrix" in visualize
+        else "a table",
         "per_class_acc": {c: a for c, a in per_class["data"]} if per_class else {},
         "mistakes": mistakes,
         "histograms": histograms,
@@ -180,6 +229,7 @@ def read_neptune(out_dir):
 
     def series(path):
         return [v for _, v, _ in run.series.get(path, [])]
+
     epoch_series = {k: series(k) for k in EPOCH_KEYS}
     fields = run.fields
     classes = ast.literal_eval(fields["dataset/classes"]) if "dataset/classes" in fields else []  # stringified
@@ -187,39 +237,60 @@ def read_neptune(out_dir):
     mistakes = []
     for _, value, _ in run.series.get("test/most_confident_mistakes", []):
         m = re.match(r"true: (.+), predicted: (.+) \(p=([\d.]+)\)", value.get("description") or "")
-        mistakes.append({"index": int(value["name"].rsplit(" ", 1)[1]), "true": m.group(1) if m else None,
-                         "predicted": m.group(2) if m else None, "probability": float(m.group(3)) if m else None,
-                         "image": base64.b64decode(value["data"])})
+        mistakes.append(
+            {
+                "index": int(value["name"].rsplit(" ", 1)[1]),
+                "true": m.group(1) if m else None,
+                "predicted": m.group(2) if m else None,
+                "probability": float(m.group(3)) if m else None,
+                "image": base64.b64decode(value["data"]),
+            }
+        )
     seg_info = []
     for q in segments:
         ops = [e["obj"] for e in q.log.entries]
-        epochs = [int(v["value"]) for op in ops if op["type"] == "LogFloats" and op["path"] == ["epoch"]
-                  for v in op["values"]]
+        epochs = [
+            int(v["value"]) for op in ops if op["type"] == "LogFloats" and op["path"] == ["epoch"] for v in op["values"]
+        ]
         status = neptune_export.assigned(ops, "status")
-        seg_info.append({"id": q.container, "epochs": epochs,
-                         "end": f"status {status}" if status else "no status (killed)", "killed": not status})
+        seg_info.append(
+            {
+                "id": q.container,
+                "epochs": epochs,
+                "end": f"status {status}" if status else "no status (killed)",
+                "killed": not status,
+            }
+        )
     logs = [log for q in segments for log in glob.glob(os.path.join(q.folder, "data-*.log"))]
     counts = json.loads(fields["test/confusion_matrix_counts"]) if "test/confusion_matrix_counts" in fields else []
     return {
-        "tool": "Neptune", "reader": "neptune_export.py's reader of the operation log",
+        "tool": "Neptune",
+        "reader": "neptune_export.py's reader of the operation log",
         "config": run.namespace("parameters"),
         "epochs": [{k: epoch_series[k][i] for k in EPOCH_KEYS} for i in range(len(epoch_series["epoch"]))],
         "steps": [(s, v) for s, v, _ in run.series.get("train/batch_loss", [])],
         "summary": {k: fields[k] for k in SUMMARY_KEYS if k in fields},
-        "segments": seg_info, "one_run": len(segments) == 1,
+        "segments": seg_info,
+        "one_run": len(segments) == 1,
         "segments_note": f"{len(segments)} offline runs (container ids {', '.join(s['id'][:8] for s in seg_info)}), tied "
-                         "only by the script's run_id field: Neptune 1.14 keeps no custom_run_id offline, and "
-                         "`neptune sync` uploads each as its own run" if len(segments) > 1 else "one offline run",
-        "dataset": {"recorded": "dataset/version" in fields, "kind": "fields dataset/* and track_files",
-                    "version": f"field dataset/version {fields['dataset/version']}" if "dataset/version" in fields
-                    else None, "files": len(tracked),
-                    "hashed_by_tool": len(tracked) if run.fields.get("dataset/files") else 0,  # a hash comes at sync
-                    "hash_note": f"track_files recorded {len(tracked)} paths and no hash offline: the client "
-                                 "hashes them at `neptune sync`", "hash_at_sync": bool(tracked)},
+        "only by the script's run_id field: Neptune 1.14 keeps no custom_run_id offline, and "
+        "`neptune sync` uploads each as its own run"
+        if len(segments) > 1
+        else "one offline run",
+        "dataset": {
+            "recorded": "dataset/version" in fields,
+            "kind": "fields dataset/* and track_files",
+            "version": f"field dataset/version {fields['dataset/version']}" if "dataset/version" in fields else None,
+            "files": len(tracked),
+            "hashed_by_tool": len(tracked) if run.fields.get("dataset/files") else 0,  # a hash comes at sync
+            "hash_note": f"track_files recorded {len(tracked)} paths and no hash offline: the client "
+            "hashes them at `neptune sync`",
+            "hash_at_sync": bool(tracked),
+        },
         # Neptune has no alias: the script's fields model/best, model/latest, model/final name the versions.
         "models": [{"metadata": run.version_meta.get(p, {}), "aliases": []} for p in run.model_files],
         "models_kind": "file uploads under model/checkpoints/, named by the fields model/best, model/latest and "
-                       "model/final",
+        "model/final",
         "classes": classes,
         "confusion": np.array(counts, dtype=int) if counts else np.zeros((0, 0), dtype=int),
         "confusion_chart": False,
@@ -227,8 +298,9 @@ def read_neptune(out_dir):
         "per_class_acc": run.namespace("test/per_class_acc"),
         "mistakes": mistakes,
         "histograms": {},
-        "system_samples": sum(len(p) for path, p in run.series.items()
-                              if neptune_export.SYSTEM.match(path) and run.kinds[path] == "float"),
+        "system_samples": sum(
+            len(p) for path, p in run.series.items() if neptune_export.SYSTEM.match(path) and run.kinds[path] == "float"
+        ),
         "console_lines": sum(len(p) for path, p in run.series.items() if path.endswith(("/stdout", "/stderr"))),
         "plain_text": plain_text(logs),
         "record_format": "JSON lines, one operation a line (data-N.log, one folder a segment)",
@@ -248,6 +320,7 @@ def number(text):
 
 def read_mlflow(out_dir):
     from mlflow import MlflowClient
+
     uri = f"sqlite:///{os.path.join(out_dir, 'mlflow.db')}"
     client = MlflowClient(uri, uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -260,6 +333,7 @@ def read_mlflow(out_dir):
 
     def history(key):
         return [(m.step, m.value, m.timestamp) for m in client.get_metric_history(rid, key)]
+
     epoch_series = {k: history(k) for k in EPOCH_KEYS}
     metrics = run.data.metrics
     with open(local("dataset.json")) as f:
@@ -270,21 +344,30 @@ def read_mlflow(out_dir):
     mistakes = []
     for path in sorted(glob.glob(local("test/most_confident_mistakes/*.png"))):
         m = re.match(r"\d+_image(\d+)_true-(.+)_predicted-(.+)_p([\d.]+)\.png", os.path.basename(path))
-        mistakes.append({"index": int(m.group(1)), "true": m.group(2), "predicted": m.group(3),
-                         "probability": float(m.group(4)), "image": path})
+        mistakes.append(
+            {
+                "index": int(m.group(1)),
+                "true": m.group(2),
+                "predicted": m.group(3),
+                "probability": float(m.group(4)),
+                "image": path,
+            }
+        )
     [model] = client.search_registered_models(f"tags.run_id = '{run.data.tags['run_id']}'") or [None]
-    versions = sorted(client.search_model_versions(f"name = '{model.name}'"), key=lambda v: int(v.version)) \
-        if model else []
+    versions = (
+        sorted(client.search_model_versions(f"name = '{model.name}'"), key=lambda v: int(v.version)) if model else []
+    )
     aliases = {}
-    for alias, version in (model.aliases.items() if model else []):
+    for alias, version in model.aliases.items() if model else []:
         aliases.setdefault(int(version), []).append(alias)
     system = {k: history(k) for k in metrics if k.startswith("system/")}
     times = sorted(t for points in system.values() for _, _, t in points)
-    gaps = [(b - a) / 1000 for a, b in zip(times, times[1:])]
+    gaps = [(b - a) / 1000 for a, b in itertools.pairwise(times)]
     inputs = run.inputs.dataset_inputs
     epochs = [int(v) for _, v, _ in epoch_series["epoch"]]
     return {
-        "tool": "MLflow", "reader": "MlflowClient",
+        "tool": "MLflow",
+        "reader": "MlflowClient",
         "config": dict(run.data.params),
         "epochs": [{k: epoch_series[k][i][1] for k in EPOCH_KEYS} for i in range(len(epoch_series["epoch"]))],
         "steps": [(s, v) for s, v, _ in history("train/batch_loss")],
@@ -292,14 +375,20 @@ def read_mlflow(out_dir):
         "segments": [{"id": rid, "epochs": epochs, "end": f"status {run.info.status}", "killed": False}],
         "one_run": len(runs) == 1,
         "segments_note": f"one MLflow run ({rid[:8]}), reopened by start_run(run_id=...) on --resume"
-                         + (f"; the longest pause in its system metrics: {max(gaps):.0f} s" if gaps else ""),
-        "dataset": {"recorded": bool(inputs), "kind": "a dataset input (mlflow.log_input)",
-                    "version": f"digest {inputs[0].dataset.digest}" if inputs else None, "files": 1 if inputs else 0,
-                    "hashed_by_tool": 0,  # MLflow keeps the digest it is given (the script's dataset version)
-                    "hash_note": "its digest is the one the script passes; MLflow hashed no file",
-                    "hash_at_sync": False},
-        "models": [{"metadata": {k: number(v) for k, v in ver.tags.items()},
-                    "aliases": aliases.get(int(ver.version), [])} for ver in versions],
+        + (f"; the longest pause in its system metrics: {max(gaps):.0f} s" if gaps else ""),
+        "dataset": {
+            "recorded": bool(inputs),
+            "kind": "a dataset input (mlflow.log_input)",
+            "version": f"digest {inputs[0].dataset.digest}" if inputs else None,
+            "files": 1 if inputs else 0,
+            "hashed_by_tool": 0,  # MLflow keeps the digest it is given (the script's dataset version)
+            "hash_note": "its digest is the one the script passes; MLflow hashed no file",
+            "hash_at_sync": False,
+        },
+        "models": [
+            {"metadata": {k: number(v) for k, v in ver.tags.items()}, "aliases": aliases.get(int(ver.version), [])}
+            for ver in versions
+        ],
         "models_kind": "Model Registry versions of one registered model",
         "classes": classes,
         "confusion": np.array(counts, dtype=int) if counts else np.zeros((0, 0), dtype=int),
@@ -312,7 +401,7 @@ def read_mlflow(out_dir):
         "console_lines": 0,  # MLflow's client captures no console output
         "plain_text": plain_text([os.path.join(out_dir, "mlflow.db")]),
         "record_format": f"a SQLite database ({first_bytes(os.path.join(out_dir, 'mlflow.db'), 15).decode()}) and "
-                         "artifact files",
+        "artifact files",
         "status": run.info.status,
     }
 
@@ -355,13 +444,19 @@ def wandb_search(out_dir):
         config = run["config"]["update"]
         trial = trials.setdefault(config["trial"], new_trial({k: config[k] for k in SEARCH_PARAMS}))
         trial.update(segments=trial["segments"] + 1, group=run["run_group"])
-        trial["val_acc"] += [r["history"]["item"]["val/acc"] for r in logged
-                             if r["type"] == "history" and "val/acc" in r["history"]["item"]]
+        trial["val_acc"] += [
+            r["history"]["item"]["val/acc"]
+            for r in logged
+            if r["type"] == "history" and "val/acc" in r["history"]["item"]
+        ]
         trial["state"] = summary.get("trial/state", trial["state"])
         trial["duration_s"] = summary.get("trial/duration_s", trial["duration_s"])
-    return {"trials": trials, "studies": [s for s in studies.values() if "best" in s],
-            "grouping": "a run per trial, all of one group (W&B's grouping, as a sweep's runs), and the study as a "
-                        "run of job_type study (optuna-integration's WeightsAndBiasesCallback)"}
+    return {
+        "trials": trials,
+        "studies": [s for s in studies.values() if "best" in s],
+        "grouping": "a run per trial, all of one group (W&B's grouping, as a sweep's runs), and the study as a "
+        "run of job_type study (optuna-integration's WeightsAndBiasesCallback)",
+    }
 
 
 def neptune_search(out_dir):
@@ -375,37 +470,55 @@ def neptune_search(out_dir):
             if not any(op["path"][:2] == ["best", "trials"] for op in ops):
                 continue  # cut short while written; the study is recorded again, under the same run_id
 
-            studies[run_id] = ({
+            studies[run_id] = {
                 "best": int(next(op["path"][2] for op in ops if op["path"][:2] == ["best", "trials"])),
                 "best_val_acc": neptune_export.assigned(ops, "best/value"),
-                "trials": {int(n): {"params": {k: neptune_export.assigned(ops, f"trials/trials/{n}/params/{k}")
-                                               for k in SEARCH_PARAMS},
-                                    "val_acc": study_values(ops, n),
-                                    "state": neptune_export.assigned(ops, f"trials/trials/{n}/state")}
-                           for n in numbers}})
+                "trials": {
+                    int(n): {
+                        "params": {
+                            k: neptune_export.assigned(ops, f"trials/trials/{n}/params/{k}") for k in SEARCH_PARAMS
+                        },
+                        "val_acc": study_values(ops, n),
+                        "state": neptune_export.assigned(ops, f"trials/trials/{n}/state"),
+                    }
+                    for n in numbers
+                },
+            }
             continue
         number = int(run_id.rpartition("-")[2])
-        trial = trials.setdefault(number, new_trial({k: neptune_export.assigned(ops, f"parameters/{k}")
-                                                     for k in SEARCH_PARAMS}))
+        trial = trials.setdefault(
+            number, new_trial({k: neptune_export.assigned(ops, f"parameters/{k}") for k in SEARCH_PARAMS})
+        )
         trial["segments"] += 1
-        trial["val_acc"] += [v["value"] for op in ops if op["type"] == "LogFloats" and op["path"] == ["val", "acc"]
-                             for v in op["values"]]
+        trial["val_acc"] += [
+            v["value"] for op in ops if op["type"] == "LogFloats" and op["path"] == ["val", "acc"] for v in op["values"]
+        ]
         trial["state"] = neptune_export.assigned(ops, "trial/state") or trial["state"]
         trial["duration_s"] = neptune_export.assigned(ops, "trial/duration_s") or trial["duration_s"]
-    return {"trials": trials, "studies": list(studies.values()),
-            "grouping": "the study as one run (neptune-optuna: each trial under trials/trials/N, the best under best/, "
-                        "Optuna's plots), and a run per trial tagged with the study's name"}
+    return {
+        "trials": trials,
+        "studies": list(studies.values()),
+        "grouping": "the study as one run (neptune-optuna: each trial under trials/trials/N, the best under best/, "
+        "Optuna's plots), and a run per trial tagged with the study's name",
+    }
 
 
 def study_values(ops, n):
     """Trial n's validation accuracy by epoch in neptune-optuna's record (its intermediate values)."""
-    return [v for _, v in sorted((int(op["path"][4]), op["value"]) for op in ops
-                                 if op["path"][:4] == ["trials", "trials", n, "intermediate_values"])]
+    return [
+        v
+        for _, v in sorted(
+            (int(op["path"][4]), op["value"])
+            for op in ops
+            if op["path"][:4] == ["trials", "trials", n, "intermediate_values"]
+        )
+    ]
 
 
 def mlflow_search(out_dir):
     """The study's run and its child runs, one per trial, from the store through MlflowClient."""
     from mlflow import MlflowClient
+
     uri = f"sqlite:///{os.path.abspath(out_dir)}/mlflow.db"
     client = MlflowClient(uri, uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -414,24 +527,47 @@ def mlflow_search(out_dir):
     for run in runs:
         if run.info.run_id in parents:
             continue
-        trial = trials.setdefault(int(run.data.tags["trial"]), new_trial(
-            {k: float(run.data.params[k]) for k in SEARCH_PARAMS}))
-        trial.update(segments=trial["segments"] + 1, parent=run.data.tags.get("mlflow.parentRunId"),
-                     state=run.data.tags.get("trial_state"), duration_s=run.data.metrics.get("trial/duration_s"))
-        trial["val_acc"] = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val/acc"),
-                                                    key=lambda m: m.step)]
-    studies = [{"run_id": r.info.run_id, "status": r.info.status, "best": int(r.data.tags["best/trial"]),
-                "best_val_acc": float(r.data.tags["best/val_acc"])} for r in parents.values() if "best/trial" in r.data.tags]
-    return {"trials": trials, "studies": studies,
-            "grouping": "a parent run for the study with a child run per trial (MLflow's nesting, as mlflow.optuna's "
-                        "MlflowStorage makes it)"}
+        trial = trials.setdefault(
+            int(run.data.tags["trial"]), new_trial({k: float(run.data.params[k]) for k in SEARCH_PARAMS})
+        )
+        trial.update(
+            segments=trial["segments"] + 1,
+            parent=run.data.tags.get("mlflow.parentRunId"),
+            state=run.data.tags.get("trial_state"),
+            duration_s=run.data.metrics.get("trial/duration_s"),
+        )
+        trial["val_acc"] = [
+            m.value for m in sorted(client.get_metric_history(run.info.run_id, "val/acc"), key=lambda m: m.step)
+        ]
+    studies = [
+        {
+            "run_id": r.info.run_id,
+            "status": r.info.status,
+            "best": int(r.data.tags["best/trial"]),
+            "best_val_acc": float(r.data.tags["best/val_acc"]),
+        }
+        for r in parents.values()
+        if "best/trial" in r.data.tags
+    ]
+    return {
+        "trials": trials,
+        "studies": studies,
+        "grouping": "a parent run for the study with a child run per trial (MLflow's nesting, as mlflow.optuna's "
+        "MlflowStorage makes it)",
+    }
 
 
-SEARCH_READERS = {"W&B": ("wandb", wandb_search), "Neptune": ("neptune", neptune_search),
-                  "MLflow": ("mlflow", mlflow_search)}
+SEARCH_READERS = {
+    "W&B": ("wandb", wandb_search),
+    "Neptune": ("neptune", neptune_search),
+    "MLflow": ("mlflow", mlflow_search),
+}
 
 
 def read_searches(root):
     """Each tool's record of its search, from root/wandb, root/neptune and root/mlflow (where there is one)."""
-    return {tool: read(os.path.join(root, sub)) for tool, (sub, read) in SEARCH_READERS.items()
-            if os.path.isdir(os.path.join(root, sub))}
+    return {
+        tool: read(os.path.join(root, sub))
+        for tool, (sub, read) in SEARCH_READERS.items()
+        if os.path.isdir(os.path.join(root, sub))
+    }

@@ -6,6 +6,7 @@ records of the report's runs (report/records.py), a measurement (benchmarks/run.
 external fact with its source (report/facts.json). A tool rated 2 has every fact of level 2; 3,
 every fact of levels 2 and 3; otherwise 1.
 """
+
 import json
 import os
 from dataclasses import dataclass
@@ -18,21 +19,32 @@ QUICK_START_FINISH_S = 5.0  # level 3 of usability: opening and closing a run of
 # The 2023 study's own ratings (W&B, Neptune), from its report (report/520-final-project.pdf in the
 # study's repository), on the same scale; it defined hyperparameter optimization integration (its
 # section 3.4.5) but never rated it.
-STUDY = {"Dataset versioning": (3, 3), "Model versioning": (3, 2), "Collaboration": (3, 2),
-         "Framework integration": (3, 3), "Report generation and management": (3, 2),
-         "Model visualization": (2, 3), "Understandability": (2, 3), "Usability": (2, 3),
-         "Debuggability": (2, 2), "Hyperparameter optimization integration": (None, None)}
+STUDY = {
+    "Dataset versioning": (3, 3),
+    "Model versioning": (3, 2),
+    "Collaboration": (3, 2),
+    "Framework integration": (3, 3),
+    "Report generation and management": (3, 2),
+    "Model visualization": (2, 3),
+    "Understandability": (2, 3),
+    "Usability": (2, 3),
+    "Debuggability": (2, 2),
+    "Hyperparameter optimization integration": (None, None),
+}
 
 
 @dataclass
 class Evidence:
-    records: dict   # tool -> report/records.py's reading of its run
-    probes: dict    # tool -> report/probes.py's findings
-    bench: dict     # benchmarks/run.py --json, or None
+    records: dict  # tool -> report/records.py's reading of its run
+    probes: dict  # tool -> report/probes.py's findings
+    bench: dict  # benchmarks/run.py --json, or None
     external: dict  # report/facts.json
 
 
-def load_external(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), "facts.json")):
+FACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "facts.json")
+
+
+def load_external(path=FACTS):
     with open(path) as f:
         return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
 
@@ -56,8 +68,10 @@ def dataset_version_recorded(ev, tool):
 
 def dataset_hashed_by_tool(ev, tool):
     d = ev.records[tool]["dataset"]
-    return (d["files"] > 0 and d["hashed_by_tool"] == d["files"],
-            f"{d['hashed_by_tool']} of {d['files']} data files hashed by the client offline ({d['hash_note']})")
+    return (
+        d["files"] > 0 and d["hashed_by_tool"] == d["files"],
+        f"{d['hashed_by_tool']} of {d['files']} data files hashed by the client offline ({d['hash_note']})",
+    )
 
 
 def model_versions_recorded(ev, tool):
@@ -70,8 +84,11 @@ def model_aliases(ev, tool):
     aliases = sorted({a for m in models for a in m["aliases"]})
     reserved = ev.probes[tool].get("latest_alias")
     note = f"; `latest` is MLflow's own ({said(reserved)})" if reserved and not reserved["accepted"] else ""
-    return bool(aliases), (f"aliases {', '.join(aliases)}{note}" if aliases else
-                           "no alias type: the script's fields (model/best, model/latest, model/final) name the versions")
+    return bool(aliases), (
+        f"aliases {', '.join(aliases)}{note}"
+        if aliases
+        else "no alias type: the script's fields (model/best, model/latest, model/final) name the versions"
+    )
 
 
 def model_metadata(ev, tool):
@@ -104,23 +121,31 @@ def pytorch_integration(ev, tool):
 
 def pytorch_in_base_client(ev, tool):
     p = ev.probes[tool]
-    return p["pytorch_integration"]["accepted"], (f"usable with the client alone: {said(p['pytorch_integration'])}; "
-                                                  f"{len(p['integrations'])} framework modules shipped")
+    return p["pytorch_integration"]["accepted"], (
+        f"usable with the client alone: {said(p['pytorch_integration'])}; "
+        f"{len(p['integrations'])} framework modules shipped"
+    )
 
 
 def reports(ev, tool):
     if tool == "MLflow":
         endpoints = ev.probes[tool]["report_endpoints"]
-        return bool(endpoints), (f"report endpoints in the installed server: {', '.join(endpoints)}" if endpoints
-                                 else "the installed MLflow server has no report endpoint")
+        return bool(endpoints), (
+            f"report endpoints in the installed server: {', '.join(endpoints)}"
+            if endpoints
+            else "the installed MLflow server has no report endpoint"
+        )
     return external(ev, "reports_on_server", tool)
 
 
 def report_from_code(ev, tool):
     p = ev.probes[tool]
     extra = p.get("report_api_extra")
-    needs = f" (it needs the vendor's package {said(extra).rsplit(' ', 1)[-1]}, not installed here)" \
-        if extra and not extra["accepted"] else ""
+    needs = (
+        f" (it needs the vendor's package {said(extra).rsplit(' ', 1)[-1]}, not installed here)"
+        if extra and not extra["accepted"]
+        else ""
+    )
     return p["report_api"]["accepted"], f"{said(p['report_api'])}{needs}"
 
 
@@ -137,8 +162,9 @@ def interactive_confusion(ev, tool):
 
 def histograms(ev, tool):
     p, r = ev.probes[tool], ev.records[tool]
-    return p["histogram_type"]["accepted"] and bool(r["histograms"]), \
-        f"{said(p['histogram_type'])}; {sum(len(v) for v in r['histograms'].values())} histograms in the record"
+    return p["histogram_type"]["accepted"] and bool(
+        r["histograms"]
+    ), f"{said(p['histogram_type'])}; {sum(len(v) for v in r['histograms'].values())} histograms in the record"
 
 
 def record_readable(ev, tool):
@@ -152,7 +178,8 @@ def local_viewer(ev, tool):
     found = [c for c in ("leet", "ui") if p["resolves"][c]]
     if found:
         return True, f"`{name} {found[0]}` shows the local record" + (
-            f" (it is `{name} {p['resolves'][found[0]]}`)" if p["resolves"][found[0]] != found[0] else "")
+            f" (it is `{name} {p['resolves'][found[0]]}`)" if p["resolves"][found[0]] != found[0] else ""
+        )
     return False, f"its CLI has {', '.join(p['commands'])}: no viewer of the local record"
 
 
@@ -163,8 +190,9 @@ def plain_text_record(ev, tool):
 
 def works_offline(ev, tool):
     r = ev.records[tool]
-    return bool(r["epochs"]) and r["summary"].get("test/acc") is not None, \
-        f"the report's run: offline, no account, {len(r['epochs'])} epochs and the test accuracy recorded"
+    return bool(r["epochs"]) and r["summary"].get(
+        "test/acc"
+    ) is not None, f"the report's run: offline, no account, {len(r['epochs'])} epochs and the test accuracy recorded"
 
 
 def quick_start_finish(ev, tool):
@@ -173,13 +201,17 @@ def quick_start_finish(ev, tool):
     t = ev.bench["trackers"][BENCH_PREFIX[tool]]["default"]
     return t["start_s"] + t["finish_s"] <= QUICK_START_FINISH_S, (
         f"start {t['start_s']:.2f} s + finish {t['finish_s']:.2f} s, medians of 3 runs (at most "
-        f"{QUICK_START_FINISH_S:g} s)")
+        f"{QUICK_START_FINISH_S:g} s)"
+    )
 
 
 def cli_without_pins(ev, tool):
     needs = ev.probes[tool]["cli_needs_pkg_resources"]
-    return not needs, ("its CLI imports pkg_resources, which setuptools 81 removed: setuptools must be pinned below 81"
-                       if needs else "no extra pin needed for its CLI")
+    return not needs, (
+        "its CLI imports pkg_resources, which setuptools 81 removed: setuptools must be pinned below 81"
+        if needs
+        else "no extra pin needed for its CLI"
+    )
 
 
 def system_metrics(ev, tool):
@@ -202,11 +234,16 @@ def search_recorded(ev, tool):
     if not s:
         return False, "no search in the evidence"
     trials = s["trials"]
-    whole = [n for n, t in trials.items() if all(v is not None for v in t["params"].values()) and t["val_acc"]
-             and t["state"] and t["segments"] >= 1]
-    return (len(whole) == len(trials) > 0 and len(s["studies"]) == 1,
-            f"{len(whole)} of {len(trials)} trials with parameters, validation accuracy by epoch and state; "
-            f"{len(s['studies'])} study record; {s['grouping']}")
+    whole = [
+        n
+        for n, t in trials.items()
+        if all(v is not None for v in t["params"].values()) and t["val_acc"] and t["state"] and t["segments"] >= 1
+    ]
+    return (
+        len(whole) == len(trials) > 0 and len(s["studies"]) == 1,
+        f"{len(whole)} of {len(trials)} trials with parameters, validation accuracy by epoch and state; "
+        f"{len(s['studies'])} study record; {s['grouping']}",
+    )
 
 
 def optuna_integration_every_trial(ev, tool):
@@ -223,39 +260,67 @@ def hpo_driver(ev, tool):
 FACTS = {
     "dataset_version_recorded": ("the run's record holds a version of its dataset", "record", dataset_version_recorded),
     "dataset_hashed_by_tool": ("the client hashed the data files itself, offline", "record", dataset_hashed_by_tool),
-    "model_versions_recorded": ("each new best checkpoint and the final one are versions in the record", "record",
-                                model_versions_recorded),
+    "model_versions_recorded": (
+        "each new best checkpoint and the final one are versions in the record",
+        "record",
+        model_versions_recorded,
+    ),
     "model_aliases": ("versions carry aliases that move to the newest (best, latest, final)", "record", model_aliases),
     "model_metadata": ("the final version carries its epoch, validation and test accuracy", "record", model_metadata),
     "server_to_share": ("a server to share runs on can be run by the user", "probe or external", server_to_share),
     "hosted_service": ("a hosted service is open to a new user today", "external", hosted_service),
     "upload_later": ("the client uploads a local run to a server later, in one command", "probe", upload_later),
-    "pytorch_integration": ("the vendor offers a PyTorch integration (in the client or a package of its own)", "probe",
-                            pytorch_integration),
-    "pytorch_in_base_client": ("the PyTorch integration works with the installed client alone", "probe",
-                               pytorch_in_base_client),
+    "pytorch_integration": (
+        "the vendor offers a PyTorch integration (in the client or a package of its own)",
+        "probe",
+        pytorch_integration,
+    ),
+    "pytorch_in_base_client": (
+        "the PyTorch integration works with the installed client alone",
+        "probe",
+        pytorch_in_base_client,
+    ),
     "reports": ("the tool's server builds report documents from runs", "external or probe", reports),
     "report_from_code": ("reports can be written from code with the vendor's client", "probe", report_from_code),
     "evaluation_images": ("the record holds the confusion matrix and the mistake images", "record", evaluation_images),
-    "interactive_confusion": ("the confusion matrix is a chart type of the tool, not a picture", "record",
-                              interactive_confusion),
-    "histograms": ("weight and gradient histograms are a type of the tool, recorded each epoch", "probe and record",
-                   histograms),
+    "interactive_confusion": (
+        "the confusion matrix is a chart type of the tool, not a picture",
+        "record",
+        interactive_confusion,
+    ),
+    "histograms": (
+        "weight and gradient histograms are a type of the tool, recorded each epoch",
+        "probe and record",
+        histograms,
+    ),
     "record_readable": ("every metric of the run reads back from the local record", "record", record_readable),
     "local_viewer": ("the client has a viewer for the local record", "probe", local_viewer),
     "plain_text_record": ("the local record is plain text", "record", plain_text_record),
     "works_offline": ("it records the whole job offline with no account or server", "record", works_offline),
-    "quick_start_finish": (f"opening and closing a run offline takes at most {QUICK_START_FINISH_S:g} s", "measurement",
-                           quick_start_finish),
+    "quick_start_finish": (
+        f"opening and closing a run offline takes at most {QUICK_START_FINISH_S:g} s",
+        "measurement",
+        quick_start_finish,
+    ),
     "cli_without_pins": ("its command line installs with current packages (no pin)", "probe", cli_without_pins),
     "system_metrics": ("the record holds system metrics", "record", system_metrics),
     "console_captured": ("the record holds the console output", "record", console_captured),
-    "resumed_as_one_run": ("an interrupted and resumed run is one run in the tool's record", "record",
-                           resumed_as_one_run),
-    "search_recorded": ("a search's trials are in the tool's record, each with its parameters, validation accuracy "
-                        "by epoch and state, grouped as one search", "record", search_recorded),
-    "optuna_every_trial": ("the vendor's Optuna integration records a complete, a pruned and a failed trial offline",
-                           "probe", optuna_integration_every_trial),
+    "resumed_as_one_run": (
+        "an interrupted and resumed run is one run in the tool's record",
+        "record",
+        resumed_as_one_run,
+    ),
+    "search_recorded": (
+        "a search's trials are in the tool's record, each with its parameters, validation accuracy "
+        "by epoch and state, grouped as one search",
+        "record",
+        search_recorded,
+    ),
+    "optuna_every_trial": (
+        "the vendor's Optuna integration records a complete, a pruned and a failed trial offline",
+        "probe",
+        optuna_integration_every_trial,
+    ),
     "hpo_driver": ("the client itself drives a hyperparameter search", "probe", hpo_driver),
 }
 
@@ -298,8 +363,11 @@ def dataset_hash_at_sync(ev, tool):
 
 def dataset_input_offline(ev, tool):
     p = ev.probes[tool]
-    probe = {"W&B": p.get("use_artifact_offline"), "Neptune": p.get("dataset_input"),
-             "MLflow": p.get("dataset_input_local")}[tool]
+    probe = {
+        "W&B": p.get("use_artifact_offline"),
+        "Neptune": p.get("dataset_input"),
+        "MLflow": p.get("dataset_input_local"),
+    }[tool]
     return probe["accepted"], said(probe)
 
 
@@ -311,8 +379,11 @@ def dataset_input_online(ev, tool):
 
 def registry_offline(ev, tool):
     p = ev.probes[tool]
-    probe = {"W&B": p.get("registry_link_offline"), "Neptune": p.get("registry_offline"),
-             "MLflow": p.get("registry_local")}[tool]
+    probe = {
+        "W&B": p.get("registry_link_offline"),
+        "Neptune": p.get("registry_offline"),
+        "MLflow": p.get("registry_local"),
+    }[tool]
     return probe["accepted"], said(probe)
 
 
@@ -334,16 +405,25 @@ def hpo_driver_offline(ev, tool):
     return hpo_driver(ev, tool)
 
 
-FACTS.update({
-    "dataset_hash_at_sync": ("the data files are hashed when the run is synced", "record", dataset_hash_at_sync),
-    "dataset_input_offline": ("a local run can record a dataset version as its input", "probe", dataset_input_offline),
-    "dataset_input_online": ("a run on a server can record a dataset version as its input", "probe",
-                             dataset_input_online),
-    "registry_offline": ("a model registry works without a server", "probe", registry_offline),
-    "registry_online": ("a model registry works on the tool's server", "external or probe", registry_online),
-    "resume_online": ("a run on a server continues under its id", "probe", resume_online),
-    "hpo_driver_offline": ("the search driver works without a server", "probe", hpo_driver_offline),
-})
+FACTS.update(
+    {
+        "dataset_hash_at_sync": ("the data files are hashed when the run is synced", "record", dataset_hash_at_sync),
+        "dataset_input_offline": (
+            "a local run can record a dataset version as its input",
+            "probe",
+            dataset_input_offline,
+        ),
+        "dataset_input_online": (
+            "a run on a server can record a dataset version as its input",
+            "probe",
+            dataset_input_online,
+        ),
+        "registry_offline": ("a model registry works without a server", "probe", registry_offline),
+        "registry_online": ("a model registry works on the tool's server", "external or probe", registry_online),
+        "resume_online": ("a run on a server continues under its id", "probe", resume_online),
+        "hpo_driver_offline": ("the search driver works without a server", "probe", hpo_driver_offline),
+    }
+)
 
 
 def establish(ev):
@@ -369,9 +449,13 @@ def ratings(facts):
 
 def matrix(facts):
     """{feature: {tool: cell}}: works offline, needs a server, or unavailable, from the facts."""
-    return {feature: {tool: WORKS if holds(facts, works, tool) else
-                      SERVER if server and holds(facts, server, tool) else NONE for tool in TOOLS}
-            for feature, works, server in MATRIX}
+    return {
+        feature: {
+            tool: WORKS if holds(facts, works, tool) else SERVER if server and holds(facts, server, tool) else NONE
+            for tool in TOOLS
+        }
+        for feature, works, server in MATRIX
+    }
 
 
 def why_moved(facts, criterion, tool, then, now):

@@ -1,4 +1,5 @@
 """Shared fixtures: a CIFAR-10 copy in the official on-disk format, script runners, tracker readers."""
+
 import os
 import pickle
 import pty
@@ -13,14 +14,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "report"))
 
-import data  # noqa: E402
 import records  # noqa: E402
+
+import data  # noqa: E402
 
 SCRIPTS = ["wandb_setup_script.py", "neptune_integration.py", "mlflow_tracking.py"]
 WANDB_KEY = "wandbfakekey" + "0123456789abcdef" * 3  # W&B wants 40+ characters
 NEPTUNE_TOKEN = "neptunefaketoken" + "fedcba9876543210" * 3
-NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-              "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
+NO_NETWORK = {
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "no_proxy": "",
+}
 
 
 def write_cifar_batches(folder, per_batch=80, test_size=100, seed=0):
@@ -31,9 +38,17 @@ def write_cifar_batches(folder, per_batch=80, test_size=100, seed=0):
 
     def dump(name, images, labels):
         with open(os.path.join(dst, name), "wb") as f:
-            pickle.dump({"batch_label": name, "labels": labels.tolist(),
-                         "data": images.reshape(len(images), 3072).numpy(),
-                         "filenames": [f"{i}.png" for i in range(len(labels))]}, f, protocol=2)
+            pickle.dump(
+                {
+                    "batch_label": name,
+                    "labels": labels.tolist(),
+                    "data": images.reshape(len(images), 3072).numpy(),
+                    "filenames": [f"{i}.png" for i in range(len(labels))],
+                },
+                f,
+                protocol=2,
+            )
+
     for i in range(5):
         s = slice(i * per_batch, (i + 1) * per_batch)
         dump(f"data_batch_{i + 1}", x[s], y[s])
@@ -49,17 +64,26 @@ def cifar_dir(tmp_path_factory):
 def clean_env(home, **extra):
     """The environment of a user with an empty home and no tracker credentials."""
     # Without PYTEST_CURRENT_TEST: MLflow turns its telemetry (a file under home) off under pytest.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("WANDB_", "NEPTUNE_", "MLFLOW_")) and k not in ("MPLCONFIGDIR", "PYTEST_CURRENT_TEST")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WANDB_", "NEPTUNE_", "MLFLOW_")) and k not in ("MPLCONFIGDIR", "PYTEST_CURRENT_TEST")
+    }
     env.update(HOME=str(home), PYTHONUNBUFFERED="1", **NO_NETWORK)
     env.update(extra)
     return env
 
 
 def run_script(script, args, home, timeout=300, **env):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
-                          cwd=ROOT, env=clean_env(home, **env), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), *map(str, args)],
+        cwd=ROOT,
+        env=clean_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 # Adam at 3e-4 learns the fixture within its 6-step epochs, so runs keep several best checkpoints.
@@ -67,9 +91,27 @@ LEARNS_QUICKLY = ["--optimizer", "adam", "--lr", "3e-4", "--weight-decay", "0"]
 
 
 def quick_args(cifar_dir, out_dir, epochs=2, seed=5, extra=()):
-    return ["--mode", "offline", "--data-dir", cifar_dir, "--skip-checksum", "--epochs", epochs,
-            "--batch-size", 64, "--seed", seed, "--device", "cpu", "--out-dir", out_dir,
-            "--log-every", 2, *LEARNS_QUICKLY, *extra]
+    return [
+        "--mode",
+        "offline",
+        "--data-dir",
+        cifar_dir,
+        "--skip-checksum",
+        "--epochs",
+        epochs,
+        "--batch-size",
+        64,
+        "--seed",
+        seed,
+        "--device",
+        "cpu",
+        "--out-dir",
+        out_dir,
+        "--log-every",
+        2,
+        *LEARNS_QUICKLY,
+        *extra,
+    ]
 
 
 def wandb_records(out_dir, segments=1):
@@ -85,6 +127,7 @@ def wandb_epochs(records_):
 def mlflow_record(out_dir):
     """The MLflow client on the offline store in out_dir, and its one run (all segments: one run)."""
     from mlflow import MlflowClient  # here: the pytest process imports mlflow only under a running test
+
     uri = f"sqlite:///{out_dir}/mlflow.db"
     client = MlflowClient(uri, uri)
     [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -103,8 +146,12 @@ def neptune_ops(out_dir, segments=1):
 
 
 def neptune_series(ops, path):
-    return [(v["step"], v["value"]) for op in ops if op["type"] == "LogFloats" and "/".join(op["path"]) == path
-            for v in op["values"]]
+    return [
+        (v["step"], v["value"])
+        for op in ops
+        if op["type"] == "LogFloats" and "/".join(op["path"]) == path
+        for v in op["values"]
+    ]
 
 
 def neptune_assigned(ops, path):

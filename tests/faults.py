@@ -19,6 +19,7 @@ PHASE is where the signal is sent to the process itself:
 SIGNAL is INT, TERM or KILL (kill -9: no handler, no cleanup, nothing flushed).
 A resume state is saved at every epoch's end, as on a CPU at full size (epochs of a minute or more).
 """
+
 import importlib
 import os
 import signal
@@ -43,6 +44,7 @@ def after(fn, when=lambda *a, **k: True):
         if when(*args, **kwargs):
             fault()
         return result
+
     return wrapped
 
 
@@ -51,11 +53,13 @@ def before(fn, when=lambda *a, **k: True):
         if when(*args, **kwargs):
             fault()
         return fn(*args, **kwargs)
+
     return wrapped
 
 
 def half_written(fn):
     """The final checkpoint's temporary file is half written when the fault comes."""
+
     def wrapped(path, *args, **kwargs):
         if os.path.basename(path) == "final.pt":
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -63,14 +67,18 @@ def half_written(fn):
                 f.write(b"half a checkpoint")
             fault()
         return fn(path, *args, **kwargs)
+
     return wrapped
 
 
 PHASE, SIGNAL, SCRIPT, *ARGV = sys.argv[1:]
 alexnet.Engine.STATE_EVERY_S = 0.0
 module = importlib.import_module(os.path.basename(SCRIPT)[:-3])
-[Tracker] = [v for v in vars(module).values()
-             if isinstance(v, type) and issubclass(v, tracking.Tracker) and v is not tracking.Tracker]
+[Tracker] = [
+    v
+    for v in vars(module).values()
+    if isinstance(v, type) and issubclass(v, tracking.Tracker) and v is not tracking.Tracker
+]
 phase, _, n = PHASE.partition(":")
 if phase == "start":
     Tracker.start = after(Tracker.start)
@@ -79,11 +87,16 @@ elif phase == "dataset":
 elif phase == "step":
     alexnet.Engine.stop_requested = before(alexnet.Engine.stop_requested, lambda self, *a, **k: self.step == int(n))
 elif phase == "version":
-    Tracker.log_model = after(Tracker.log_model, lambda self, checkpoint: checkpoint.final if n == "final"
-                              else not checkpoint.final and checkpoint.epoch == int(n))
+    Tracker.log_model = after(
+        Tracker.log_model,
+        lambda self, checkpoint: (
+            checkpoint.final if n == "final" else not checkpoint.final and checkpoint.epoch == int(n)
+        ),
+    )
 elif phase == "state":
-    alexnet.Engine.save_state = after(alexnet.Engine.save_state,
-                                      lambda self: len(self.history) == int(n) and self.partial is None)
+    alexnet.Engine.save_state = after(
+        alexnet.Engine.save_state, lambda self: len(self.history) == int(n) and self.partial is None
+    )
 elif phase == "epoch":
     Tracker.log_epoch = after(Tracker.log_epoch, lambda self, metrics, *a: metrics["epoch"] == int(n))
 elif phase == "checkpoint":
@@ -93,12 +106,18 @@ elif phase == "test":
 elif phase == "finish":
     Tracker.finish = before(Tracker.finish)
 elif phase == "slow-finish":
+
     def hang(fn):
         def wrapped(*args, **kwargs):
             print("finishing slowly", flush=True)
-            time.sleep(120)
+            # short sleeps: a signal's handler runs between bytecodes, so one long C sleep would
+            # hold back a second press that lands while the first one's handler is still running
+            for _ in range(1200):
+                time.sleep(0.1)
             return fn(*args, **kwargs)
+
         return wrapped
+
     Tracker.finish = hang(Tracker.finish)
 else:
     sys.exit(f"unknown phase {PHASE}")

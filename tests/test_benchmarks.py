@@ -1,4 +1,5 @@
 """benchmarks/recipes.py trains what it is asked and reports it; its variants parse strictly."""
+
 import argparse
 import json
 import os
@@ -6,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, clean_env
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -22,9 +22,28 @@ def test_variant_takes_recipe_keys_with_their_types():
 
 def test_recipes_trains_each_entry_to_the_end(cifar_dir, tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "recipes.py"), "--data-dir", cifar_dir, "--skip-checksum",
-         "--device", "cpu", "--epochs", "2", "--recipes", "study", "--try", "adamw:optimizer=adamw,weight_decay=0.05",
-         "--json"], cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "recipes.py"),
+            "--data-dir",
+            cifar_dir,
+            "--skip-checksum",
+            "--device",
+            "cpu",
+            "--epochs",
+            "2",
+            "--recipes",
+            "study",
+            "--try",
+            "adamw:optimizer=adamw,weight_decay=0.05",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.splitlines()[-1])
     assert [e["name"] for e in out["entries"]] == ["study", "adamw"]
@@ -43,7 +62,19 @@ def test_recipes_trains_each_entry_to_the_end(cifar_dir, tmp_path):
 
 def test_recipes_bad_data_dir_is_one_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "recipes.py"), "--data-dir", str(tmp_path / "none"),
-         "--device", "cpu"], cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "recipes.py"),
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error:")

@@ -1,4 +1,5 @@
 """Every user mistake ends in one clear line and a non-zero exit, never a traceback, for both scripts."""
+
 import importlib
 import os
 import re
@@ -6,7 +7,6 @@ import subprocess
 
 import pytest
 import torch
-
 from conftest import ROOT, SCRIPTS, run_script
 
 BAD_FLAGS = [
@@ -56,8 +56,9 @@ def test_cuda_requested_but_absent(script, tmp_path):
 def test_unwritable_out_dir(script, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = run_script(script, ["--mode", "offline", "--dataset", "synthetic", "--out-dir", blocker / "runs"],
-                        tmp_path)
+    result = run_script(
+        script, ["--mode", "offline", "--dataset", "synthetic", "--out-dir", blocker / "runs"], tmp_path
+    )
     assert_one_line_error(result, 2, "--out-dir", "not writable")
 
 
@@ -65,45 +66,71 @@ def test_unwritable_out_dir(script, tmp_path):
 def test_empty_data_dir_without_network(script, tmp_path):
     empty = tmp_path / "data"
     empty.mkdir()
-    result = run_script(script, ["--mode", "offline", "--data-dir", empty, "--out-dir", tmp_path / "runs"],
-                        tmp_path, timeout=120)
+    result = run_script(
+        script, ["--mode", "offline", "--data-dir", empty, "--out-dir", tmp_path / "runs"], tmp_path, timeout=120
+    )
     assert_one_line_error(result, 2, "cifar-10-python.tar.gz", "--dataset synthetic")
-    records = {"wandb", ".neptune", "mlflow.db", "mlartifacts"}  # no run folder, no tracker run for a run that never started
+    records = {
+        "wandb",
+        ".neptune",
+        "mlflow.db",
+        "mlartifacts",
+    }  # no run folder, no tracker run for a run that never started
     assert [d for d in os.listdir(tmp_path / "runs") if d[0].isdigit() or d in records] == []
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_unverified_copy_names_skip_checksum(script, cifar_dir, tmp_path):
-    result = run_script(script, ["--mode", "offline", "--data-dir", cifar_dir, "--out-dir", tmp_path / "runs"],
-                        tmp_path)
+    result = run_script(
+        script, ["--mode", "offline", "--data-dir", cifar_dir, "--out-dir", tmp_path / "runs"], tmp_path
+    )
     assert_one_line_error(result, 2, "--skip-checksum")
 
 
-@pytest.mark.parametrize("script,needles", [
-    ("wandb_setup_script.py", ["WANDB_API_KEY", "--mode offline"]),
-    ("neptune_integration.py", ["NEPTUNE_API_TOKEN", "--mode offline"]),
-])
+@pytest.mark.parametrize(
+    "script,needles",
+    [
+        ("wandb_setup_script.py", ["WANDB_API_KEY", "--mode offline"]),
+        ("neptune_integration.py", ["NEPTUNE_API_TOKEN", "--mode offline"]),
+    ],
+)
 def test_online_without_token_or_terminal(script, needles, tmp_path):
     """Credentials are checked before the data is loaded: no data here, and the key is what is missing."""
-    result = run_script(script, ["--mode", "online", "--project", "ws/proj", "--data-dir", tmp_path / "no-data",
-                                 "--out-dir", tmp_path / "runs"], tmp_path)
+    result = run_script(
+        script,
+        [
+            "--mode",
+            "online",
+            "--project",
+            "ws/proj",
+            "--data-dir",
+            tmp_path / "no-data",
+            "--out-dir",
+            tmp_path / "runs",
+        ],
+        tmp_path,
+    )
     assert_one_line_error(result, 2, *needles)
 
 
 def test_neptune_malformed_project(tmp_path):
-    result = run_script("neptune_integration.py", ["--mode", "online", "--project", "no-slash",
-                                                   "--dataset", "synthetic", "--out-dir", tmp_path / "runs"],
-                        tmp_path, NEPTUNE_API_TOKEN="x")
+    result = run_script(
+        "neptune_integration.py",
+        ["--mode", "online", "--project", "no-slash", "--dataset", "synthetic", "--out-dir", tmp_path / "runs"],
+        tmp_path,
+        NEPTUNE_API_TOKEN="x",
+    )
     assert_one_line_error(result, 2, "workspace/project", "no-slash")
 
 
 def test_every_script_has_exactly_the_flags_the_readme_documents(tmp_path):
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    table = readme[readme.index("\n## Flags"):].split("\n## ")[1]
-    documented = {flag for line in table.splitlines() if line.startswith("|") for flag in re.findall(r"`(--[a-z-]+)", line)}
+    table = readme[readme.index("\n## Flags") :].split("\n## ")[1]
+    documented = {
+        flag for line in table.splitlines() if line.startswith("|") for flag in re.findall(r"`(--[a-z-]+)", line)
+    }
     for script in SCRIPTS:
         result = run_script(script, ["--help"], tmp_path)
         flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", result.stdout)) - {"--help"}
         assert result.returncode == 0 and flags == documented, (script, flags ^ documented)
-

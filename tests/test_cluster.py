@@ -1,5 +1,6 @@
 """On a cluster: a torchrun restart and a scheduler's requeue continue the same tracked run with one
 command line (`--resume auto`), and a resumed run brings its own flags back."""
+
 import glob
 import json
 import os
@@ -10,13 +11,28 @@ import sys
 import time
 
 import pytest
-
 from collect import kill_in_epoch_2
 from conftest import ROOT, SCRIPTS, clean_env, run_script
 from test_resume import TOKENS, record
 
-ARGS = ["--mode", "offline", "--dataset", "synthetic", "--train-size", 1024, "--epochs", 3, "--batch-size", 128,
-        "--seed", 5, "--device", "cpu", "--log-every", 2]
+ARGS = [
+    "--mode",
+    "offline",
+    "--dataset",
+    "synthetic",
+    "--train-size",
+    1024,
+    "--epochs",
+    3,
+    "--batch-size",
+    128,
+    "--seed",
+    5,
+    "--device",
+    "cpu",
+    "--log-every",
+    2,
+]
 STEPS = [1, *range(2, 25, 2)]  # 922 training images over 2 processes: 8 global steps an epoch, every 2nd logged
 
 
@@ -34,9 +50,23 @@ def history(out):
 def two_processes(tmp_path_factory):
     """An uninterrupted two-process launch of the same flags (no tracker): what a restarted one must equal."""
     out = tmp_path_factory.mktemp("two-processes")
-    result = subprocess.run([*torchrun(2, "--standalone"), "wandb_setup_script.py", *map(str, ARGS), "--mode",
-                             "disabled", "--out-dir", out], cwd=ROOT, env=clean_env(out), capture_output=True,
-                            text=True, timeout=600, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [
+            *torchrun(2, "--standalone"),
+            "wandb_setup_script.py",
+            *map(str, ARGS),
+            "--mode",
+            "disabled",
+            "--out-dir",
+            out,
+        ],
+        cwd=ROOT,
+        env=clean_env(out),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return history(out)
 
@@ -57,9 +87,23 @@ def assert_one_run_equal_to(script, out, want, outputs):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_torchrun_restart_continues_the_same_tracked_run(script, two_processes, tmp_path):
     out = tmp_path / "D"
-    launch = subprocess.Popen([*torchrun(2, "--standalone", "--max-restarts", "1"), script, *map(str, ARGS),
-                               "--resume", "auto", "--out-dir", out], cwd=ROOT, env=clean_env(tmp_path, **TOKENS),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launch = subprocess.Popen(
+        [
+            *torchrun(2, "--standalone", "--max-restarts", "1"),
+            script,
+            *map(str, ARGS),
+            "--resume",
+            "auto",
+            "--out-dir",
+            out,
+        ],
+        cwd=ROOT,
+        env=clean_env(tmp_path, **TOKENS),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     kill_in_epoch_2(out, [launch])
     stdout, stderr = launch.communicate(timeout=600)
     assert launch.returncode == 0, stderr[-3000:]
@@ -78,15 +122,34 @@ def test_a_restart_on_two_nodes_continues_the_same_tracked_run(two_processes, tm
     """Two launches of one process each on 127.0.0.1 stand in for two machines; the worker of rank 0
     (the one holding the tracker's run) is killed, and both launches start again and go on."""
     script, out = "wandb_setup_script.py", tmp_path / "D"
-    nodes = ["--nnodes", "2", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{free_port()}",
-             "--rdzv_id", "job", "--max-restarts", "1"]
+    nodes = [
+        "--nnodes",
+        "2",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{free_port()}",
+        "--rdzv_id",
+        "job",
+        "--max-restarts",
+        "1",
+    ]
     # One thread a process, as torchrun sets for the two-process launch it is compared with (it leaves
     # a single process per launch to the machine's count, and other rounding takes another course).
     env = clean_env(tmp_path, OMP_NUM_THREADS="1", **TOKENS)
-    launches = [subprocess.Popen([*torchrun(1, *nodes), script, *map(str, ARGS), "--resume", "auto", "--out-dir",
-                                  out], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-                for _ in range(2)]
+    launches = [
+        subprocess.Popen(
+            [*torchrun(1, *nodes), script, *map(str, ARGS), "--resume", "auto", "--out-dir", out],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for _ in range(2)
+    ]
     try:
         kill_in_epoch_2(out, launches, rank=0)
         outputs = [text for launch in launches for text in launch.communicate(timeout=600)]
@@ -106,8 +169,15 @@ def test_sigterm_saves_the_state_and_the_same_command_continues(tmp_path):
     argv = [*map(str, ARGS), "--resume", "auto", "--out-dir", str(out)]
     plain = run_script(script, [*ARGS, "--out-dir", tmp_path / "plain"], tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]
-    proc = subprocess.Popen([sys.executable, script, *argv], cwd=ROOT, env=clean_env(tmp_path),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, script, *argv],
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stdout:
         if line.startswith("epoch 1/3"):
             time.sleep(1)  # mid-epoch 2
@@ -125,11 +195,17 @@ def test_sigterm_saves_the_state_and_the_same_command_continues(tmp_path):
 
 
 def test_auto_starts_a_new_run_where_none_is_unfinished(tmp_path):
-    first = run_script("wandb_setup_script.py", [*ARGS, "--mode", "disabled", "--epochs", 1, "--resume", "auto",
-                                                 "--out-dir", tmp_path / "D"], tmp_path)
+    first = run_script(
+        "wandb_setup_script.py",
+        [*ARGS, "--mode", "disabled", "--epochs", 1, "--resume", "auto", "--out-dir", tmp_path / "D"],
+        tmp_path,
+    )
     assert first.returncode == 0 and "resuming" not in first.stdout, first.stderr[-2000:]
-    second = run_script("wandb_setup_script.py", [*ARGS, "--mode", "disabled", "--epochs", 1, "--resume", "auto",
-                                                  "--out-dir", tmp_path / "D"], tmp_path)
+    second = run_script(
+        "wandb_setup_script.py",
+        [*ARGS, "--mode", "disabled", "--epochs", 1, "--resume", "auto", "--out-dir", tmp_path / "D"],
+        tmp_path,
+    )
     assert second.returncode == 0 and "resuming" not in second.stdout  # the first finished: a new run
     assert len([d for d in os.listdir(tmp_path / "D") if d[0].isdigit()]) == 2
 
@@ -140,9 +216,15 @@ def test_resume_alone_brings_back_the_runs_own_flags(tmp_path):
     script, out = "neptune_integration.py", tmp_path / "D"
     plain = run_script(script, [*ARGS, "--out-dir", tmp_path / "plain"], tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]
-    proc = subprocess.Popen([sys.executable, script, *map(str, ARGS), "--out-dir", str(out)], cwd=ROOT,
-                            env=clean_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, script, *map(str, ARGS), "--out-dir", str(out)],
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stdout:
         if line.startswith("epoch 1/3"):
             proc.send_signal(signal.SIGINT)

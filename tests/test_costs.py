@@ -1,6 +1,7 @@
 """The cost measurement (benchmarks/run.py, benchmarks/overhead.py): it detects a cost where there is
 one, counts a tool's own work where it runs, reads back every value a load logged, and the committed
 benchmark answers the cost question with intervals that the README and the report print."""
+
 import json
 import os
 import random
@@ -11,12 +12,12 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT, clean_env
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import build  # noqa: E402  (report/build.py)
 import overhead  # noqa: E402
+
 import tracking  # noqa: E402
 
 EVIDENCE = os.path.join(ROOT, "report", "evidence", "benchmark.json")
@@ -43,7 +44,8 @@ def test_the_committed_benchmark_has_each_ratio_with_its_interval(bench):
     assert o["aa_control"]["ci95"][0] <= 1.0 <= o["aa_control"]["ci95"][1]
     again = overhead.summary(bench["blocks"]["default"], "aa_control")
     assert o["aa_control"]["ratio"] == pytest.approx(again["ratio"]) and o["aa_control"]["ci95"] == pytest.approx(
-        again["ci95"])
+        again["ci95"]
+    )
     for label in ("default", "every_step"):  # blocks of every variant in every round, times as measured
         rounds = {b["round"] for b in bench["blocks"][label]}
         assert len(bench["blocks"][label]) == len(rounds) * 5 and all(b["train_s"] > 0 for b in bench["blocks"][label])
@@ -80,6 +82,7 @@ def test_intervals_are_students_t():
 
 class Sleepy(tracking.Tracker):
     """Waits 1 s in every logging call: a cost the blocks must find, however busy the machine."""
+
     name = "sleepy"
 
     def log_metrics(self, metrics, step):
@@ -88,6 +91,7 @@ class Sleepy(tracking.Tracker):
 
 class Burner(tracking.Tracker):
     """Free to call, but a thread of its own burns CPU while its run is open."""
+
     name = "burner"
 
     def start(self, config, model):
@@ -96,6 +100,7 @@ class Burner(tracking.Tracker):
         def burn():
             while not self.done.is_set():
                 sum(range(10000))
+
         self.thread = threading.Thread(target=burn, name="burner")
         self.thread.start()
 
@@ -125,16 +130,24 @@ def test_blocks_find_a_slow_tracker_and_count_a_tools_own_threads(tmp_path, monk
 
 def test_a_load_point_reads_back_every_value_from_each_tools_record(tmp_path):
     """One point of the load sweep per tool, offline, each tool's record read with its own reader."""
-    code = (f"import sys, json; sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'benchmarks')!r}]\n"
-            "import overhead, alexnet, tracking\n"
-            "model = alexnet.AlexNet()\n"
-            "cfg = dict(tracking.make_config(tracking.build_parser(tracking.Tracker).parse_args(['--mode', 'disabled'])),"
-            " **alexnet.RECIPES['default'], log_every=1, dataset_version='synthetic', model_params=1)\n"
-            "own = overhead.OwnWork()\n"
-            "print(json.dumps([overhead.load_point(t, 100, 40, 0.5, sys.argv[1] + '/' + t, model, cfg, own)"
-            " for t in ('wandb', 'neptune', 'mlflow')]))\n")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=clean_env(tmp_path),
-                            capture_output=True, text=True, timeout=300)
+    code = (
+        f"import sys, json; sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'benchmarks')!r}]\n"
+        "import overhead, alexnet, tracking\n"
+        "model = alexnet.AlexNet()\n"
+        "cfg = dict(tracking.make_config(tracking.build_parser(tracking.Tracker).parse_args(['--mode', 'disabled'])),"
+        " **alexnet.RECIPES['default'], log_every=1, dataset_version='synthetic', model_params=1)\n"
+        "own = overhead.OwnWork()\n"
+        "print(json.dumps([overhead.load_point(t, 100, 40, 0.5, sys.argv[1] + '/' + t, model, cfg, own)"
+        " for t in ('wandb', 'neptune', 'mlflow')]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     points = json.loads(result.stdout.splitlines()[-1])
     for p in points:

@@ -1,13 +1,14 @@
 """CIFAR-10 loading, verification, splitting, normalization and batched augmentation."""
+
 import os
 import pickle
 import shutil
 
 import pytest
 import torch
+from conftest import write_cifar_batches
 
 import data
-from conftest import write_cifar_batches
 
 
 def test_reads_official_python_batch_layout(cifar_dir):
@@ -51,6 +52,7 @@ def test_corrupt_batch_file_is_a_clear_error(tmp_path, cifar_dir):
 
 def test_missing_data_without_network_says_where_to_put_it(tmp_path, monkeypatch):
     from torchvision.datasets import CIFAR10
+
     monkeypatch.setattr(CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     with pytest.raises(data.DataError) as e:
         data.load("cifar10", str(tmp_path))
@@ -106,9 +108,16 @@ def test_crop_and_flip_copy_pixels_exactly():
     out = data.augment(x, torch.Generator().manual_seed(0), max_degrees=0.0)
     flips = 0
     for i in range(32):
-        matches = [(f, dy, dx) for f in (False, True) for dy in range(5) for dx in range(5)
-                   if torch.equal(torch.nn.functional.pad(x[i].flip(-1) if f else x[i], (2, 2, 2, 2))
-                                  [:, dy:dy + 32, dx:dx + 32], out[i])]
+        matches = [
+            (f, dy, dx)
+            for f in (False, True)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(
+                torch.nn.functional.pad(x[i].flip(-1) if f else x[i], (2, 2, 2, 2))[:, dy : dy + 32, dx : dx + 32],
+                out[i],
+            )
+        ]
         assert matches, f"image {i} is not a padded crop of the input"
         flips += matches[0][0]
     assert 4 < flips < 28  # about half are flipped
@@ -116,6 +125,7 @@ def test_crop_and_flip_copy_pixels_exactly():
 
 def test_rotation_is_torchvisions_nearest_rotation():
     import torchvision.transforms.functional as TF
+
     x = torch.randint(1, 256, (32, 3, 32, 32), dtype=torch.uint8)
     out = data.augment(x, torch.Generator().manual_seed(7), max_shift=0, flip=False)
     angles = (torch.rand(32, 4, generator=torch.Generator().manual_seed(7))[:, 0] * 2 - 1) * 5  # augment's draw
@@ -128,6 +138,7 @@ def test_rotation_is_torchvisions_nearest_rotation():
 def test_rotation_flip_and_crop_compose_as_the_studys_pipeline():
     """rotate, then flip, then crop from the 2-pixel black padding: every pixel, all three at once."""
     import torchvision.transforms.functional as TF
+
     x = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8)
     out = data.augment(x, torch.Generator().manual_seed(3))
     u = torch.rand(64, 4, generator=torch.Generator().manual_seed(3))  # augment's draws
@@ -136,7 +147,7 @@ def test_rotation_flip_and_crop_compose_as_the_studys_pipeline():
         dy, dx = (int(torch.floor(u[i, k] * 5)) for k in (2, 3))  # offsets into the padded image
         y = TF.rotate(x[i], angle, interpolation=TF.InterpolationMode.NEAREST)
         y = torch.nn.functional.pad(y.flip(-1) if flip else y, (2, 2, 2, 2))
-        assert torch.equal(out[i], y[:, dy:dy + 32, dx:dx + 32]), i
+        assert torch.equal(out[i], y[:, dy : dy + 32, dx : dx + 32]), i
 
 
 def test_normalize_matches_the_formula():
@@ -156,6 +167,7 @@ def test_synthetic_data_is_deterministic_and_class_structured():
 
 class RunsCode:
     """A pickled object whose unpickling runs a command: what a crafted batch file can carry."""
+
     def __init__(self, marker):
         self.marker = marker
 
@@ -168,8 +180,9 @@ def test_a_crafted_batch_file_is_refused_and_its_code_never_runs(tmp_path, cifar
     shutil.copytree(cifar_dir, copy)
     marker = tmp_path / "code-ran"
     with open(copy / data.BATCH_DIR / "data_batch_3", "wb") as f:
-        pickle.dump({"batch_label": "x", "labels": [0], "data": RunsCode(marker), "filenames": ["a.png"]}, f,
-                    protocol=2)
+        pickle.dump(
+            {"batch_label": "x", "labels": [0], "data": RunsCode(marker), "filenames": ["a.png"]}, f, protocol=2
+        )
     with pytest.raises(data.DataError, match=r"data_batch_3 is refused: it asks to load posix\.system"):
         data.load("cifar10", str(copy), skip_checksum=True)
     assert not marker.exists()

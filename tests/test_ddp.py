@@ -5,6 +5,7 @@ global-mean gradients. Float rounding differs (other matrix shapes and thread co
 AlexNet's early loss blow-up amplifies it, so the first steps agree to 1e-3 (a wrong loss scale or
 other dropout masks would differ by far more) and epochs within 0.05.
 """
+
 import glob
 import os
 import shutil
@@ -12,19 +13,52 @@ import subprocess
 import sys
 
 import pytest
+from conftest import (
+    LEARNS_QUICKLY,
+    NEPTUNE_TOKEN,
+    ROOT,
+    SCRIPTS,
+    WANDB_KEY,
+    clean_env,
+    mlflow_series,
+    neptune_ops,
+    neptune_series,
+    wandb_epochs,
+    wandb_records,
+)
 
-from conftest import (LEARNS_QUICKLY, NEPTUNE_TOKEN, ROOT, SCRIPTS, WANDB_KEY, clean_env, mlflow_series,
-                      neptune_ops, neptune_series, wandb_epochs, wandb_records)
-
-ARGS = ["--mode", "offline", "--dataset", "synthetic", "--train-size", "1024", "--epochs", "2",
-        "--batch-size", "128", "--seed", "5", "--device", "cpu", "--log-every", "1", *LEARNS_QUICKLY]
+ARGS = [
+    "--mode",
+    "offline",
+    "--dataset",
+    "synthetic",
+    "--train-size",
+    "1024",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "128",
+    "--seed",
+    "5",
+    "--device",
+    "cpu",
+    "--log-every",
+    "1",
+    *LEARNS_QUICKLY,
+]
 
 
 def launch(script, out, home, nproc):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    result = subprocess.run([*launcher, script, *ARGS, "--out-dir", str(out)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600, stdin=subprocess.DEVNULL,
-                            env=clean_env(home, WANDB_API_KEY=WANDB_KEY, NEPTUNE_API_TOKEN=NEPTUNE_TOKEN))
+    result = subprocess.run(
+        [*launcher, script, *ARGS, "--out-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(home, WANDB_API_KEY=WANDB_KEY, NEPTUNE_API_TOKEN=NEPTUNE_TOKEN),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -33,9 +67,14 @@ def recorded(script, out):
     """Per-step losses and per-epoch metrics from the tracker's own records (exactly one run)."""
     if script == "wandb_setup_script.py":
         records = wandb_records(str(out))
-        steps = [r["history"]["item"]["train/batch_loss"] for r in records
-                 if r["type"] == "history" and "train/batch_loss" in r["history"]["item"]]
-        return steps, [{k: e[k] for k in ("train/loss", "train/acc", "val/loss", "val/acc")} for e in wandb_epochs(records)]
+        steps = [
+            r["history"]["item"]["train/batch_loss"]
+            for r in records
+            if r["type"] == "history" and "train/batch_loss" in r["history"]["item"]
+        ]
+        return steps, [
+            {k: e[k] for k in ("train/loss", "train/acc", "val/loss", "val/acc")} for e in wandb_epochs(records)
+        ]
     keys = ("train/batch_loss", "train/loss", "train/acc", "val/loss", "val/acc")
     if script == "mlflow_tracking.py":  # asserts exactly one MLflow run
         series = {k: mlflow_series(str(out), k) for k in keys}
@@ -44,7 +83,7 @@ def recorded(script, out):
         series = {k: neptune_series(ops, k) for k in keys}
     steps = [v for _, v in series.pop("train/batch_loss")]
     series = {k: [v for _, v in points] for k, points in series.items()}
-    return steps, [dict(zip(series, values)) for values in zip(*series.values())]
+    return steps, [dict(zip(series, values, strict=True)) for values in zip(*series.values(), strict=True)]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -59,7 +98,7 @@ def test_two_processes_record_one_run_that_matches_one_process(script, tmp_path)
     assert len(steps2) == len(steps1) == 2 * 8  # 922 training images / 128: 8 global steps an epoch
     assert steps2[:4] == pytest.approx(steps1[:4], rel=1e-3)
     assert len(epochs2) == len(epochs1) == 2
-    for a, b in zip(epochs1, epochs2):
+    for a, b in zip(epochs1, epochs2, strict=True):
         # whole-epoch values: counted over both processes' shards, not one (which would halve train/acc)
         assert b["train/acc"] == pytest.approx(a["train/acc"], abs=0.05)
         assert b["val/acc"] == pytest.approx(a["val/acc"], abs=0.05)
@@ -70,9 +109,25 @@ def test_two_processes_record_one_run_that_matches_one_process(script, tmp_path)
 
 def test_a_bad_token_ends_every_process_before_training(tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = subprocess.run([*launcher, "neptune_integration.py", *ARGS, "--mode", "online", "--project", "ws/proj",
-                             "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            stdin=subprocess.DEVNULL, env=clean_env(tmp_path, NEPTUNE_API_TOKEN="not-a-token"))
+    result = subprocess.run(
+        [
+            *launcher,
+            "neptune_integration.py",
+            *ARGS,
+            "--mode",
+            "online",
+            "--project",
+            "ws/proj",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(tmp_path, NEPTUNE_API_TOKEN="not-a-token"),
+    )
     assert result.returncode != 0 and 'neptune_integration.py", line' not in result.stderr  # torchrun's report only
     assert result.stderr.count("error: Neptune could not open the run") == 1  # rank 0 says it, once
     assert "epoch 1/" not in result.stdout

@@ -1,5 +1,6 @@
 """A signal and a kill -9 at every phase of a run, each followed by --resume, for every script:
 the tracker's record ends with each step and epoch exactly once (tests/faults.py injects them)."""
+
 import glob
 import json
 import os
@@ -8,7 +9,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, SCRIPTS, clean_env, run_script
 from test_resume import CHAIN_ARGS, TOKENS, record
 
@@ -16,11 +16,25 @@ from test_resume import CHAIN_ARGS, TOKENS, record
 # gets a kill -9, and a signal where one stops the run there; a kill -9 comes after a resume state
 # exists, so its segment is a resumed one. The run goes on with --resume after each link; the last link ends it. final.pt is
 # written once, never again: its write meets one fault, a kill -9 with the file half written.
-CHAIN = [("start", "INT", 130), ("start", "KILL", -9), ("dataset", "INT", 130), ("dataset", "KILL", -9),
-         ("version:1", "KILL", -9), ("state:1", "KILL", -9), ("step:6", "INT", 130), ("step:7", "KILL", -9),
-         ("epoch:2", "INT", 130), ("epoch:3", "KILL", -9), ("state:3", "KILL", -9), ("checkpoint", "KILL", -9),
-         ("test", "INT", 130), ("test", "KILL", -9), ("version:final", "KILL", -9), ("finish", "KILL", -9),
-         ("finish", "INT", 0)]
+CHAIN = [
+    ("start", "INT", 130),
+    ("start", "KILL", -9),
+    ("dataset", "INT", 130),
+    ("dataset", "KILL", -9),
+    ("version:1", "KILL", -9),
+    ("state:1", "KILL", -9),
+    ("step:6", "INT", 130),
+    ("step:7", "KILL", -9),
+    ("epoch:2", "INT", 130),
+    ("epoch:3", "KILL", -9),
+    ("state:3", "KILL", -9),
+    ("checkpoint", "KILL", -9),
+    ("test", "INT", 130),
+    ("test", "KILL", -9),
+    ("version:final", "KILL", -9),
+    ("finish", "KILL", -9),
+    ("finish", "INT", 0),
+]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -35,9 +49,15 @@ def test_a_fault_at_every_phase_then_resume_records_each_epoch_once(script, tmp_
     out = tmp_path / "D"
     for i, (phase, sig, code) in enumerate(CHAIN):
         argv = [*CHAIN_ARGS, "--out-dir", out, *(["--resume"] if i else [])]
-        faulty = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "faults.py"), phase, sig, script,
-                                 *map(str, argv)], cwd=ROOT, env=clean_env(tmp_path, **TOKENS), capture_output=True,
-                                text=True, timeout=300, stdin=subprocess.DEVNULL)
+        faulty = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "tests", "faults.py"), phase, sig, script, *map(str, argv)],
+            cwd=ROOT,
+            env=clean_env(tmp_path, **TOKENS),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
         assert faulty.returncode == code, (phase, sig, faulty.stdout[-1500:], faulty.stderr[-3000:])
         assert "Traceback" not in faulty.stderr, (phase, sig, faulty.stderr[-3000:])
     again = run_script(script, [*CHAIN_ARGS, "--out-dir", out, "--resume"], tmp_path, **TOKENS)
@@ -50,8 +70,24 @@ def test_a_fault_at_every_phase_then_resume_records_each_epoch_once(script, tmp_
 
 # The reproduction of a kill -9 soon after a resume-state write, at the default interval (the first
 # epoch's end, then at most a minute apart): what a client had buffered is lost, the state is kept.
-TIMED_ARGS = ["--mode", "offline", "--dataset", "synthetic", "--train-size", 1024, "--epochs", 5,
-              "--batch-size", 128, "--seed", 5, "--device", "cpu", "--log-every", 2]
+TIMED_ARGS = [
+    "--mode",
+    "offline",
+    "--dataset",
+    "synthetic",
+    "--train-size",
+    1024,
+    "--epochs",
+    5,
+    "--batch-size",
+    128,
+    "--seed",
+    5,
+    "--device",
+    "cpu",
+    "--log-every",
+    2,
+]
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +123,21 @@ def test_kill_9_seconds_after_a_resume_state_write_at_the_default_interval(scrip
     for i, delay in enumerate((1, 3, 5)):
         states = glob.glob(str(out / "*" / "resume.pt"))
         before = state_id(states[0]) if states else None
-        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, script), *map(str, TIMED_ARGS), "--out-dir", out,
-                                 *(["--resume"] if i else [])], cwd=ROOT, env=clean_env(tmp_path, **TOKENS),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(ROOT, script),
+                *map(str, TIMED_ARGS),
+                "--out-dir",
+                out,
+                *(["--resume"] if i else []),
+            ],
+            cwd=ROOT,
+            env=clean_env(tmp_path, **TOKENS),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
             states = glob.glob(str(out / "*" / "resume.pt"))

@@ -1,6 +1,7 @@
 """Real MLflow runs read back with MlflowClient: offline from the local SQLite store, online from
 real `mlflow server`s (one with basic auth); an interrupted run resumes as the same MLflow run;
 a wrong password, no credentials, a closed port or a web server that is not MLflow end in one line."""
+
 import contextlib
 import json
 import os
@@ -12,21 +13,24 @@ import time
 import urllib.request
 
 import pytest
+from conftest import NEPTUNE_TOKEN, answer_prompt, files_containing, neptune_ops, neptune_series, quick_args, run_script
+from test_cli import assert_one_line_error
+from test_resume import args as resume_args
+from test_resume import interrupt_in_epoch_2
 
 import alexnet
 import mlflow_tracking
 import wandb_setup_script
-from conftest import (NEPTUNE_TOKEN, answer_prompt, files_containing, neptune_ops, neptune_series, quick_args,
-                      run_script)
-from test_cli import assert_one_line_error
-from test_resume import args as resume_args, interrupt_in_epoch_2
 
 EPOCH_KEYS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_time_s", "throughput_img_s"]
 ADMIN, PASSWORD = "admin", "correct-horse-battery-staple"
 # Servers reached directly (the runs' environment routes everything else to a dead proxy); system
 # metrics every second, so even a short run has them.
-LOCAL = {"no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost",
-         "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
+LOCAL = {
+    "no_proxy": "127.0.0.1,localhost",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1",
+}
 MLFLOW = os.path.join(os.path.dirname(sys.executable), "mlflow")
 
 
@@ -40,8 +44,14 @@ def start(command, folder, **env):
     """A server in its own process group (so all its workers stop together), logging to folder/log."""
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "log"), "w") as log:
-        return subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "HOME": str(folder), **env})
+        return subprocess.Popen(
+            command,
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "HOME": str(folder), **env},
+        )
 
 
 def wait_until_up(proc, url, timeout=180):
@@ -70,19 +80,44 @@ def servers(tmp_path_factory):
     """Two real MLflow servers started side by side: one open, one with basic auth."""
     folder = tmp_path_factory.mktemp("servers")
     # auth_cache_ttl_seconds: a checked password is remembered, not hashed again (PBKDF2) on every request
-    (folder / "auth.ini").write_text(f"[mlflow]\ndefault_permission = READ\nadmin_username = {ADMIN}\n"
-                                     f"admin_password = {PASSWORD}\ndatabase_uri = sqlite:///{folder}/users.sqlite\n"
-                                     "auth_cache_ttl_seconds = 300\n")
+    (folder / "auth.ini").write_text(
+        f"[mlflow]\ndefault_permission = READ\nadmin_username = {ADMIN}\n"
+        f"admin_password = {PASSWORD}\ndatabase_uri = sqlite:///{folder}/users.sqlite\n"
+        "auth_cache_ttl_seconds = 300\n"
+    )
     ports, procs = {"plain": free_port(), "auth": free_port()}, {}
     try:
-        for kind, extra, env in (("plain", [], {}),
-                                 ("auth", ["--app-name", "basic-auth"],
-                                  {"MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"),
-                                   "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-secret"})):
-            procs[kind] = start([MLFLOW, "server", "--host", "127.0.0.1", "--port", str(ports[kind]), "--workers", "1",
-                                 "--backend-store-uri", f"sqlite:///{folder}/{kind}/db.sqlite",
-                                 "--artifacts-destination", str(folder / kind / "artifacts"), *extra],
-                                folder / kind, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **env)  # no job runners
+        for kind, extra, env in (
+            ("plain", [], {}),
+            (
+                "auth",
+                ["--app-name", "basic-auth"],
+                {
+                    "MLFLOW_AUTH_CONFIG_PATH": str(folder / "auth.ini"),
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-secret",
+                },
+            ),
+        ):
+            procs[kind] = start(
+                [
+                    MLFLOW,
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ports[kind]),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{folder}/{kind}/db.sqlite",
+                    "--artifacts-destination",
+                    str(folder / kind / "artifacts"),
+                    *extra,
+                ],
+                folder / kind,
+                MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+                **env,
+            )  # no job runners
         for kind, proc in procs.items():
             wait_until_up(proc, f"http://127.0.0.1:{ports[kind]}/health")
         yield {kind: f"http://127.0.0.1:{port}" for kind, port in ports.items()}
@@ -99,6 +134,7 @@ def our_run_id(out):
 def read_back(uri, out):
     """The MLflow record of the run in `out` (the only MLflow run with its run id), and a client on the store."""
     from mlflow import MlflowClient  # here: the pytest process imports mlflow only under a running test
+
     client = MlflowClient(uri, uri)
     experiment = client.get_experiment_by_name("alexnet-cifar10")
     [run] = client.search_runs([experiment.experiment_id], f"tags.run_id = '{our_run_id(out)}'")
@@ -128,17 +164,32 @@ def offline_run(cifar_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     result = run_script("mlflow_tracking.py", quick_args(cifar_dir, out, epochs=3), home, **LOCAL)
     assert result.returncode == 0, result.stderr[-3000:]
-    return dict(result=result, home=home, out=out, history=engine_history(out),
-                **read_back(f"sqlite:///{out}/mlflow.db", out))
+    return dict(
+        result=result, home=home, out=out, history=engine_history(out), **read_back(f"sqlite:///{out}/mlflow.db", out)
+    )
 
 
 @pytest.fixture(scope="module")
 def online_run(cifar_dir, servers, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     out = tmp_path_factory.mktemp("runs")
-    result = run_script("mlflow_tracking.py", ["--mode", "online", *quick_args(cifar_dir, out, epochs=3)[2:],
-                                               "--name", "online-run", "--tags", "smoke", "--notes", "a note"],
-                        home, MLFLOW_TRACKING_URI=servers["plain"], **LOCAL)
+    result = run_script(
+        "mlflow_tracking.py",
+        [
+            "--mode",
+            "online",
+            *quick_args(cifar_dir, out, epochs=3)[2:],
+            "--name",
+            "online-run",
+            "--tags",
+            "smoke",
+            "--notes",
+            "a note",
+        ],
+        home,
+        MLFLOW_TRACKING_URI=servers["plain"],
+        **LOCAL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(result=result, home=home, out=out, history=engine_history(out), **read_back(servers["plain"], out))
 
@@ -160,8 +211,18 @@ def test_every_epoch_and_step_equals_the_engine_history(which, request):
 def test_params_dataset_and_run_state(which, request):
     record = request.getfixturevalue(which)
     run, cfg = record["run"], record["history"]["config"]
-    for key in ("epochs", "batch_size", "lr", "optimizer", "seed", "log_every", "recipe", "model_params",
-                "dataset_version", "torch_version"):
+    for key in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "optimizer",
+        "seed",
+        "log_every",
+        "recipe",
+        "model_params",
+        "dataset_version",
+        "torch_version",
+    ):
         assert run.data.params[key] == str(cfg[key]), key
     assert run.data.params["tags"] == str(cfg["tags"])
     [dataset_input] = run.inputs.dataset_inputs
@@ -239,13 +300,30 @@ def test_interrupt_then_resume_continues_the_same_mlflow_run(tmp_path):
 
 def online(tmp_path):
     """Flags of a run that never trains: each stops where the tracker opens."""
-    return ["--mode", "online", "--dataset", "synthetic", "--train-size", 128, "--device", "cpu",
-            "--out-dir", tmp_path / "runs"]
+    return [
+        "--mode",
+        "online",
+        "--dataset",
+        "synthetic",
+        "--train-size",
+        128,
+        "--device",
+        "cpu",
+        "--out-dir",
+        tmp_path / "runs",
+    ]
 
 
 def test_prompt_hides_the_password_and_a_wrong_one_is_one_line(servers, tmp_path):
-    code, text, _ = answer_prompt(["mlflow_tracking.py", *online(tmp_path)], tmp_path, "MLflow username", ADMIN,
-                                  more=[("password", "not-the-password")], MLFLOW_TRACKING_URI=servers["auth"], **LOCAL)
+    code, text, _ = answer_prompt(
+        ["mlflow_tracking.py", *online(tmp_path)],
+        tmp_path,
+        "MLflow username",
+        ADMIN,
+        more=[("password", "not-the-password")],
+        MLFLOW_TRACKING_URI=servers["auth"],
+        **LOCAL,
+    )
     assert "not-the-password" not in text  # not echoed, not printed back
     assert code == 2 and "Traceback" not in text
     assert "rejected the credentials" in text and "--mode offline" in text
@@ -253,9 +331,15 @@ def test_prompt_hides_the_password_and_a_wrong_one_is_one_line(servers, tmp_path
 
 def test_right_password_records_the_run_and_is_never_stored(servers, cifar_dir, tmp_path, monkeypatch):
     out = tmp_path / "runs"
-    result = run_script("mlflow_tracking.py", ["--mode", "online", *quick_args(cifar_dir, out, epochs=1)[2:]], tmp_path,
-                        MLFLOW_TRACKING_URI=servers["auth"], MLFLOW_TRACKING_USERNAME=ADMIN,
-                        MLFLOW_TRACKING_PASSWORD=PASSWORD, **LOCAL)
+    result = run_script(
+        "mlflow_tracking.py",
+        ["--mode", "online", *quick_args(cifar_dir, out, epochs=1)[2:]],
+        tmp_path,
+        MLFLOW_TRACKING_URI=servers["auth"],
+        MLFLOW_TRACKING_USERNAME=ADMIN,
+        MLFLOW_TRACKING_PASSWORD=PASSWORD,
+        **LOCAL,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
@@ -277,8 +361,9 @@ def test_no_tracking_uri(tmp_path):
 
 def test_unreachable_server_answers_fast(tmp_path):
     started = time.time()
-    result = run_script("mlflow_tracking.py", online(tmp_path), tmp_path,
-                        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}", **LOCAL)
+    result = run_script(
+        "mlflow_tracking.py", online(tmp_path), tmp_path, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}", **LOCAL
+    )
     assert_one_line_error(result, 2, "cannot reach", "Connection refused")
     assert time.time() - started < 60
 
@@ -288,8 +373,9 @@ def test_a_web_server_that_is_not_mlflow(tmp_path):
     proc = start([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)], tmp_path / "web")
     try:
         wait_until_up(proc, f"http://127.0.0.1:{port}/")
-        result = run_script("mlflow_tracking.py", online(tmp_path), tmp_path,
-                            MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}", **LOCAL)
+        result = run_script(
+            "mlflow_tracking.py", online(tmp_path), tmp_path, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}", **LOCAL
+        )
     finally:
         stop(proc)
     assert_one_line_error(result, 2, "does not answer as an MLflow tracking server", "HTTP 404")
@@ -305,8 +391,12 @@ def test_same_flags_as_the_other_scripts(capsys):
 
 
 def test_mlflow_and_neptune_record_the_same_epochs_on_the_same_seed(offline_run, cifar_dir, tmp_path):
-    result = run_script("neptune_integration.py", quick_args(cifar_dir, tmp_path / "runs", epochs=3), tmp_path,
-                        NEPTUNE_API_TOKEN=NEPTUNE_TOKEN)
+    result = run_script(
+        "neptune_integration.py",
+        quick_args(cifar_dir, tmp_path / "runs", epochs=3),
+        tmp_path,
+        NEPTUNE_API_TOKEN=NEPTUNE_TOKEN,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     ops = neptune_ops(str(tmp_path / "runs"))
     for key in ("val/acc", "train/loss"):

@@ -1,4 +1,6 @@
 """AlexNet matches the study's architecture and initialization; checkpoints round-trip."""
+
+import itertools
 import math
 
 import torch
@@ -17,9 +19,12 @@ def test_parameter_count_and_output_shape():
 def test_layers_are_the_studys():
     convs = [m for m in alexnet.AlexNet().features if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
-        (3, 64, (3, 3), (2, 2), (1, 1)), (64, 192, (3, 3), (1, 1), (1, 1)),
-        (192, 384, (3, 3), (1, 1), (1, 1)), (384, 256, (3, 3), (1, 1), (1, 1)),
-        (256, 256, (3, 3), (1, 1), (1, 1))]
+        (3, 64, (3, 3), (2, 2), (1, 1)),
+        (64, 192, (3, 3), (1, 1), (1, 1)),
+        (192, 384, (3, 3), (1, 1), (1, 1)),
+        (384, 256, (3, 3), (1, 1), (1, 1)),
+        (256, 256, (3, 3), (1, 1), (1, 1)),
+    ]
     linears = [m for m in alexnet.AlexNet().classifier if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(1024, 4096), (4096, 4096), (4096, 10)]
 
@@ -54,15 +59,24 @@ def test_checkpoint_round_trip(tmp_path):
 def test_lr_schedule_warms_up_then_decays_to_zero():
     f = [alexnet.lr_factor(s, 100, 10, "cosine") for s in range(100)]
     assert f[0] == 0.1 and f[9] == 1.0
-    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    assert all(a >= b for a, b in itertools.pairwise(f[9:]))
     assert f[-1] < 0.001
     assert all(alexnet.lr_factor(s, 100, 0, "constant") == 1.0 for s in range(100))
 
 
 def test_study_recipe_is_exact():
     assert alexnet.RECIPES["study"] == dict(
-        optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=256, epochs=25, seed=1234, val_fraction=0.1,
-        warmup_epochs=0.0, schedule="constant", label_smoothing=0.0)
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        batch_size=256,
+        epochs=25,
+        seed=1234,
+        val_fraction=0.1,
+        warmup_epochs=0.0,
+        schedule="constant",
+        label_smoothing=0.0,
+    )
 
 
 def test_optimizers_follow_the_config():
@@ -72,7 +86,9 @@ def test_optimizers_follow_the_config():
     assert type(sgd) is torch.optim.SGD
     group = sgd.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.05, 0.9, True, 5e-4)
-    adamw = alexnet.make_optimizer(params, dict(cfg, optimizer="adamw", lr=1e-3, weight_decay=0.05), torch.device("cpu"))
+    adamw = alexnet.make_optimizer(
+        params, dict(cfg, optimizer="adamw", lr=1e-3, weight_decay=0.05), torch.device("cpu")
+    )
     assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.05
     study = alexnet.make_optimizer(params, alexnet.RECIPES["study"], torch.device("cpu"))
     assert type(study) is torch.optim.Adam and study.param_groups[0]["weight_decay"] == 0

@@ -5,6 +5,7 @@ On a CPU the three scripts record the same metrics on the same flags and seed, s
 exported to W&B must equal the W&B script's own run of those flags, value for value.
 CIFAR10_DIR=<a CIFAR-10 copy> runs the same checks on real data (README: the shared copy).
 """
+
 import glob
 import hashlib
 import json
@@ -15,7 +16,6 @@ import subprocess
 import sys
 
 import pytest
-
 import records
 from conftest import LEARNS_QUICKLY, NEPTUNE_TOKEN, ROOT, WANDB_KEY, clean_env, mlflow_record, run_script
 
@@ -30,14 +30,44 @@ def job_args(data_dir, out, extra=()):
         sizes = ["--train-size", 2048, "--batch-size", 128, "--log-every", 4]
     else:
         sizes = ["--batch-size", 64, "--log-every", 2, *LEARNS_QUICKLY]
-    return ["--mode", "offline", "--data-dir", os.environ.get("CIFAR10_DIR", data_dir), "--skip-checksum",
-            "--epochs", 2, "--seed", 5, "--device", "cpu", "--out-dir", out, *sizes, *extra]
+    return [
+        "--mode",
+        "offline",
+        "--data-dir",
+        os.environ.get("CIFAR10_DIR", data_dir),
+        "--skip-checksum",
+        "--epochs",
+        2,
+        "--seed",
+        5,
+        "--device",
+        "cpu",
+        "--out-dir",
+        out,
+        *sizes,
+        *extra,
+    ]
 
 
 def export(source, target, out, home, *extra):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "neptune_export.py"), str(source), "--to", target,
-                             "--out-dir", str(out), *extra], cwd=ROOT, env=clean_env(home), capture_output=True,
-                            text=True, timeout=300, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "neptune_export.py"),
+            str(source),
+            "--to",
+            target,
+            "--out-dir",
+            str(out),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=clean_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     return result
 
@@ -46,8 +76,11 @@ def export(source, target, out, home, *extra):
 def native(cifar_dir, tmp_path_factory):
     """The same job through each script: the Neptune run to export and the runs to compare with."""
     root = tmp_path_factory.mktemp("native")
-    for script, name in (("neptune_integration.py", "neptune"), ("wandb_setup_script.py", "wandb"),
-                         ("mlflow_tracking.py", "mlflow")):
+    for script, name in (
+        ("neptune_integration.py", "neptune"),
+        ("wandb_setup_script.py", "wandb"),
+        ("mlflow_tracking.py", "mlflow"),
+    ):
         result = run_script(script, job_args(cifar_dir, root / name), root, **TOKENS)
         assert result.returncode == 0, result.stderr[-2000:]
     return root
@@ -71,8 +104,10 @@ def wandb_view(out_dir):
             axis[r["metric"].get("name") or r["metric"].get("glob_name")] = r["metric"]["step_metric"]
 
     def step_of(key):  # a series with no step metric of its own is an axis ("epoch")
-        return next((a for pattern, a in axis.items() if re.fullmatch(re.escape(pattern).replace(r"\*", ".*"), key)),
-                    key)
+        return next(
+            (a for pattern, a in axis.items() if re.fullmatch(re.escape(pattern).replace(r"\*", ".*"), key)), key
+        )
+
     series = {}
     for r in rs:
         if r["type"] == "history":
@@ -82,8 +117,11 @@ def wandb_view(out_dir):
                     series.setdefault(key, []).append((item[step_of(key)], item[key]))
     summary = json.loads(records.leet("--summary", records.wandb_logs(str(out_dir))[-1]))["summary"]
     artifacts = [r["artifact"] for r in rs if r["type"] == "artifact"]
-    models = [(json.loads(a["metadata"]), {x for x in a["aliases"] if not x.startswith("epoch-")})
-              for a in artifacts if a["type"] == "model"]
+    models = [
+        (json.loads(a["metadata"]), {x for x in a["aliases"] if not x.startswith("epoch-")})
+        for a in artifacts
+        if a["type"] == "model"
+    ]
     return series, summary, models, [a for a in artifacts if a["type"] == "dataset"]
 
 
@@ -151,9 +189,21 @@ def test_a_neptune_run_exported_to_mlflow_equals_the_native_mlflow_run(native, t
 
 def test_an_interrupted_and_resumed_run_exports_as_one_run(native, cifar_dir, tmp_path):
     out = tmp_path / "neptune"
-    stopped = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "faults.py"), "epoch:1", "INT",
-                              "neptune_integration.py", *map(str, job_args(cifar_dir, out))], cwd=ROOT,
-                             env=clean_env(tmp_path, **TOKENS), capture_output=True, text=True, timeout=300)
+    stopped = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tests", "faults.py"),
+            "epoch:1",
+            "INT",
+            "neptune_integration.py",
+            *map(str, job_args(cifar_dir, out)),
+        ],
+        cwd=ROOT,
+        env=clean_env(tmp_path, **TOKENS),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     resumed = run_script("neptune_integration.py", job_args(cifar_dir, out, ["--resume"]), tmp_path, **TOKENS)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -222,20 +272,26 @@ def test_field_types_beyond_our_scripts_land_or_are_reported(tmp_path):
     source = tmp_path / "source"
     source.mkdir()
     env = clean_env(tmp_path, NEPTUNE_DATA_DIRECTORY=str(source / ".neptune"))
-    made = subprocess.run([sys.executable, "-c", FOREIGN_RUN, str(source)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    made = subprocess.run(
+        [sys.executable, "-c", FOREIGN_RUN, str(source)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert made.returncode == 0, made.stderr[-2000:]
     before = tree_digest(source)
     ops = sum(1 for log in glob.glob(str(source / ".neptune" / "offline" / "*" / "data-*.log")) for _ in open(log))
     result = export(source, "wandb", tmp_path / "export", tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
-    assert f"read {ops} operations in 2 queue(s) (2 run(s)): {ops - 1} applied, 1 skipped" in result.stdout, result.stdout
+    assert f"read {ops} operations in 2 queue(s) (2 run(s)): {ops - 1} applied, 1 skipped" in result.stdout, (
+        result.stdout
+    )
     assert "skipped: CopyAttribute x 1 (copies a field of another Neptune run" in result.stdout
     assert "deleted in Neptune before the export (not moved): doomed" in result.stdout
     strict = export(source, "wandb", tmp_path / "strict", tmp_path, "--strict")
     assert strict.returncode == 1 and "--strict" in strict.stderr
-    [log] = [log for log in records.wandb_logs(str(tmp_path / "export"))
-             if any(r["type"] == "run" and r["run"]["display_name"] == "foreign" for r in records.leet_records(log))]
+    [log] = [
+        log
+        for log in records.wandb_logs(str(tmp_path / "export"))
+        if any(r["type"] == "run" and r["run"]["display_name"] == "foreign" for r in records.leet_records(log))
+    ]
     rs = records.leet_records(log)
     [run] = [r["run"] for r in rs if r["type"] == "run"]
     config = run["config"]["update"]
@@ -246,13 +302,19 @@ def test_field_types_beyond_our_scripts_land_or_are_reported(tmp_path):
     assert summary["config/nested/label"] == "wide" and "doomed" not in summary
     assert config["labels"] == ["red"]
     items = [r["history"]["item"] for r in rs if r["type"] == "history"]
-    assert [(i["metrics/no_steps_step"], i["metrics/no_steps"]) for i in items if "metrics/no_steps" in i] == \
-        [(0, 1.5), (1, 2.5)]  # no step given: 0, 1, ... as Neptune's server counts
+    assert [(i["metrics/no_steps_step"], i["metrics/no_steps"]) for i in items if "metrics/no_steps" in i] == [
+        (0, 1.5),
+        (1, 2.5),
+    ]  # no step given: 0, 1, ... as Neptune's server counts
     assert [(i["metrics/stepped_step"], i["metrics/stepped"]) for i in items if "metrics/stepped" in i] == [(10, 7.0)]
     assert [i["images.caption"] for i in items if "images_step" in i] == ["red square - a test image"]
     saved = {f["path"] for r in rs if r["type"] == "files" for f in r["files"]["files"]}
-    assert {"neptune/logs/text.txt", "neptune/files/notes.txt", "neptune/files/content.txt",
-            "neptune/files/set/notes.txt"} <= saved, saved
+    assert {
+        "neptune/logs/text.txt",
+        "neptune/files/notes.txt",
+        "neptune/files/content.txt",
+        "neptune/files/set/notes.txt",
+    } <= saved, saved
     [dataset] = [r["artifact"] for r in rs if r["type"] == "artifact" and r["artifact"]["type"] == "dataset"]
     assert [e["ref"] for e in dataset["manifest"]["contents"]] == [f"file://{source}/tracked.csv"]
     assert tree_digest(source) == before
@@ -282,8 +344,9 @@ for name in ("first", "second"):
 def two_runs(tmp_path_factory):
     source = tmp_path_factory.mktemp("two-runs")
     env = clean_env(source, NEPTUNE_DATA_DIRECTORY=str(source / ".neptune"))
-    made = subprocess.run([sys.executable, "-c", TWO_RUNS, str(source)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    made = subprocess.run(
+        [sys.executable, "-c", TWO_RUNS, str(source)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert made.returncode == 0, made.stderr[-2000:]
     return source
 
@@ -302,11 +365,16 @@ def queue_of(source, name):
 def exported_runs(out):
     """{run_id tag: {metric: [(step, value)]}} of every whole export in the MLflow store under `out`."""
     from mlflow import MlflowClient
+
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    return {r.data.tags["run_id"]: {k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)]
-                                    for k in r.data.metrics}
-            for r in runs if "neptune.export_key" in r.data.tags}
+    return {
+        r.data.tags["run_id"]: {
+            k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)] for k in r.data.metrics
+        }
+        for r in runs
+        if "neptune.export_key" in r.data.tags
+    }
 
 
 def damage_metadata(queue, log):
@@ -347,7 +415,7 @@ def test_a_bad_input_is_one_line_and_the_rest_is_exported(damage, two_runs, tmp_
     result = export(source, "mlflow", tmp_path / "out", tmp_path)
     errors = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(errors) == len(said), result.stderr
-    for line, want in zip(errors, said):
+    for line, want in zip(errors, said, strict=True):
         assert line.startswith("error: ") and want in line, (line, want)
     assert "each named below; the rest was exported" in result.stdout, result.stdout
     runs = exported_runs(tmp_path / "out")
@@ -366,6 +434,7 @@ def test_a_name_mlflow_rejects_is_moved_under_a_name_it_takes_and_said(two_runs,
 
 def test_two_exports_into_one_folder_the_second_is_refused(two_runs, tmp_path):
     import durable
+
     out = tmp_path / "out"
     held = durable.FolderLock(str(out), "the export folder")  # an export in progress: this process
     result = export(two_runs, "mlflow", out, tmp_path)
@@ -390,8 +459,9 @@ def test_a_full_disk_is_one_line_a_run_and_a_second_try_completes(to, free_kb, t
         filler.write_bytes(b"\0" * ((4096 - free_kb) << 10))
         full = export(two_runs, to, mount / "out", tmp_path)
         errors = full.stderr.strip().splitlines()
-        assert full.returncode != 0 and errors and all(e.startswith("error: ") for e in errors), \
+        assert full.returncode != 0 and errors and all(e.startswith("error: ") for e in errors), (
             full.stdout + full.stderr
+        )
         assert "No space left on device" in full.stderr or "disk is full" in full.stderr, full.stderr
         filler.unlink()
         subprocess.run(["mount", "-o", "remount,size=200m", str(mount)], check=True)  # room made

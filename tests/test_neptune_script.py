@@ -1,13 +1,25 @@
 """A real offline Neptune run, read back from its operation log (JSON lines under .neptune/)."""
+
 import hashlib
 import json
 import os
 
 import pytest
+from conftest import (
+    NEPTUNE_TOKEN,
+    WANDB_KEY,
+    answer_prompt,
+    files_containing,
+    neptune_assigned,
+    neptune_ops,
+    neptune_series,
+    quick_args,
+    run_script,
+    wandb_epochs,
+    wandb_records,
+)
 
 import alexnet
-from conftest import (NEPTUNE_TOKEN, WANDB_KEY, answer_prompt, files_containing, neptune_assigned,
-                      neptune_ops, neptune_series, quick_args, run_script, wandb_epochs, wandb_records)
 
 EPOCH_KEYS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_time_s", "throughput_img_s"]
 
@@ -16,8 +28,9 @@ EPOCH_KEYS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr", "
 def offline_run(cifar_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     out = tmp_path_factory.mktemp("runs")
-    result = run_script("neptune_integration.py", quick_args(cifar_dir, out, epochs=3), home,
-                        NEPTUNE_API_TOKEN=NEPTUNE_TOKEN)
+    result = run_script(
+        "neptune_integration.py", quick_args(cifar_dir, out, epochs=3), home, NEPTUNE_API_TOKEN=NEPTUNE_TOKEN
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [run_dir] = [d for d in os.listdir(out) if d[0].isdigit()]
     with open(out / run_dir / "history.json") as f:
@@ -28,8 +41,9 @@ def offline_run(cifar_dir, tmp_path_factory):
 def test_every_epoch_equals_the_engine_history(offline_run):
     engine = offline_run["history"]["epochs"]
     for key in EPOCH_KEYS:
-        assert neptune_series(offline_run["ops"], key) == [(e["epoch"], pytest.approx(e[key], rel=1e-12))
-                                                          for e in engine], key
+        assert neptune_series(offline_run["ops"], key) == [
+            (e["epoch"], pytest.approx(e[key], rel=1e-12)) for e in engine
+        ], key
     steps = neptune_series(offline_run["ops"], "train/batch_loss")
     assert [s for s, _ in steps] == [1, *range(2, 3 * 6 + 1, 2)]
 
@@ -44,15 +58,19 @@ def test_parameters_dataset_and_model_info(offline_run):
     tracked = [op for op in ops if op["type"] == "TrackFilesToArtifact"]
     assert {"/".join(op["path"]) for op in tracked} == {"dataset/files"}
     assert sorted(os.path.basename(path) for op in tracked for path, _ in op["entries"]) == sorted(
-        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"])
+        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    )
     uploads = {"/".join(op["path"]): op for op in ops if op["type"] == "UploadFile"}
     assert uploads["model/architecture"]["file_path"].endswith("architecture.txt")
 
 
 def test_checkpoint_versions_are_distinct_files_that_later_ones_leave_alone(offline_run):
     ops = offline_run["ops"]
-    versions = {"/".join(op["path"]): op["file_path"] for op in ops
-                if op["type"] == "UploadFile" and op["path"][:2] == ["model", "checkpoints"]}
+    versions = {
+        "/".join(op["path"]): op["file_path"]
+        for op in ops
+        if op["type"] == "UploadFile" and op["path"][:2] == ["model", "checkpoints"]
+    }
     assert "model/checkpoints/final" in versions and len(versions) >= 3
     assert len(set(versions.values())) == len(versions)
     digests = set()
@@ -88,9 +106,22 @@ def test_token_never_stored_and_home_untouched(offline_run):
 
 
 def test_prompt_on_a_terminal_hides_the_token(tmp_path):
-    code, text, _ = answer_prompt(["neptune_integration.py", "--mode", "online", "--project", "ws/proj",
-                                   "--dataset", "synthetic", "--out-dir", tmp_path / "runs"], tmp_path,
-                                  "API token", NEPTUNE_TOKEN)
+    code, text, _ = answer_prompt(
+        [
+            "neptune_integration.py",
+            "--mode",
+            "online",
+            "--project",
+            "ws/proj",
+            "--dataset",
+            "synthetic",
+            "--out-dir",
+            tmp_path / "runs",
+        ],
+        tmp_path,
+        "API token",
+        NEPTUNE_TOKEN,
+    )
     assert "Get your API token" in text
     assert NEPTUNE_TOKEN not in text
     assert code == 2 and "Traceback" not in text
@@ -98,11 +129,16 @@ def test_prompt_on_a_terminal_hides_the_token(tmp_path):
 
 
 def test_both_trackers_record_the_same_epochs_on_the_same_seed(offline_run, cifar_dir, tmp_path):
-    result = run_script("wandb_setup_script.py", quick_args(cifar_dir, tmp_path / "runs", epochs=3), tmp_path,
-                        WANDB_API_KEY=WANDB_KEY)
+    result = run_script(
+        "wandb_setup_script.py", quick_args(cifar_dir, tmp_path / "runs", epochs=3), tmp_path, WANDB_API_KEY=WANDB_KEY
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    wandb_vals = [(e["epoch"], e["val/acc"], e["train/loss"]) for e in wandb_epochs(wandb_records(str(tmp_path / "runs")))]
+    wandb_vals = [
+        (e["epoch"], e["val/acc"], e["train/loss"]) for e in wandb_epochs(wandb_records(str(tmp_path / "runs")))
+    ]
     ops = offline_run["ops"]
-    neptune_vals = [(s, v, loss) for (s, v), (_, loss) in
-                    zip(neptune_series(ops, "val/acc"), neptune_series(ops, "train/loss"))]
+    neptune_vals = [
+        (s, v, loss)
+        for (s, v), (_, loss) in zip(neptune_series(ops, "val/acc"), neptune_series(ops, "train/loss"), strict=True)
+    ]
     assert wandb_vals == neptune_vals

@@ -1,5 +1,6 @@
 """The committed report is what its committed evidence builds, its judgements follow the facts, and
 its curves come from the trackers' records."""
+
 import copy
 import json
 import os
@@ -10,7 +11,6 @@ import sys
 
 import pypdf
 import pytest
-
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "report"))
@@ -30,15 +30,24 @@ def pdf_text(path):
 
 @pytest.fixture(scope="module")
 def evidence():
-    return rubric.Evidence(records.read_all(EVIDENCE), probes.probe_all(),
-                           build.read_benchmark(os.path.join(EVIDENCE, "benchmark.json")), rubric.load_external())
+    return rubric.Evidence(
+        records.read_all(EVIDENCE),
+        probes.probe_all(),
+        build.read_benchmark(os.path.join(EVIDENCE, "benchmark.json")),
+        rubric.load_external(),
+    )
 
 
 def test_the_committed_pdf_is_what_the_committed_evidence_builds(tmp_path):
     """`make report` from report/evidence alone gives the committed PDF's text, word for word."""
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "report", "build.py"), "--pdf", str(tmp_path / "r.pdf")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "HOME": str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "report", "build.py"), "--pdf", str(tmp_path / "r.pdf")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rebuilt, committed = pdf_text(tmp_path / "r.pdf"), pdf_text(os.path.join(ROOT, "report", "report.pdf"))
     assert rebuilt == committed, "report/report.pdf is stale: run `make report` and commit it"
@@ -66,8 +75,9 @@ def test_a_changed_fact_changes_the_rating_and_the_matrix(evidence):
     _, rates2, cells2 = build.evaluate(no_viewer)
     assert rates2["Understandability"]["W&B"] == 2
     assert cells2["Viewer of the local record"]["W&B"] == rubric.NONE
-    assert {k: v for k, v in rates2.items() if k != "Understandability"} == \
-        {k: v for k, v in rates.items() if k != "Understandability"}
+    assert {k: v for k, v in rates2.items() if k != "Understandability"} == {
+        k: v for k, v in rates.items() if k != "Understandability"
+    }
     reopened = copy.deepcopy(evidence)
     reopened.external["hosted_service"]["Neptune"]["holds"] = True  # as if neptune.ai's app were open
     assert rates["Collaboration"]["Neptune"] == 2 and build.evaluate(reopened)[1]["Collaboration"]["Neptune"] == 3
@@ -77,12 +87,19 @@ def test_the_curves_come_from_the_trackers_records(tmp_path):
     copy_dir = tmp_path / "neptune"
     shutil.copytree(os.path.join(EVIDENCE, "neptune"), copy_dir)
     before = build.curve_data({"Neptune": records.read_neptune(str(copy_dir))})["Neptune"]["val/acc"]
-    [log] = [p for p in copy_dir.rglob("data-1.log")
-             if any('"val", "acc"' in line and '"step": 1,' in line for line in p.read_text().splitlines())]
+    [log] = [
+        p
+        for p in copy_dir.rglob("data-1.log")
+        if any('"val", "acc"' in line and '"step": 1,' in line for line in p.read_text().splitlines())
+    ]
     lines = []
     for line in log.read_text().splitlines():
         op = json.loads(line)
-        if op["obj"]["type"] == "LogFloats" and op["obj"]["path"] == ["val", "acc"] and op["obj"]["values"][0]["step"] == 1:
+        if (
+            op["obj"]["type"] == "LogFloats"
+            and op["obj"]["path"] == ["val", "acc"]
+            and op["obj"]["values"][0]["step"] == 1
+        ):
             op["obj"]["values"][0]["value"] = 0.123
         lines.append(json.dumps(op))
     log.write_text("\n".join(lines) + "\n")
@@ -93,9 +110,20 @@ def test_the_curves_come_from_the_trackers_records(tmp_path):
 def test_an_empty_or_partial_benchmark_is_refused_in_one_line(tmp_path):
     for content in ("", "a log line, then nothing\n", json.dumps({"hardware": {}}) + "\n"):
         (tmp_path / "bench.json").write_text(content)
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "report", "build.py"), "--bench",
-                                 str(tmp_path / "bench.json"), "--pdf", str(tmp_path / "r.pdf")], cwd=ROOT,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "report", "build.py"),
+                "--bench",
+                str(tmp_path / "bench.json"),
+                "--pdf",
+                str(tmp_path / "r.pdf"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert result.stderr.strip().startswith("error: ") and "make benchmark" in result.stderr
         assert not (tmp_path / "r.pdf").exists()
@@ -104,7 +132,9 @@ def test_an_empty_or_partial_benchmark_is_refused_in_one_line(tmp_path):
 def test_make_run_builds_its_own_report_and_leaves_the_committed_one():
     dry = subprocess.run(["make", "-n", "run", "OUT=somewhere"], cwd=ROOT, capture_output=True, text=True).stdout
     assert "--pdf somewhere/report.pdf" in dry and "report/report.pdf" not in dry
-    assert "report/report.pdf" in subprocess.run(["make", "-n", "report"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert (
+        "report/report.pdf" in subprocess.run(["make", "-n", "report"], cwd=ROOT, capture_output=True, text=True).stdout
+    )
 
 
 def test_the_tenth_criterion_comes_from_the_search_records_and_the_integration_probes(evidence):

@@ -1,5 +1,6 @@
 """Both scripts survive SIGINT, SIGTERM, NaN and faults, and `--resume` continues the same run
 exactly: each epoch recorded once, equal to an uninterrupted run's values."""
+
 import errno
 import glob
 import json
@@ -12,22 +13,54 @@ import subprocess
 import sys
 
 import pytest
+import records
 import torch
+from conftest import (
+    NEPTUNE_TOKEN,
+    ROOT,
+    SCRIPTS,
+    WANDB_KEY,
+    clean_env,
+    mlflow_record,
+    mlflow_series,
+    neptune_assigned,
+    neptune_ops,
+    neptune_series,
+    run_script,
+    wandb_epochs,
+    wandb_records,
+)
 
 import alexnet
 import data
-import records
 import tracking
-from conftest import (NEPTUNE_TOKEN, ROOT, SCRIPTS, WANDB_KEY, clean_env, mlflow_record, mlflow_series,
-                      neptune_assigned, neptune_ops, neptune_series, run_script, wandb_epochs, wandb_records)
 
 COMPARED = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr"]
 TOKENS = {"WANDB_API_KEY": WANDB_KEY, "NEPTUNE_API_TOKEN": NEPTUNE_TOKEN}
 
 
 def args(out, epochs=3, extra=()):
-    return ["--mode", "offline", "--dataset", "synthetic", "--train-size", 640, "--epochs", epochs,
-            "--batch-size", 64, "--seed", 5, "--device", "cpu", "--out-dir", out, "--log-every", 3, *extra]
+    return [
+        "--mode",
+        "offline",
+        "--dataset",
+        "synthetic",
+        "--train-size",
+        640,
+        "--epochs",
+        epochs,
+        "--batch-size",
+        64,
+        "--seed",
+        5,
+        "--device",
+        "cpu",
+        "--out-dir",
+        out,
+        "--log-every",
+        3,
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +75,16 @@ def uninterrupted(tmp_path_factory):
 
 def interrupt_in_epoch_2(script, out, signum, home):
     """Start the script, send `signum` to its process group once epoch 1 is logged, wait for it."""
-    proc = subprocess.Popen([sys.executable, script, *map(str, args(out))], cwd=ROOT, env=clean_env(home, **TOKENS),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # like a terminal's Ctrl-C: the whole group
+    proc = subprocess.Popen(
+        [sys.executable, script, *map(str, args(out))],
+        cwd=ROOT,
+        env=clean_env(home, **TOKENS),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # like a terminal's Ctrl-C: the whole group
     for line in proc.stdout:
         if line.startswith("epoch 1/3"):
             os.killpg(proc.pid, signum)
@@ -68,8 +108,9 @@ def recorded_test_acc(script, out, segments):
     if script == "wandb_setup_script.py":
         last = sorted(glob.glob(os.path.join(out, "wandb", "offline-run-*", "*.wandb")))[segments - 1]
         wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
-        state = subprocess.run([wandb_cli, "leet", "inspect", "--summary", "--json", last],
-                               capture_output=True, text=True, check=True)
+        state = subprocess.run(
+            [wandb_cli, "leet", "inspect", "--summary", "--json", last], capture_output=True, text=True, check=True
+        )
         return json.loads(state.stdout)["summary"]["test/acc"]
     return neptune_assigned(neptune_ops(str(out), segments), "test/acc")
 
@@ -95,8 +136,24 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(script, uninterrupted, 
         assert exits == [143, 0]
 
 
-CHAIN_ARGS = ["--mode", "offline", "--dataset", "synthetic", "--train-size", 284, "--epochs", 3, "--batch-size", 64,
-              "--seed", 5, "--device", "cpu", "--log-every", 1]
+CHAIN_ARGS = [
+    "--mode",
+    "offline",
+    "--dataset",
+    "synthetic",
+    "--train-size",
+    284,
+    "--epochs",
+    3,
+    "--batch-size",
+    64,
+    "--seed",
+    5,
+    "--device",
+    "cpu",
+    "--log-every",
+    1,
+]
 
 
 def record(script, out):
@@ -106,29 +163,58 @@ def record(script, out):
         rs = records.wandb_records(str(out))
         items = [r["history"]["item"] for r in rs if r["type"] == "history"]
         models = [r["artifact"]["aliases"] for r in rs if r["type"] == "artifact" and r["artifact"]["type"] == "model"]
-        test_acc = [r["summary"]["update"]["test/acc"] for r in rs
-                    if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {})]
-        return ([int(i["epoch"]) for i in items if "val/acc" in i],
-                [int(i["global_step"]) for i in items if "train/batch_loss" in i],
-                sum("final" in a for a in models), test_acc,
-                sorted(int(e[len("epoch-"):]) for a in models if "final" not in a for e in a if e.startswith("epoch-")))
+        test_acc = [
+            r["summary"]["update"]["test/acc"]
+            for r in rs
+            if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {})
+        ]
+        return (
+            [int(i["epoch"]) for i in items if "val/acc" in i],
+            [int(i["global_step"]) for i in items if "train/batch_loss" in i],
+            sum("final" in a for a in models),
+            test_acc,
+            sorted(int(e[len("epoch-") :]) for a in models if "final" not in a for e in a if e.startswith("epoch-")),
+        )
     if script == "mlflow_tracking.py":
         client, run = mlflow_record(out)
         tags = [v.tags for v in client.search_model_versions()]
-        return ([s for s, _ in mlflow_series(out, "val/acc")], [s for s, _ in mlflow_series(out, "train/batch_loss")],
-                sum("test_acc" in t for t in tags), [v for _, v in mlflow_series(out, "test/acc")],
-                sorted(int(t["epoch"]) for t in tags if "test_acc" not in t))
+        return (
+            [s for s, _ in mlflow_series(out, "val/acc")],
+            [s for s, _ in mlflow_series(out, "train/batch_loss")],
+            sum("test_acc" in t for t in tags),
+            [v for _, v in mlflow_series(out, "test/acc")],
+            sorted(int(t["epoch"]) for t in tags if "test_acc" not in t),
+        )
     ops = records.neptune_ops(str(out))
     uploads = [op["path"][2] for op in ops if op["type"] == "UploadFile" and op["path"][:2] == ["model", "checkpoints"]]
     test_acc = [op["value"] for op in ops if op["type"] == "AssignFloat" and op["path"] == ["test", "acc"]]
-    return ([s for s, _ in neptune_series(ops, "val/acc")], [s for s, _ in neptune_series(ops, "train/batch_loss")],
-            uploads.count("final"), test_acc, sorted(int(u[len("epoch_"):]) for u in uploads if u != "final"))
+    return (
+        [s for s, _ in neptune_series(ops, "val/acc")],
+        [s for s, _ in neptune_series(ops, "train/batch_loss")],
+        uploads.count("final"),
+        test_acc,
+        sorted(int(u[len("epoch_") :]) for u in uploads if u != "final"),
+    )
 
 
 def test_hard_crash_before_any_state_says_nothing_to_continue_yet(tmp_path):
-    crashed = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "faults.py"), "step:2", "KILL",
-                              "neptune_integration.py", *map(str, CHAIN_ARGS), "--out-dir", tmp_path],
-                             cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+    crashed = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tests", "faults.py"),
+            "step:2",
+            "KILL",
+            "neptune_integration.py",
+            *map(str, CHAIN_ARGS),
+            "--out-dir",
+            tmp_path,
+        ],
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert crashed.returncode == -9
     nothing = run_script("neptune_integration.py", [*CHAIN_ARGS, "--out-dir", tmp_path, "--resume"], tmp_path)
     assert nothing.returncode == 2 and "nothing to continue yet" in nothing.stderr
@@ -139,10 +225,26 @@ def test_hard_crash_before_any_state_says_nothing_to_continue_yet(tmp_path):
 def test_second_signal_during_a_slow_finish_stops_waiting(script, tmp_path):
     """The tracker's finish hangs (as an upload to a slow server would): the first Ctrl-C is
     noted, the second stops waiting, says where the records are, and exits non-zero."""
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "faults.py"), "slow-finish", "none", script,
-                             *map(str, CHAIN_ARGS), "--epochs", "1", "--out-dir", str(tmp_path)],
-                            cwd=ROOT, env=clean_env(tmp_path, **TOKENS), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tests", "faults.py"),
+            "slow-finish",
+            "none",
+            script,
+            *map(str, CHAIN_ARGS),
+            "--epochs",
+            "1",
+            "--out-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=clean_env(tmp_path, **TOKENS),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     for line in proc.stdout:
         if line.startswith("finishing slowly"):
             break
@@ -159,8 +261,11 @@ def test_second_signal_during_a_slow_finish_stops_waiting(script, tmp_path):
     err_text = "".join(noted) + err_text
     assert proc.returncode == 130, err_text[-2000:]
     assert "stopped waiting" in err_text and "Traceback" not in err_text
-    assert {"wandb_setup_script.py": "wandb sync", "neptune_integration.py": "neptune sync",
-            "mlflow_tracking.py": "mlflow ui"}[script] in out_text
+    assert {
+        "wandb_setup_script.py": "wandb sync",
+        "neptune_integration.py": "neptune sync",
+        "mlflow_tracking.py": "mlflow ui",
+    }[script] in out_text
     assert record(script, tmp_path)[0] == [1]  # what was recorded before is there
 
 
@@ -183,9 +288,16 @@ def test_non_finite_loss_stops_and_marks_the_run_failed(script, tmp_path):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_full_disk_stops_cleanly_and_keeps_the_record(script, tmp_path):
     limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (20 << 20, 20 << 20))  # noqa: E731
-    result = subprocess.run([sys.executable, script, *map(str, args(tmp_path, epochs=1))], cwd=ROOT,
-                            env=clean_env(tmp_path, **TOKENS), capture_output=True, text=True, timeout=300,
-                            preexec_fn=limit, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, script, *map(str, args(tmp_path, epochs=1))],
+        cwd=ROOT,
+        env=clean_env(tmp_path, **TOKENS),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "cannot write" in result.stderr and "epoch_1.pt" in result.stderr
     epochs = recorded_epochs(script, tmp_path, 1)
@@ -207,9 +319,32 @@ def small_disk(tmp_path):
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_full_disk_is_one_line(script, small_disk, tmp_path):
-    result = run_script(script, ["--mode", "offline", "--dataset", "synthetic", "--train-size", 640, "--epochs", 8,
-                                 "--batch-size", 64, "--device", "cpu", "--out-dir", small_disk / "runs",
-                                 "--optimizer", "adam", "--lr", "3e-4", "--weight-decay", "0"], tmp_path)
+    result = run_script(
+        script,
+        [
+            "--mode",
+            "offline",
+            "--dataset",
+            "synthetic",
+            "--train-size",
+            640,
+            "--epochs",
+            8,
+            "--batch-size",
+            64,
+            "--device",
+            "cpu",
+            "--out-dir",
+            small_disk / "runs",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "3e-4",
+            "--weight-decay",
+            "0",
+        ],
+        tmp_path,
+    )
     assert "Traceback" not in result.stderr + result.stdout
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
@@ -219,6 +354,7 @@ def test_a_full_disk_is_one_line(script, small_disk, tmp_path):
 
 def test_a_tracker_that_cannot_write_is_one_line_last(tmp_path, capsys):
     """Where no small disk can be mounted: a tracker whose record write fails as on a full disk."""
+
     class FullDisk(tracking.Tracker):
         name = "FullDisk"
 
@@ -258,23 +394,40 @@ def test_resume_bad_inputs(script, tmp_path):
     previous.write_bytes(good)  # the state before the latest is kept: a corrupt latest falls back to it
     state.write_bytes(good[:5000])
     fallback = run_script(script, args(tmp_path, extra=["--resume"]), tmp_path, **TOKENS)
-    assert fallback.returncode == 0 and "continuing from the state saved before it" in fallback.stdout, \
+    assert fallback.returncode == 0 and "continuing from the state saved before it" in fallback.stdout, (
         fallback.stdout[-2000:] + fallback.stderr[-2000:]
+    )
     assert record(script, tmp_path)[:2] == ([1, 2, 3], [1, *range(3, 28, 3)])  # each epoch and step once
 
 
 def test_resume_a_run_folder_outside_out_dir_continues_it_there(tmp_path):
     elsewhere = tmp_path / "elsewhere"
-    stopped = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "faults.py"), "step:6", "INT",
-                              "neptune_integration.py", *map(str, CHAIN_ARGS), "--out-dir", elsewhere],
-                             cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+    stopped = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tests", "faults.py"),
+            "step:6",
+            "INT",
+            "neptune_integration.py",
+            *map(str, CHAIN_ARGS),
+            "--out-dir",
+            elsewhere,
+        ],
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     [run] = [d for d in os.listdir(elsewhere) if d[0].isdigit()]
     pasted = stopped.stderr.split("continue with: ")[1].splitlines()[0]
     assert f"--resume {os.path.relpath(elsewhere / run, ROOT)}" in pasted and pasted.startswith(
-        os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) else sys.executable)
-    resumed = subprocess.run(pasted, shell=True, cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True,
-                             timeout=300)  # the line as printed, pasted in the repository root
+        os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT) else sys.executable
+    )
+    resumed = subprocess.run(
+        pasted, shell=True, cwd=ROOT, env=clean_env(tmp_path), capture_output=True, text=True, timeout=300
+    )  # the line as printed, pasted in the repository root
     assert resumed.returncode == 0 and "resuming run" in resumed.stdout, resumed.stderr[-2000:]
     assert sorted(os.listdir(elsewhere / run)) == ["architecture.txt", "checkpoints", "history.json", "source"]
     assert not os.path.exists(os.path.join(ROOT, "runs", run))  # not a new folder under the default --out-dir
@@ -288,9 +441,15 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
     code, _ = interrupt_in_epoch_2(script, tmp_path, signal.SIGINT, tmp_path)
     assert code == 130
     [run] = [d for d in os.listdir(tmp_path) if d[0].isdigit()]
-    first = subprocess.Popen([sys.executable, script, *map(str, args(tmp_path, extra=["--resume", tmp_path / run]))],
-                             cwd=ROOT, env=clean_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, script, *map(str, args(tmp_path, extra=["--resume", tmp_path / run]))],
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in first.stdout:
         if line.startswith("resuming run"):
             break
@@ -321,13 +480,23 @@ def test_mlflow_runs_started_together_into_a_new_folder_each_record_one_run(n, t
     """The first runs into a new folder create MLflow's SQLite store together: its migrations race
     unless one process makes it while the others wait."""
     out = tmp_path / "new"
-    procs = [subprocess.Popen([sys.executable, "mlflow_tracking.py", *map(str, args(out, epochs=1))], cwd=ROOT,
-                              env=clean_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "mlflow_tracking.py", *map(str, args(out, epochs=1))],
+            cwd=ROOT,
+            env=clean_env(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * n, [e[-1500:] for e in errors]
     assert not any("Traceback" in e for e in errors)
     from mlflow import MlflowClient
+
     client = MlflowClient(f"sqlite:///{out}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == n and len({r.data.tags["run_id"] for r in runs}) == n

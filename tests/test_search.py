@@ -1,6 +1,7 @@
 """--search N: one Optuna search, recorded by each tool as it groups a search and read back with its
 own reader; the same trials in all three; continued after Ctrl-C or kill -9 with each trial once;
 two processes sharing one search."""
+
 import glob
 import os
 import signal
@@ -8,16 +9,30 @@ import subprocess
 import sys
 
 import pytest
-
 import records
 from conftest import ROOT, SCRIPTS, clean_env, run_script
+
 from neptune_export import assigned, operations
 
 # With these flags and the recipe's seed the four trials end in every way a trial can: trial 0
 # completes, the median pruner stops trial 1 after epoch 2 and trial 2 after epoch 3, and trial 3's
 # loss diverges (a failed trial; the search goes on).
-FLAGS = ["--mode", "offline", "--dataset", "synthetic", "--train-size", 1024, "--epochs", 3, "--batch-size", 128,
-         "--device", "cpu", "--search", 4]
+FLAGS = [
+    "--mode",
+    "offline",
+    "--dataset",
+    "synthetic",
+    "--train-size",
+    1024,
+    "--epochs",
+    3,
+    "--batch-size",
+    128,
+    "--device",
+    "cpu",
+    "--search",
+    4,
+]
 STATES = {0: "complete", 1: "pruned", 2: "pruned", 3: "failed"}
 
 
@@ -36,7 +51,7 @@ def searches(tmp_path_factory):
     return found
 
 
-READERS = dict(zip(SCRIPTS, (records.wandb_search, records.neptune_search, records.mlflow_search)))
+READERS = dict(zip(SCRIPTS, (records.wandb_search, records.neptune_search, records.mlflow_search), strict=True))
 
 
 def read(script, out):
@@ -64,8 +79,12 @@ def test_each_tool_records_the_search_as_it_groups_one(searches, script):
         for n in range(3):
             assert study["trials"][n]["params"] == pytest.approx(trials[n]["params"])
             assert study["trials"][n]["val_acc"] == pytest.approx(trials[n]["val_acc"])
-        assert [study["trials"][n]["state"] for n in range(4)] == \
-            [None, "<TrialState.PRUNED: 2>", "<TrialState.PRUNED: 2>", "<TrialState.FAIL: 3>"]
+        assert [study["trials"][n]["state"] for n in range(4)] == [
+            None,
+            "<TrialState.PRUNED: 2>",
+            "<TrialState.PRUNED: 2>",
+            "<TrialState.FAIL: 3>",
+        ]
     else:  # a parent run with a child run per trial, closed when the search ends
         assert study["status"] == "FINISHED" and {t["parent"] for t in trials.values()} == {study["run_id"]}
     assert "train it to the end: " in stdout and "--lr " in stdout.split("train it to the end: ")[1]
@@ -81,9 +100,16 @@ def test_the_three_tools_record_the_same_search(searches):
 
 
 def start(script, out, *extra):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, script), *map(str, [*FLAGS, "--out-dir", out, *extra])],
-                            cwd=ROOT, env=clean_env(out), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, script), *map(str, [*FLAGS, "--out-dir", out, *extra])],
+        cwd=ROOT,
+        env=clean_env(out),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def first_two_trials(script, out):
@@ -91,18 +117,27 @@ def first_two_trials(script, out):
     if script == "wandb_setup_script.py":
         logs = [log for n in (0, 1) for log in glob.glob(f"{out}/wandb/*-trial-{n}/*.wandb")]
     elif script == "neptune_integration.py":
-        logs = [os.path.join(folder, name) for f in records.neptune_folders(out)
-                if assigned(operations(f), "run_id").endswith(("-trial-0", "-trial-1"))
-                for folder, _, names in os.walk(f) for name in names]
+        logs = [
+            os.path.join(folder, name)
+            for f in records.neptune_folders(out)
+            if assigned(operations(f), "run_id").endswith(("-trial-0", "-trial-1"))
+            for folder, _, names in os.walk(f)
+            for name in names
+        ]
     else:
         return {n: t for n, t in read(script, out)[0].items() if n < 2}
     assert len(logs) >= 2
     return {log: open(log, "rb").read() for log in sorted(logs)}
 
 
-@pytest.mark.parametrize("script,signum", [("wandb_setup_script.py", signal.SIGINT),
-                                           ("neptune_integration.py", signal.SIGKILL),
-                                           ("mlflow_tracking.py", signal.SIGKILL)])
+@pytest.mark.parametrize(
+    "script,signum",
+    [
+        ("wandb_setup_script.py", signal.SIGINT),
+        ("neptune_integration.py", signal.SIGKILL),
+        ("mlflow_tracking.py", signal.SIGKILL),
+    ],
+)
 def test_a_stopped_search_continues_each_trial_once(searches, script, signum, tmp_path):
     proc = start(script, tmp_path)
     seen = []
@@ -142,8 +177,10 @@ def test_two_processes_share_one_search(searches, script, tmp_path):
 
 
 def test_search_flags_refused_in_one_line(tmp_path):
-    for extra, says in ((["--resume"], "no search of these flags"),
-                        (["--resume", str(tmp_path)], "--search continues a stopped search"),
-                        (["--weight-decay", "0.01"], "--search chooses --weight-decay itself")):
+    for extra, says in (
+        (["--resume"], "no search of these flags"),
+        (["--resume", str(tmp_path)], "--search continues a stopped search"),
+        (["--weight-decay", "0.01"], "--search chooses --weight-decay itself"),
+    ):
         result = run_script("mlflow_tracking.py", [*FLAGS, "--out-dir", tmp_path, *extra], tmp_path)
         assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, result.stderr

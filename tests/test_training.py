@@ -1,4 +1,5 @@
 """The engine learns, reports to the tracker interface in order, and keeps its checkpoints."""
+
 import json
 import math
 import os
@@ -27,8 +28,18 @@ class Recorder(tracking.Tracker):
 
 def config(**overrides):
     # Adam with a short warmup learns the synthetic classes within 36 steps; the engine is the subject here.
-    cfg = dict(alexnet.RECIPES["default"], optimizer="adam", lr=1e-3, weight_decay=0.0, warmup_epochs=1.0,
-               epochs=4, batch_size=64, seed=0, log_every=5, val_fraction=0.1)
+    cfg = dict(
+        alexnet.RECIPES["default"],
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        warmup_epochs=1.0,
+        epochs=4,
+        batch_size=64,
+        seed=0,
+        log_every=5,
+        val_fraction=0.1,
+    )
     cfg.update(overrides)
     return cfg
 
@@ -55,8 +66,16 @@ def test_synthetic_data_learns_and_reports_in_order(tmp_path):
     logged_epochs = [a[0] for name, a in rec.calls if name == "log_epoch"]
     assert logged_epochs == epochs
     for m in epochs:
-        assert set(m) == {"epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr",
-                          "epoch_time_s", "throughput_img_s"}
+        assert set(m) == {
+            "epoch",
+            "train/loss",
+            "train/acc",
+            "val/loss",
+            "val/acc",
+            "lr",
+            "epoch_time_s",
+            "throughput_img_s",
+        }
         assert 0 <= m["train/acc"] <= 1 and 0 <= m["val/acc"] <= 1
 
 
@@ -80,8 +99,11 @@ def test_best_checkpoint_is_evaluated_and_every_version_is_its_own_file(tmp_path
     probs = [m["probability"] for m in ev.mistakes]
     assert probs == sorted(probs, reverse=True)
     assert all(m["true"] != m["predicted"] and m["image"].shape == (32, 32, 3) for m in ev.mistakes)
-    assert math.isclose(sum(ev.per_class_acc[i] * (ev.y_true == i).sum() for i in range(10)) / len(ev.y_true),
-                        result["summary"]["test/acc"], abs_tol=1e-6)
+    assert math.isclose(
+        sum(ev.per_class_acc[i] * (ev.y_true == i).sum() for i in range(10)) / len(ev.y_true),
+        result["summary"]["test/acc"],
+        abs_tol=1e-6,
+    )
     with open(tmp_path / "run" / "history.json") as f:
         assert json.load(f)["epochs"] == result["epochs"]
 
@@ -95,13 +117,16 @@ def test_test_accuracy_is_the_best_checkpoints(tmp_path, monkeypatch):
     def epoch_1_is_best(self, split, detailed=False, batch_size=1000):
         loss, acc, ev = evaluate(self, split, detailed, batch_size)
         return (loss, next(fake_val), ev) if split is self.data.val else (loss, acc, ev)
+
     monkeypatch.setattr(alexnet.Engine, "evaluate", epoch_1_is_best)
     monkeypatch.setattr(alexnet.Engine, "STATE_EVERY_S", 0.0)  # resume.pt then holds the last epoch's weights
     result, _ = train(tmp_path)
     assert result["summary"]["best/epoch"] == 1
     cfg = config()
     ds = data.load("synthetic", None, train_size=640, val_fraction=cfg["val_fraction"], seed=cfg["seed"])
-    engine = alexnet.Engine(cfg, ds, tracking.Tracker(None, str(tmp_path / "x")), torch.device("cpu"), str(tmp_path / "x"))
+    engine = alexnet.Engine(
+        cfg, ds, tracking.Tracker(None, str(tmp_path / "x")), torch.device("cpu"), str(tmp_path / "x")
+    )
     final = torch.load(tmp_path / "run" / "checkpoints" / "final.pt")  # plain types: weights_only=True works
     engine.model.load_state_dict(final["model"])
     assert evaluate(engine, ds.test)[1] == result["summary"]["test/acc"] == final["test_acc"]
@@ -116,8 +141,10 @@ def test_same_seed_same_run(tmp_path):
     a, _ = train(tmp_path / "a", epochs=2)
     b, _ = train(tmp_path / "b", epochs=2)
     c, _ = train(tmp_path / "c", epochs=2, seed=1)
-    strip = lambda r: [{k: v for k, v in e.items() if k not in ("epoch_time_s", "throughput_img_s")}  # noqa: E731
-                       for e in r["epochs"]]
+
+    def strip(r):
+        return [{k: v for k, v in e.items() if k not in ("epoch_time_s", "throughput_img_s")} for e in r["epochs"]]
+
     assert strip(a) == strip(b) and strip(a) != strip(c)
 
 

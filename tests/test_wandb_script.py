@@ -1,15 +1,14 @@
 """A real offline W&B run, read back with W&B's own reader (`wandb leet inspect --json`)."""
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from conftest import WANDB_KEY, answer_prompt, files_containing, quick_args, run_script, wandb_epochs, wandb_records
 
 import alexnet
-
-from conftest import (WANDB_KEY, answer_prompt, files_containing, quick_args, run_script,
-                      wandb_epochs, wandb_records)
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +31,17 @@ def test_every_epoch_equals_the_engine_history(offline_run):
     logged = wandb_epochs(offline_run["records"])
     engine = offline_run["history"]["epochs"]
     assert len(logged) == len(engine) == 3
-    for got, want in zip(logged, engine):
+    for got, want in zip(logged, engine, strict=True):
         for key, value in want.items():
             assert got[key] == pytest.approx(value, rel=1e-12), key
 
 
 def test_per_step_series_against_global_step(offline_run):
-    steps = [r["history"]["item"] for r in offline_run["records"]
-             if r["type"] == "history" and "train/batch_loss" in r["history"]["item"]]
+    steps = [
+        r["history"]["item"]
+        for r in offline_run["records"]
+        if r["type"] == "history" and "train/batch_loss" in r["history"]["item"]
+    ]
     assert [s["global_step"] for s in steps] == [1, *range(2, 3 * 6 + 1, 2)]  # 360 images / 64: 6 steps an epoch
     assert all(0 <= s["train/batch_acc"] <= 1 for s in steps)
     metrics = {m.get("name") or m.get("glob_name"): m for m in of_type(offline_run["records"], "metric")}
@@ -50,6 +52,7 @@ def test_per_step_series_against_global_step(offline_run):
 def test_weight_histograms_every_epoch(offline_run):
     """What wandb.watch would record, once per epoch: checked against the best checkpoint's weights."""
     import numpy as np
+
     logged = wandb_epochs(offline_run["records"])
     names = [n for n, _ in alexnet.AlexNet().named_parameters()]
     for row in logged:
@@ -72,9 +75,20 @@ def test_weight_histograms_every_epoch(offline_run):
 def test_config_holds_hyperparameters_and_environment(offline_run):
     config = of_type(offline_run["records"], "run")[0]["config"]["update"]
     recipe = alexnet.RECIPES["default"]  # a given batch size: the recipe is not fitted to the data
-    for key, value in {"epochs": 3, "batch_size": 64, "lr": 3e-4, "optimizer": "adam", "weight_decay": 0,
-                       "warmup_epochs": recipe["warmup_epochs"], "seed": 5, "val_fraction": 0.1, "log_every": 2,
-                       "recipe": "default", "model_params": 23_272_266, "device": "cpu"}.items():
+    for key, value in {
+        "epochs": 3,
+        "batch_size": 64,
+        "lr": 3e-4,
+        "optimizer": "adam",
+        "weight_decay": 0,
+        "warmup_epochs": recipe["warmup_epochs"],
+        "seed": 5,
+        "val_fraction": 0.1,
+        "log_every": 2,
+        "recipe": "default",
+        "model_params": 23_272_266,
+        "device": "cpu",
+    }.items():
         assert config[key] == value, key
     assert config["dataset_version"] == offline_run["history"]["config"]["dataset_version"]
     assert {"torch_version", "torchvision_version"} <= config.keys()
@@ -89,7 +103,8 @@ def test_dataset_and_model_artifacts_with_aliases(offline_run):
     assert meta["train_size"] == 360 and meta["classes"][0] == "airplane"
     refs = [e for e in dataset["manifest"]["contents"] if e.get("ref", "").startswith("file://")]
     assert sorted(os.path.basename(e["ref"]) for e in refs) == sorted(
-        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"])
+        [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    )
     models = [a for a in artifacts if a["type"] == "model"]
     final = models[-1]
     assert {"best", "latest", "final"} <= set(final["aliases"])
@@ -116,10 +131,15 @@ def test_summary_and_evaluation(offline_run):
 
 
 def test_final_state_with_summary_reader(offline_run):
-    [log] = [os.path.join(dp, f) for dp, _, fs in os.walk(offline_run["out"] / "wandb") for f in fs if f.endswith(".wandb")]
+    [log] = [
+        os.path.join(dp, f) for dp, _, fs in os.walk(offline_run["out"] / "wandb") for f in fs if f.endswith(".wandb")
+    ]
     wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
-    state = json.loads(subprocess.run([wandb_cli, "leet", "inspect", "--summary", "--json", log],
-                                      capture_output=True, text=True, check=True).stdout)
+    state = json.loads(
+        subprocess.run(
+            [wandb_cli, "leet", "inspect", "--summary", "--json", log], capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert state["state"] == "finished"
     for key, value in offline_run["history"]["summary"].items():  # test/* and best/*
         assert state["summary"][key] == pytest.approx(value), key
@@ -136,9 +156,13 @@ def test_key_never_stored_and_home_untouched(offline_run):
 
 
 def test_prompt_on_a_terminal_hides_the_key_and_rejects_an_unverifiable_one(tmp_path):
-    code, text, seconds = answer_prompt(["wandb_setup_script.py", "--mode", "online", "--dataset", "synthetic",
-                                         "--out-dir", tmp_path / "runs"], tmp_path, "API key", WANDB_KEY,
-                                        WANDB_BASE_URL="http://127.0.0.1:9")
+    code, text, seconds = answer_prompt(
+        ["wandb_setup_script.py", "--mode", "online", "--dataset", "synthetic", "--out-dir", tmp_path / "runs"],
+        tmp_path,
+        "API key",
+        WANDB_KEY,
+        WANDB_BASE_URL="http://127.0.0.1:9",
+    )
     assert "wandb.ai/authorize" in text
     assert WANDB_KEY not in text  # not echoed, not printed back
     assert code == 2 and "Traceback" not in text and "--mode offline" in text
@@ -151,6 +175,7 @@ def test_a_record_that_cannot_be_read_back_is_an_error_not_an_empty_record(conte
     missing or damaged log) raises, so nothing recorded before is logged again."""
     import tracking
     import wandb_setup_script
+
     log = tmp_path / "run-x.wandb"
     if content:
         log.write_bytes(content)
