@@ -5,10 +5,12 @@ points — dataset, step metrics, epoch metrics with a new best checkpoint, and 
 """
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
 import platform
+import re
 import signal
 import sys
 import threading
@@ -29,7 +31,7 @@ import durable
 # The study's recipe, exactly; `default` keeps its model, data, augmentation, batch size and 25
 # epochs and changes how it is optimized: SGD with Nesterov momentum and weight decay, a 2-epoch
 # warmup, cosine decay and label smoothing (chosen by validation accuracy among the variants in
-# benchmarks/gpu.sh; README, "Accuracy"), and fitted to short runs on small training sets by
+# benchmarks/gpu.sh; docs/results.md), and fitted to short runs on small training sets by
 # `fit_to_data`. Without warmup the study's first Adam steps blow the loss up from ~6 to ~43.
 RECIPES = {
     "study": dict(
@@ -43,6 +45,7 @@ RECIPES = {
         warmup_epochs=0.0,
         schedule="constant",
         label_smoothing=0.0,
+        hidden=4096,
     ),
     "default": dict(
         optimizer="sgd",
@@ -55,6 +58,7 @@ RECIPES = {
         warmup_epochs=2.0,
         schedule="cosine",
         label_smoothing=0.1,
+        hidden=4096,
     ),
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -69,7 +73,7 @@ def fit_to_data(cfg, train_images, given):
     where that lowers the rate, the warmup is the shorter of `warmup_epochs` and 8% of all steps,
     so a short run decays too. The recipe's own rate keeps its full warmup: after a short one it
     diverges. On the full training set (45,000 images: 176 steps of 256) nothing changes
-    (README, "A quick look")."""
+    (docs/quickstart.md, "A quick look")."""
     if cfg["recipe"] != "default" or given & {"batch_size", "lr"}:
         return {}
     batch = cfg["batch_size"]
@@ -113,9 +117,10 @@ class Dropout(nn.Dropout):
 
 
 class AlexNet(nn.Module):
-    """AlexNet for 32x32 inputs as in the study: 5 convs, 3 linear layers, 23,272,266 parameters."""
+    """AlexNet for 32x32 inputs as in the study: 5 convs, 3 linear layers, 23,272,266 parameters.
+    A smaller `hidden` narrows only the two hidden linear layers (the tests train with 256)."""
 
-    def __init__(self, num_classes=10):
+    def __init__(self, num_classes=10, hidden=4096):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(3, 64, 3, stride=2, padding=1),
@@ -134,12 +139,12 @@ class AlexNet(nn.Module):
         )
         self.classifier = nn.Sequential(
             Dropout(0.5),
-            nn.Linear(256 * 2 * 2, 4096),
+            nn.Linear(256 * 2 * 2, hidden),
             nn.ReLU(inplace=True),
             Dropout(0.5),
-            nn.Linear(4096, 4096),
+            nn.Linear(hidden, hidden),
             nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes),
+            nn.Linear(hidden, num_classes),
         )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -228,10 +233,16 @@ def cpu_name():
         return platform.processor() or platform.machine()
 
 
+def torchvision_version():
+    """torchvision's version, read from its version.py: importing torchvision costs each run 2.4 s
+    (2 CPU cores) and only CIFAR-10's download needs it."""
+    spec = importlib.util.find_spec("torchvision")
+    with open(os.path.join(os.path.dirname(spec.origin), "version.py")) as f:
+        return re.search(r"__version__ = '([^']+)'", f.read()).group(1)
+
+
 def environment(device):
     """What ran the run: recorded in each run's config and printed with every benchmark figure."""
-    import torchvision
-
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "device": device.type,
@@ -240,7 +251,7 @@ def environment(device):
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_version": str(torch.__version__),
-        "torchvision_version": torchvision.__version__,
+        "torchvision_version": torchvision_version(),
         "python_version": platform.python_version(),
     }
 
@@ -339,7 +350,7 @@ class Engine:
         self.run_dir = run_dir
         torch.manual_seed(config["seed"])  # the initial weights
         torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: pick the fastest kernels once
-        self.model = AlexNet(len(dataset.classes)).to(device, memory_format=torch.channels_last)
+        self.model = AlexNet(len(dataset.classes), config["hidden"]).to(device, memory_format=torch.channels_last)
         config["model_params"] = count_params(self.model)
         # Under torchrun: each process trains on its rows of every global batch; gradients are
         # all-reduced by DDP; only rank 0 writes files (the tracker on other ranks records nothing).

@@ -287,6 +287,12 @@ def build_parser(tracker_class):
         help=f"fraction of training data held out for validation (recipe: {d['val_fraction']:g})",
     )
     p.add_argument(
+        "--hidden",
+        type=positive(int),
+        help=f"width of the classifier's two hidden layers (recipe: {d['hidden']}, the study's; the tests "
+        "train with 256, a tenth of the parameters)",
+    )
+    p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if available, else cpu"
     )
     p.add_argument(
@@ -442,8 +448,10 @@ def load_resume_state(path):
 
 
 def check_resumable(cfg, saved):
+    recipe = alexnet.RECIPES.get(saved["config"].get("recipe"), {})
     for key in RESUME_MUST_MATCH:
-        if cfg.get(key) != saved["config"].get(key):
+        # a recipe key newer than the saved run (--hidden) had the recipe's value then
+        if cfg.get(key) != saved["config"].get(key, recipe.get(key)):
             flag = "the data" if key == "dataset_version" else f"--{key.replace('_', '-')} {cfg.get(key)}"
             raise UsageError(
                 f"--resume: {flag} differs from the run's {saved['config'].get(key)}; "

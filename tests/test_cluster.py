@@ -12,7 +12,7 @@ import time
 
 import pytest
 from collect import kill_in_epoch_2
-from conftest import ROOT, SCRIPTS, clean_env, run_script
+from conftest import ROOT, SCRIPTS, SMALL_MODEL, clean_env, run_script
 from test_resume import TOKENS, record
 
 ARGS = [
@@ -32,6 +32,7 @@ ARGS = [
     "cpu",
     "--log-every",
     2,
+    *SMALL_MODEL,
 ]
 STEPS = [1, *range(2, 25, 2)]  # 922 training images over 2 processes: 8 global steps an epoch, every 2nd logged
 

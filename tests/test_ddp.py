@@ -18,6 +18,7 @@ from conftest import (
     NEPTUNE_TOKEN,
     ROOT,
     SCRIPTS,
+    SMALL_MODEL,
     WANDB_KEY,
     clean_env,
     mlflow_series,
@@ -45,6 +46,7 @@ ARGS = [
     "--log-every",
     "1",
     *LEARNS_QUICKLY,
+    *map(str, SMALL_MODEL),
 ]
 
 

@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import pytest
 import torch
 
 import alexnet
@@ -76,6 +77,7 @@ def test_study_recipe_is_exact():
         warmup_epochs=0.0,
         schedule="constant",
         label_smoothing=0.0,
+        hidden=4096,
     )
 
 
@@ -124,3 +126,25 @@ def test_the_fitted_warmup_is_8_percent_of_the_steps():
     engine = alexnet.Engine(cfg, ds, tracking.Tracker(None, "unused"), torch.device("cpu"), "")
     assert (engine.steps_per_epoch, engine.total_steps, engine.warmup_steps) == (113, 226, 18)
     assert engine.opt.param_groups[0]["lr"] == 0.0125 / 18  # the first step of the warmup
+
+
+def test_hidden_shrinks_only_the_classifier():
+    big, small = alexnet.AlexNet(), alexnet.AlexNet(hidden=256)
+    assert alexnet.count_params(big) == 23_272_266
+    assert [m.weight.shape for m in small.features if isinstance(m, torch.nn.Conv2d)] == [
+        m.weight.shape for m in big.features if isinstance(m, torch.nn.Conv2d)
+    ]
+    linears = [m for m in small.classifier if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(1024, 256), (256, 256), (256, 10)]
+
+
+def test_a_run_saved_before_hidden_existed_resumes_with_the_studys_model():
+    """A resume state written before --hidden had no such key: it was trained with 4096."""
+
+    def parse(argv):
+        return tracking.build_parser(tracking.Tracker).parse_args(["--mode", "disabled", *argv])
+
+    saved = {"config": {k: v for k, v in tracking.make_config(parse([])).items() if k != "hidden"}}
+    tracking.check_resumable(tracking.make_config(parse([])), saved)
+    with pytest.raises(tracking.UsageError, match="--hidden 256"):
+        tracking.check_resumable(tracking.make_config(parse(["--hidden", "256"])), saved)

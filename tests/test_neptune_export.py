@@ -3,7 +3,7 @@ the same job: read back with `wandb leet inspect --json` and `MlflowClient`, the
 
 On a CPU the three scripts record the same metrics on the same flags and seed, so a Neptune run
 exported to W&B must equal the W&B script's own run of those flags, value for value.
-CIFAR10_DIR=<a CIFAR-10 copy> runs the same checks on real data (README: the shared copy).
+CIFAR10_DIR=<a CIFAR-10 copy> runs the same checks on real data (docs/quickstart.md: the shared copy).
 """
 
 import glob
@@ -17,7 +17,16 @@ import sys
 
 import pytest
 import records
-from conftest import LEARNS_QUICKLY, NEPTUNE_TOKEN, ROOT, WANDB_KEY, clean_env, mlflow_record, run_script
+from conftest import (
+    LEARNS_QUICKLY,
+    NEPTUNE_TOKEN,
+    ROOT,
+    SMALL_MODEL,
+    WANDB_KEY,
+    clean_env,
+    mlflow_record,
+    run_script,
+)
 
 PER_EPOCH = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr"]  # epoch_time_s differs run to run
 PER_STEP = ["train/batch_loss", "train/batch_acc"]
@@ -45,6 +54,7 @@ def job_args(data_dir, out, extra=()):
         "--out-dir",
         out,
         *sizes,
+        *SMALL_MODEL,
         *extra,
     ]
 

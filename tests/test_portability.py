@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import records
-from conftest import NEPTUNE_TOKEN, SCRIPTS, WANDB_KEY, mlflow_record, quick_args, run_script
+from conftest import NEPTUNE_TOKEN, SCRIPTS, SMALL_MODEL, WANDB_KEY, mlflow_record, quick_args, run_script
 
 TOKENS = {"WANDB_API_KEY": WANDB_KEY, "NEPTUNE_API_TOKEN": NEPTUNE_TOKEN}
 
@@ -64,7 +64,7 @@ def referenced(script, out):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_copied_out_dir_keeps_every_referenced_file(script, cifar_dir, tmp_path):
     old, new = tmp_path / "old", tmp_path / "elsewhere" / "new"
-    result = run_script(script, quick_args(cifar_dir, old, epochs=2), tmp_path, **TOKENS)
+    result = run_script(script, quick_args(cifar_dir, old, epochs=2, extra=SMALL_MODEL), tmp_path, **TOKENS)
     assert result.returncode == 0, result.stderr[-2000:]
     shutil.copytree(old, new, symlinks=True)
     shutil.rmtree(old)
@@ -88,7 +88,9 @@ def test_a_damaged_wandb_log_is_left_as_it_is_and_said(cifar_dir, tmp_path):
     """Our reader of a .wandb log stops where a record is damaged: that log is not rewritten (a
     rewrite would drop what follows), the move says so in one line and exits 1."""
     old, new = tmp_path / "old", tmp_path / "new"
-    result = run_script("wandb_setup_script.py", quick_args(cifar_dir, old, epochs=1), tmp_path, **TOKENS)
+    result = run_script(
+        "wandb_setup_script.py", quick_args(cifar_dir, old, epochs=1, extra=SMALL_MODEL), tmp_path, **TOKENS
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     shutil.copytree(old, new, symlinks=True)
     [log] = glob.glob(str(new / "wandb" / "offline-run-*" / "*.wandb"))

@@ -19,6 +19,7 @@ from conftest import (
     NEPTUNE_TOKEN,
     ROOT,
     SCRIPTS,
+    SMALL_MODEL,
     WANDB_KEY,
     clean_env,
     mlflow_record,
@@ -59,6 +60,7 @@ def args(out, epochs=3, extra=()):
         out,
         "--log-every",
         3,
+        *SMALL_MODEL,
         *extra,
     ]
 
@@ -153,6 +155,7 @@ CHAIN_ARGS = [
     "cpu",
     "--log-every",
     1,
+    *SMALL_MODEL,
 ]
 
 

@@ -10,13 +10,13 @@ import sys
 
 import pytest
 import records
-from conftest import ROOT, SCRIPTS, clean_env, run_script
+from conftest import ROOT, SCRIPTS, SMALL_MODEL, clean_env, run_script
 
 from neptune_export import assigned, operations
 
-# With these flags and the recipe's seed the four trials end in every way a trial can: trial 0
-# completes, the median pruner stops trial 1 after epoch 2 and trial 2 after epoch 3, and trial 3's
-# loss diverges (a failed trial; the search goes on).
+# With these flags (the small model, seed 12) the four trials end in every way a trial can: trial 0
+# completes, the median pruner stops trials 1 and 2 after epoch 2, and trial 3's loss diverges (a
+# failed trial; the search goes on).
 FLAGS = [
     "--mode",
     "offline",
@@ -32,6 +32,9 @@ FLAGS = [
     "cpu",
     "--search",
     4,
+    "--seed",
+    12,
+    *SMALL_MODEL,
 ]
 STATES = {0: "complete", 1: "pruned", 2: "pruned", 3: "failed"}
 
@@ -69,7 +72,7 @@ def test_each_tool_records_the_search_as_it_groups_one(searches, script):
     trials, studies = read(script, out)
     assert sorted(trials) == [0, 1, 2, 3]
     assert {n: t["state"] for n, t in trials.items()} == STATES
-    assert [len(trials[n]["val_acc"]) for n in range(4)] == [3, 2, 3, 1]  # pruned after epochs 2 and 3
+    assert [len(trials[n]["val_acc"]) for n in range(4)] == [3, 2, 2, 1]  # pruned after epoch 2
     [study] = studies
     assert study["best"] == 0 and best_line(stdout).startswith("best trial 0: val acc ")
     if script == "wandb_setup_script.py":  # a group of runs, one of job_type study
