@@ -13,8 +13,8 @@
   calls a second, read back from each record); a projection of the costs onto a GPU step;
 - augmentation: batched uint8 augmentation + normalization vs the study's per-image PIL pipeline
   through a DataLoader, both on one thread (and on the GPU, when there is one).
-A tracker whose client is not installed is skipped and said so. The last line with --json is
-one JSON object with every figure, the raw block times and the hardware.
+A tracker whose client is not installed is skipped and said so. With --json, stdout is one JSON
+object with every figure, the raw block times and the hardware; everything else goes to stderr.
 """
 
 import argparse
@@ -208,6 +208,10 @@ def main():
     a = p.parse_args()
     if a.rounds == 1:
         p.error("--rounds: an interval needs at least 2 rounds")
+    if a.json:  # the clients print to stdout (Neptune's log lines): only the JSON line goes there
+        sys.stdout.flush()
+        result_out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
     device = tracking.resolve_device(a.device)
     cpu = device.type == "cpu"
     if cpu:
@@ -329,7 +333,7 @@ def main():
     res["seconds"] = time.perf_counter() - t_begin
     say(f"hardware: {json.dumps(res['hardware'])}; {res['seconds'] / 60:.1f} minutes")
     if a.json:
-        print(json.dumps(res))
+        print(json.dumps(res), file=result_out, flush=True)
 
 
 def projection(res, step_ms, tools):
