@@ -124,7 +124,7 @@ def weight_histograms(model, bins=64):
     """What wandb.watch(model, log="all") records, under its names: a histogram of every parameter
     and of its gradient from the epoch's last step, binned on the model's device. Once per epoch,
     so the histograms line up with the epochs and the model versions; on an H100 one set took
-    about 0.01 s here, one wandb.watch histogram step about 0.5 s (README, "Costs")."""
+    about 0.01 s here, one wandb.watch histogram step about 0.5 s (docs/costs.md, "Histograms")."""
     histograms = {}
     for name, p in model.named_parameters():
         for kind, t in (("parameters", p), ("gradients", p.grad)):

@@ -612,7 +612,7 @@ def per_thousand_values(b, tool):
 
 
 def cost_rows(b):
-    """The cost table's rows (the report's and the README's): ratios with intervals, verdicts, own work."""
+    """The cost table's rows (the report's and docs/costs.md's): ratios with intervals, verdicts, own work."""
     o, tr = b["overhead"], b["trackers"]
     p = {t: PREFIX[t] for t in TOOLS}
     return [
@@ -716,19 +716,58 @@ def profiled(pr, code=lambda x: x):
     )
 
 
-def readme_costs(b):
-    """The README's cost tables, from the same benchmark output as the report's (a test keeps them equal)."""
+def markdown_table(header, rows):
+    return "\n".join(
+        [
+            "| " + " | ".join(header) + " |",
+            "|" + " --- |" * len(header),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows),
+        ]
+    )
+
+
+def headline(recs, rates, b):
+    """The README's headline table: each tool's test accuracy from its own record, the rubric's totals
+    and the cost at the default interval, from the committed evidence (a test keeps them equal)."""
+    totals = {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
+    o, tr, m = b["overhead"], b["trackers"], b["method"]
+    w = recs["W&B"]
+    rows = [
+        [
+            f"test accuracy in its own record ({plural(len(w['epochs']), 'epoch')}, "
+            f"{w['train_images']:,} training images)",
+            *(pct(recs[t]["summary"]["test/acc"]) for t in TOOLS),
+        ],
+        [
+            f"[rubric](docs/report.md#how-the-ratings-are-made) total, of {3 * len(rubric.CRITERIA)} "
+            f"({len(rubric.CRITERIA)} criteria)",
+            *(str(totals[t]) for t in TOOLS),
+        ],
+        [
+            f"training time with it / without, logging every {m['default_log_every']} steps (default)",
+            *(f"{interval_text(o[PREFIX[t]]['default'])}: {verdict(o[PREFIX[t]]['default'])}" for t in TOOLS),
+        ],
+        [
+            "the same, logging every step",
+            *(f"{interval_text(o[PREFIX[t]]['every_step'])}: {verdict(o[PREFIX[t]]['every_step'])}" for t in TOOLS),
+        ],
+        [
+            f"its own CPU per epoch ({m['epoch_steps']} steps of batch 256), default interval",
+            *(seconds(tr[PREFIX[t]]["default"]["cpu_s_per_epoch"]) for t in TOOLS),
+        ],
+    ]
+    return (
+        markdown_table(["", *TOOLS], rows)
+        + f"\n\nCosts: `make benchmark` on {machine(b['hardware'], m)}, ratios with 95% intervals; the A/A "
+        f"control (no tracker against no tracker) {interval_text(o['aa_control'])}. "
+        "From `report/evidence/`; `report/build.py --headline` prints this table.\n"
+    )
+
+
+def cost_tables(b):
+    """docs/costs.md's tables, from the same benchmark output as the report's (a test keeps them equal)."""
     hw, m, pr = b["hardware"], b["method"], b.get("profile", {}).get("neptune_every_step")
-
-    def md(header, rows):
-        return "\n".join(
-            [
-                "| " + " | ".join(header) + " |",
-                "|" + " --- |" * len(header),
-                *("| " + " | ".join(str(c) for c in row) + " |" for row in rows),
-            ]
-        )
-
+    md = markdown_table
     rows, top = sweep_rows(b)
     text = [
         f"`make benchmark` ({b['seconds'] / 60:.0f} min) on {machine(hw, m)}, synthetic "
@@ -1356,8 +1395,7 @@ def closing(recs, ev, rates, export):
             "Neptune client still records offline and to a self-hosted Neptune server, but a run recorded "
             "offline, or still queued on disk, has nowhere else to go: Neptune's neptune-exporter reads a live "
             "server. This repository's neptune_export.py reads the local queue and writes each run into W&B or "
-            'MLflow; its tests show the export equal to the native runs of the same job (README, "Stranded '
-            'Neptune runs").'
+            "MLflow; its tests show the export equal to the native runs of the same job (docs/neptune-export.md)."
         )
     )
     if export:
@@ -1392,9 +1430,14 @@ def main():
     p = argparse.ArgumentParser(description="Build the tracker comparison report from three offline runs of one job.")
     p.add_argument("--runs", default=EVIDENCE, help="holds wandb/, neptune/ and mlflow/ (default: report/evidence)")
     p.add_argument(
-        "--readme-costs",
+        "--cost-tables",
         action="store_true",
-        help="print the README's cost tables from the benchmark (default: report/evidence/benchmark.json)",
+        help="print docs/costs.md's tables from the benchmark (default: report/evidence/benchmark.json)",
+    )
+    p.add_argument(
+        "--headline",
+        action="store_true",
+        help="print the README's headline table from the records in --runs and the benchmark",
     )
     p.add_argument(
         "--bench",
@@ -1408,15 +1451,20 @@ def main():
         help="where to write the PDF (default: report/report.pdf from the evidence, else RUNS/report.pdf)",
     )
     a = p.parse_args()
-    if a.readme_costs:
+    if a.cost_tables or a.headline:
         try:
-            print(readme_costs(read_benchmark(a.bench or os.path.join(a.runs, "benchmark.json"))), end="")
+            bench = read_benchmark(a.bench or os.path.join(a.runs, "benchmark.json"))
+            if a.cost_tables:
+                print(cost_tables(bench), end="")
+            else:
+                ev = rubric.Evidence(records.read_all(a.runs), client_probes.probe_all(), bench, rubric.load_external())
+                print(headline(ev.records, evaluate(ev)[1], bench), end="")
         except (OSError, BenchmarkError) as e:
             sys.exit(f"error: {e}")
         return
     for sub in ("wandb", "neptune", "mlflow"):
         if not os.path.isdir(os.path.join(a.runs, sub)):
-            sys.exit(f"error: {os.path.join(a.runs, sub)} not found: run `make run` first (see README)")
+            sys.exit(f"error: {os.path.join(a.runs, sub)} not found: run `make run` first (see docs/quickstart.md)")
     if a.bench and not os.path.isfile(a.bench):
         sys.exit(f"error: {a.bench} not found: run `make benchmark` first")
     pdf = a.pdf or (

@@ -1,6 +1,6 @@
 """The cost measurement (benchmarks/run.py, benchmarks/overhead.py): it detects a cost where there is
 one, counts a tool's own work where it runs, reads back every value a load logged, and the committed
-benchmark answers the cost question with intervals that the README and the report print."""
+benchmark answers the cost question with intervals that docs/costs.md and the report print."""
 
 import json
 import os
@@ -61,11 +61,11 @@ def test_the_committed_load_sweep_covers_each_tool_from_1_to_1000_keys(bench):
             assert 0 < p["values_recorded"] <= p["values_logged"] == p["calls"] * p["keys"]
 
 
-def test_the_readme_cost_tables_are_the_committed_benchmarks(bench):
-    """README.md holds the tables `report/build.py --readme-costs` prints from the committed benchmark."""
-    with open(os.path.join(ROOT, "README.md")) as f:
-        readme = f.read()
-    assert build.readme_costs(bench) in readme
+def test_the_docs_cost_tables_are_the_committed_benchmarks(bench):
+    """docs/costs.md holds the tables `report/build.py --cost-tables` prints from the committed benchmark."""
+    with open(os.path.join(ROOT, "docs", "costs.md")) as f:
+        page = f.read()
+    assert build.cost_tables(bench) in page
 
 
 def test_verdicts_follow_the_intervals():

@@ -67,6 +67,17 @@ def test_the_report_states_the_real_job_and_each_tools_test_accuracy(evidence):
         assert name in text and (w is None or f"{name} {w} {n}" in text)
 
 
+def test_the_readme_headline_is_the_committed_evidences(evidence):
+    """The README's headline table (test accuracy per record, rubric totals, costs) is what the evidence gives."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    _, rates, _ = build.evaluate(evidence)
+    table = build.headline(evidence.records, rates, evidence.bench)
+    assert table in readme
+    for tool in rubric.TOOLS:  # the figures in it are the records'
+        assert f"{evidence.records[tool]['summary']['test/acc'] * 100:.2f}%" in table
+
+
 def test_a_changed_fact_changes_the_rating_and_the_matrix(evidence):
     facts, rates, cells = build.evaluate(evidence)
     assert rates["Understandability"]["W&B"] == 3 and cells["Viewer of the local record"]["W&B"] == rubric.WORKS
