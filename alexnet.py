@@ -273,8 +273,12 @@ class CheckpointError(Exception):
     """A checkpoint could not be written (disk full, folder removed or unwritable)."""
 
 
-class Abandoned(Exception):
-    """A second signal while waiting on the tracker (opening or closing its run): stop waiting."""
+class Abandoned(BaseException):
+    """A second signal while waiting on the tracker (opening or closing its run): stop waiting.
+
+    A BaseException, as KeyboardInterrupt is: the handler raises it wherever the main thread is, and
+    W&B's console capture, which a print of ours passes through, suppresses any Exception raised in
+    it (a second Ctrl-C landing there was lost, and the run waited on)."""
 
 
 class StopRequest:

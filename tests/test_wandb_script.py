@@ -6,7 +6,16 @@ import subprocess
 import sys
 
 import pytest
-from conftest import WANDB_KEY, answer_prompt, files_containing, quick_args, run_script, wandb_epochs, wandb_records
+from conftest import (
+    ROOT,
+    WANDB_KEY,
+    answer_prompt,
+    files_containing,
+    quick_args,
+    run_script,
+    wandb_epochs,
+    wandb_records,
+)
 
 import alexnet
 
@@ -181,3 +190,36 @@ def test_a_record_that_cannot_be_read_back_is_an_error_not_an_empty_record(conte
         log.write_bytes(content)
     with pytest.raises(tracking.RecordError, match=rf"cannot read W&B's record of the earlier segment {log}"):
         wandb_setup_script.leet_records(str(log))
+
+
+PRESS_TWICE = """
+import os, signal, sys
+from wandb.sdk.lib import console_capture  # patches sys.stdout.write as `wandb.init` does
+import alexnet
+
+stop, pressed = alexnet.StopRequest(), []
+
+def press_again(data, written):  # the second press lands while W&B handles a print
+    if not pressed:
+        pressed.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # Python bytecodes: the handler runs between them
+            pass
+
+with stop.deferred():
+    os.kill(os.getpid(), signal.SIGINT)  # the first press: noted
+    console_capture.capture_stdout(press_again)
+    try:
+        with stop.impatient():
+            print("closing the run")
+    except alexnet.Abandoned:
+        sys.exit(130 if pressed else 1)
+sys.exit(0)
+"""
+
+
+def test_a_second_signal_during_a_print_wandb_captures_still_stops_waiting(tmp_path):
+    """W&B's console capture runs its callbacks inside every print and suppresses any Exception
+    raised there: a second Ctrl-C landing in one must still stop the wait on the tracker."""
+    result = subprocess.run([sys.executable, "-c", PRESS_TWICE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130, result.stdout + result.stderr[-2000:]
