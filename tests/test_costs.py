@@ -125,7 +125,9 @@ def test_blocks_find_a_slow_tracker_and_count_a_tools_own_threads(tmp_path, monk
     assert all(b["calls"] == 1 and b["calls_wall_s"] >= 1.0 for b in calls)
     burner, sleepy = phase["tools"]["burner"], phase["tools"]["sleepy"]
     assert burner["background_cpu_s"] > 0.5 and "burner" in burner["threads_and_processes"]
-    assert sleepy["background_cpu_s"] < 0.05  # the burner's thread is not the sleepy tool's
+    # the burner's thread is not the sleepy tool's (a thread the process starts meanwhile may be: a
+    # loaded machine gave it 0.08 s)
+    assert "burner" not in sleepy["threads_and_processes"] and sleepy["background_cpu_s"] < 0.25, sleepy
 
 
 def test_a_load_point_reads_back_every_value_from_each_tools_record(tmp_path):

@@ -15,8 +15,8 @@ from conftest import ROOT, SCRIPTS, SMALL_MODEL, clean_env, run_script
 from neptune_export import assigned, operations
 
 # With these flags (the small model, seed 12) the four trials end in every way a trial can: trial 0
-# completes, the median pruner stops trials 1 and 2 after epoch 2, and trial 3's loss diverges (a
-# failed trial; the search goes on).
+# completes, the median pruner stops trials 1 and 2 after epoch 2, and trial 3's loss turns to NaN in
+# epoch 2 (a failed trial whose NaN epoch is recorded, as any run's; the search goes on).
 FLAGS = [
     "--mode",
     "offline",
@@ -72,7 +72,7 @@ def test_each_tool_records_the_search_as_it_groups_one(searches, script):
     trials, studies = read(script, out)
     assert sorted(trials) == [0, 1, 2, 3]
     assert {n: t["state"] for n, t in trials.items()} == STATES
-    assert [len(trials[n]["val_acc"]) for n in range(4)] == [3, 2, 2, 1]  # pruned after epoch 2
+    assert [len(trials[n]["val_acc"]) for n in range(4)] == [3, 2, 2, 2]  # pruned after epoch 2; failed in it
     [study] = studies
     assert study["best"] == 0 and best_line(stdout).startswith("best trial 0: val acc ")
     if script == "wandb_setup_script.py":  # a group of runs, one of job_type study
