@@ -2,7 +2,7 @@
 #                 then build a report of those runs: $(OUT)/report.pdf
 # make search     one hyperparameter search of TRIALS trials per tool offline, trained with the flags
 #                 SEARCH, and the default recipe trained with the same flags: $(OUT)/search/
-# make benchmark  the engine's and the trackers' costs, with intervals (about 19 min): $(OUT)/benchmark.json
+# make benchmark  the engine's and the trackers' costs, with intervals (18-21 min on 2 CPU cores): $(OUT)/benchmark.json
 # make evidence   replace report/evidence with the runs (and benchmark, and searches) in $(OUT)
 # make report     rebuild the committed report/report.pdf from report/evidence alone
 # make lint       ruff check and ruff format --check (configured in pyproject.toml)

@@ -1,6 +1,6 @@
 """What the engine and the trackers cost, measured side by side in one process.
 
-    python benchmarks/run.py --quick --json     # `make benchmark`: about 19 minutes on 2 CPU cores
+    python benchmarks/run.py --quick --json     # `make benchmark`: 18-21 minutes on 2 CPU cores
     python benchmarks/run.py --device cuda      # on a GPU machine (benchmarks/gpu.sh runs it)
 
 - engine vs bare loop: seconds per training step of the engine (data indexing, batched
