@@ -120,6 +120,15 @@ def interval_text(summary):
     return f"{r:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def ratio_text(summary):
+    """A time ratio with its interval and verdict, as the cost tables print it."""
+    return f"{interval_text(summary)}: {verdict(summary)}"
+
+
+def rubric_totals(rates):
+    return {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
+
+
 def extreme(values, lowest=True):
     """The tool with the lowest (or highest) value, and whether it is alone there."""
     ordered = sorted(values.items(), key=lambda kv: kv[1], reverse=not lowest)
@@ -352,6 +361,12 @@ def load_figure(bench, path):
     pyplot.close(fig)
 
 
+def evidence(runs, bench):
+    """What the report judges from: the records in `runs`, probes of the installed clients, the benchmark,
+    the dated external facts."""
+    return rubric.Evidence(records.read_all(runs), client_probes.probe_all(), bench, rubric.load_external())
+
+
 def evaluate(ev):
     """The facts, ratings and offline matrix of the evidence: all the report's judgements."""
     facts = rubric.establish(ev)
@@ -372,8 +387,8 @@ def build(runs, pdf_path, bench_path=None):
         os.path.join(runs, "benchmark.json") if os.path.isfile(os.path.join(runs, "benchmark.json")) else None
     )
     bench = read_benchmark(bench_path) if bench_path else None
-    recs = records.read_all(runs)
-    ev = rubric.Evidence(recs, client_probes.probe_all(), bench, rubric.load_external())
+    ev = evidence(runs, bench)
+    recs = ev.records
     facts, rates, cells = evaluate(ev)
     extras = {
         "footprint": optional(runs, "footprint.json", json.load),
@@ -534,7 +549,7 @@ def criteria_section(facts, rates):
                 ),
             ]
         )
-    totals = {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
+    totals = rubric_totals(rates)
     rated = [v for v in rubric.STUDY.values() if v[0] is not None]
     study = [sum(v[i] for v in rated) for i in range(2)]
     rows.append(
@@ -618,12 +633,12 @@ def cost_rows(b):
     return [
         [
             f"training time / none, log every {b['method']['default_log_every']} steps (default)",
-            *(f"{interval_text(o[p[t]]['default'])}: {verdict(o[p[t]]['default'])}" for t in TOOLS),
+            *(ratio_text(o[p[t]]["default"]) for t in TOOLS),
             f"A/A {interval_text(o['aa_control'])}",
         ],
         [
             "training time / none, log every step",
-            *(f"{interval_text(o[p[t]]['every_step'])}: {verdict(o[p[t]]['every_step'])}" for t in TOOLS),
+            *(ratio_text(o[p[t]]["every_step"]) for t in TOOLS),
             f"A/A {interval_text(o['aa_control_every_step'])}",
         ],
         [
@@ -729,7 +744,7 @@ def markdown_table(header, rows):
 def headline(recs, rates, b):
     """The README's headline table: each tool's test accuracy from its own record, the rubric's totals
     and the cost at the default interval, from the committed evidence (a test keeps them equal)."""
-    totals = {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
+    totals = rubric_totals(rates)
     o, tr, m = b["overhead"], b["trackers"], b["method"]
     w = recs["W&B"]
     rows = [
@@ -745,11 +760,11 @@ def headline(recs, rates, b):
         ],
         [
             f"training time with it / without, logging every {m['default_log_every']} steps (default)",
-            *(f"{interval_text(o[PREFIX[t]]['default'])}: {verdict(o[PREFIX[t]]['default'])}" for t in TOOLS),
+            *(ratio_text(o[PREFIX[t]]["default"]) for t in TOOLS),
         ],
         [
             "the same, logging every step",
-            *(f"{interval_text(o[PREFIX[t]]['every_step'])}: {verdict(o[PREFIX[t]]['every_step'])}" for t in TOOLS),
+            *(ratio_text(o[PREFIX[t]]["every_step"]) for t in TOOLS),
         ],
         [
             f"its own CPU per epoch ({m['epoch_steps']} steps of batch 256), default interval",
@@ -1401,7 +1416,7 @@ def closing(recs, ev, rates, export):
     if export:
         out.append(par("The export of this report's Neptune run into W&B (report/collect.py):"))
         out.append(code_block(export))
-    totals = {t: sum(rates[n][t] for n, _, _ in rubric.CRITERIA) for t in TOOLS}
+    totals = rubric_totals(rates)
     best, alone = extreme(totals, lowest=False)
     out.append(
         par(
@@ -1457,7 +1472,7 @@ def main():
             if a.cost_tables:
                 print(cost_tables(bench), end="")
             else:
-                ev = rubric.Evidence(records.read_all(a.runs), client_probes.probe_all(), bench, rubric.load_external())
+                ev = evidence(a.runs, bench)
                 print(headline(ev.records, evaluate(ev)[1], bench), end="")
         except (OSError, BenchmarkError) as e:
             sys.exit(f"error: {e}")
