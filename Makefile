@@ -50,7 +50,7 @@ lint: .venv/installed
 	.venv/bin/ruff format --check .
 
 test: .venv/installed
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=8 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=8 tests
 
 test-ddp: .venv/installed
 	DDP_REPEATS=30 $(PY) -m pytest -q -x tests/test_ddp.py -k again_and_again

@@ -457,7 +457,13 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
     for line in first.stdout:
         if line.startswith("resuming run"):
             break
-    second = run_script(script, args(tmp_path, extra=["--resume", tmp_path / run]), tmp_path)
+    # Held where it is (its lock with it) while the second starts: the small model's two epochs left
+    # can end before a second process is up, and a finished run has nothing to refuse.
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = run_script(script, args(tmp_path, extra=["--resume", tmp_path / run]), tmp_path)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
     [refusal] = second.stderr.strip().splitlines()
     assert f"is in use by pid {first.pid} on host " in refusal, refusal
