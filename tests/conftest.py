@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.join(ROOT, "report"))
 
 import records  # noqa: E402
 import torch  # noqa: E402
+import warm  # noqa: E402
 
 import data  # noqa: E402
 
@@ -80,7 +81,7 @@ def clean_env(home, **extra):
 
 
 def run_script(script, args, home, timeout=300, **env):
-    return subprocess.run(
+    return warm.run(
         [sys.executable, os.path.join(ROOT, script), *map(str, args)],
         cwd=ROOT,
         env=clean_env(home, **env),

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import warm
 from collect import kill_in_epoch_2
 from conftest import ROOT, SCRIPTS, SMALL_MODEL, clean_env, run_script
 from test_resume import TOKENS, record
@@ -170,7 +171,7 @@ def test_sigterm_saves_the_state_and_the_same_command_continues(tmp_path):
     argv = [*map(str, ARGS), "--resume", "auto", "--out-dir", str(out)]
     plain = run_script(script, [*ARGS, "--out-dir", tmp_path / "plain"], tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]
-    proc = subprocess.Popen(
+    proc = warm.Popen(
         [sys.executable, script, *argv],
         cwd=ROOT,
         env=clean_env(tmp_path),
@@ -217,7 +218,7 @@ def test_resume_alone_brings_back_the_runs_own_flags(tmp_path):
     script, out = "neptune_integration.py", tmp_path / "D"
     plain = run_script(script, [*ARGS, "--out-dir", tmp_path / "plain"], tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]
-    proc = subprocess.Popen(
+    proc = warm.Popen(
         [sys.executable, script, *map(str, ARGS), "--out-dir", str(out)],
         cwd=ROOT,
         env=clean_env(tmp_path),

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import warm
 from conftest import ROOT, SCRIPTS, clean_env, run_script
 from test_resume import CHAIN_ARGS, TOKENS, record
 
@@ -49,7 +50,7 @@ def test_a_fault_at_every_phase_then_resume_records_each_epoch_once(script, tmp_
     out = tmp_path / "D"
     for i, (phase, sig, code) in enumerate(CHAIN):
         argv = [*CHAIN_ARGS, "--out-dir", out, *(["--resume"] if i else [])]
-        faulty = subprocess.run(
+        faulty = warm.run(
             [sys.executable, os.path.join(ROOT, "tests", "faults.py"), phase, sig, script, *map(str, argv)],
             cwd=ROOT,
             env=clean_env(tmp_path, **TOKENS),
@@ -123,7 +124,7 @@ def test_kill_9_seconds_after_a_resume_state_write_at_the_default_interval(scrip
     for i, delay in enumerate((1, 3, 5)):
         states = glob.glob(str(out / "*" / "resume.pt"))
         before = state_id(states[0]) if states else None
-        proc = subprocess.Popen(
+        proc = warm.Popen(
             [
                 sys.executable,
                 os.path.join(ROOT, script),

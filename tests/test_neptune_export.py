@@ -17,6 +17,7 @@ import sys
 
 import pytest
 import records
+import warm
 from conftest import (
     LEARNS_QUICKLY,
     NEPTUNE_TOKEN,
@@ -60,7 +61,7 @@ def job_args(data_dir, out, extra=()):
 
 
 def export(source, target, out, home, *extra):
-    result = subprocess.run(
+    result = warm.run(
         [
             sys.executable,
             os.path.join(ROOT, "neptune_export.py"),
@@ -199,7 +200,7 @@ def test_a_neptune_run_exported_to_mlflow_equals_the_native_mlflow_run(native, t
 
 def test_an_interrupted_and_resumed_run_exports_as_one_run(native, cifar_dir, tmp_path):
     out = tmp_path / "neptune"
-    stopped = subprocess.run(
+    stopped = warm.run(
         [
             sys.executable,
             os.path.join(ROOT, "tests", "faults.py"),

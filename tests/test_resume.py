@@ -6,7 +6,6 @@ import glob
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import sys
 import pytest
 import records
 import torch
+import warm
 from conftest import (
     NEPTUNE_TOKEN,
     ROOT,
@@ -77,7 +77,7 @@ def uninterrupted(tmp_path_factory):
 
 def interrupt_in_epoch_2(script, out, signum, home):
     """Start the script, send `signum` to its process group once epoch 1 is logged, wait for it."""
-    proc = subprocess.Popen(
+    proc = warm.Popen(
         [sys.executable, script, *map(str, args(out))],
         cwd=ROOT,
         env=clean_env(home, **TOKENS),
@@ -201,7 +201,7 @@ def record(script, out):
 
 
 def test_hard_crash_before_any_state_says_nothing_to_continue_yet(tmp_path):
-    crashed = subprocess.run(
+    crashed = warm.run(
         [
             sys.executable,
             os.path.join(ROOT, "tests", "faults.py"),
@@ -228,7 +228,7 @@ def test_hard_crash_before_any_state_says_nothing_to_continue_yet(tmp_path):
 def test_second_signal_during_a_slow_finish_stops_waiting(script, tmp_path):
     """The tracker's finish hangs (as an upload to a slow server would): the first Ctrl-C is
     noted, the second stops waiting, says where the records are, and exits non-zero."""
-    proc = subprocess.Popen(
+    proc = warm.Popen(
         [
             sys.executable,
             os.path.join(ROOT, "tests", "faults.py"),
@@ -291,15 +291,14 @@ def test_non_finite_loss_stops_and_marks_the_run_failed(script, tmp_path):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_full_disk_stops_cleanly_and_keeps_the_record(script, tmp_path):
     # no file over 4 MB: the small model's first checkpoint (10 MB) is the first file it meets
-    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))  # noqa: E731
-    result = subprocess.run(
+    result = warm.run(
         [sys.executable, script, *map(str, args(tmp_path, epochs=1))],
         cwd=ROOT,
         env=clean_env(tmp_path, **TOKENS),
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=limit,
+        fsize=4 << 20,
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -365,7 +364,7 @@ def test_a_tracker_that_cannot_write_is_one_line_last(tmp_path, capsys):
         def log_epoch(self, metrics, step, checkpoint):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(self.run_dir, "record"))
 
-    cfg = dict(alexnet.RECIPES["default"], epochs=2, batch_size=64, log_every=5, seed=0)
+    cfg = dict(alexnet.RECIPES["default"], hidden=256, epochs=2, batch_size=64, log_every=5, seed=0)
     ds = data.load("synthetic", None, train_size=256, val_fraction=0.1, seed=0)
     run_dir = str(tmp_path / "run")
     engine = alexnet.Engine(cfg, ds, FullDisk(None, run_dir), torch.device("cpu"), run_dir)
@@ -406,7 +405,7 @@ def test_resume_bad_inputs(script, tmp_path):
 
 def test_resume_a_run_folder_outside_out_dir_continues_it_there(tmp_path):
     elsewhere = tmp_path / "elsewhere"
-    stopped = subprocess.run(
+    stopped = warm.run(
         [
             sys.executable,
             os.path.join(ROOT, "tests", "faults.py"),
@@ -445,7 +444,7 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
     code, _ = interrupt_in_epoch_2(script, tmp_path, signal.SIGINT, tmp_path)
     assert code == 130
     [run] = [d for d in os.listdir(tmp_path) if d[0].isdigit()]
-    first = subprocess.Popen(
+    first = warm.Popen(
         [sys.executable, script, *map(str, args(tmp_path, extra=["--resume", tmp_path / run]))],
         cwd=ROOT,
         env=clean_env(tmp_path),
@@ -491,7 +490,7 @@ def test_mlflow_runs_started_together_into_a_new_folder_each_record_one_run(n, t
     unless one process makes it while the others wait."""
     out = tmp_path / "new"
     procs = [
-        subprocess.Popen(
+        warm.Popen(
             [sys.executable, "mlflow_tracking.py", *map(str, args(out, epochs=1))],
             cwd=ROOT,
             env=clean_env(tmp_path),

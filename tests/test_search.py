@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import records
+import warm
 from conftest import ROOT, SCRIPTS, SMALL_MODEL, clean_env, run_script
 
 from neptune_export import assigned, operations
@@ -103,7 +104,7 @@ def test_the_three_tools_record_the_same_search(searches):
 
 
 def start(script, out, *extra):
-    return subprocess.Popen(
+    return warm.Popen(
         [sys.executable, os.path.join(ROOT, script), *map(str, [*FLAGS, "--out-dir", out, *extra])],
         cwd=ROOT,
         env=clean_env(out),

@@ -1,0 +1,326 @@
+"""Start the repository's scripts from a process that has already imported torch.
+
+A fresh `python script.py` spends three to four CPU seconds importing torch (and torch._dynamo,
+which the first optimizer imports) before it does anything, and most tests start a script.
+Here one server process per test worker imports them once and forks each script from there: the
+script runs as `python script.py` would (its own pid, process group if asked, file descriptors,
+working folder, environment, argv, default signal handlers, interpreter exit with its atexit
+hooks), a kill -9 kills it, and its exit status comes back as Popen's.
+
+    python tests/warm.py FD     the server (started by `Popen` below, never by hand)
+
+`Popen` and `run` take the subset of subprocess's arguments the tests use. Only
+`[sys.executable, "path/to/script.py", ...]` with OMP_NUM_THREADS=1 in its environment (what torch
+was imported with here) is forked; anything else (torchrun, `python -c`, other programs) and
+every launch under WARM=0 (`WARM=0 make test`) starts a fresh process through subprocess itself.
+Fresh interpreters still run each script in the suite: the torchrun launches (test_ddp.py,
+test_cluster.py) and the terminal prompts (conftest.answer_prompt).
+"""
+
+import atexit
+import io
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the scripts import that keeps no state of its own process: torch, torch._dynamo (the first
+# optimizer imports it), the schema validators Neptune's client spends most of its import on, and
+# this repository's modules. Not the trackers' clients: neptune's import starts a native thread
+# (a fork keeps only the thread that forks), mlflow's writes under XDG_CONFIG_HOME (which the MLflow
+# script sets first), and wandb's makes a temporary folder for media that the first script to exit
+# deletes (every later one then fails to log an image).
+PRELOADED = [
+    "numpy",
+    "torch",
+    "torch._dynamo",
+    "jsonschema",
+    "bravado_core.model",
+    "alexnet",
+    "data",
+    "durable",
+    "tracking",
+]
+
+
+def serve(fd):
+    sock = socket.socket(fileno=fd)
+    path = sys.path[:]
+    sys.path.insert(0, ROOT)
+    for name in PRELOADED:
+        __import__(name)
+    sys.path[:] = path
+    threads = os.listdir("/proc/self/task")
+    assert len(threads) == 1, f"a forked process would lose the server's other threads: {threads}"
+    assert os.listdir(os.environ["HOME"]) == [], "importing wrote under HOME"
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # each reaper (below) exits alone
+    while True:
+        message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
+        if not message:
+            return  # the test worker closed its end
+        if os.fork() == 0:
+            sock.close()
+            reap(json.loads(message), fds)
+        for f in fds:
+            os.close(f)
+
+
+def reap(request, fds):
+    """In a fork of the server: fork the script, tell its pid, wait for it, tell its wait status."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    *stdio, status = fds
+    pid = os.fork()
+    if pid == 0:
+        os.close(status)
+        become(request, stdio)
+    for f in stdio:
+        os.close(f)
+    os.write(status, f"{pid}\n".encode())
+    _, code = os.waitpid(pid, 0)
+    os.write(status, f"{code}\n".encode())
+    os._exit(0)
+
+
+def become(request, stdio):
+    """Turn this fork into `python SCRIPT ARGS...`; it ends as that interpreter would."""
+    import random
+    import runpy
+
+    import numpy
+
+    if request["new_session"]:
+        os.setsid()
+    for target, f in enumerate(stdio):
+        os.dup2(f, target)
+    for f in stdio:
+        if f > 2:
+            os.close(f)
+    if request["fsize"] is not None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (request["fsize"], request["fsize"]))
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    random.seed()  # from the OS's entropy, as a new interpreter's: not the server's state, shared by every fork
+    numpy.random.seed()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    script = os.path.abspath(request["argv"][0])
+    sys.argv = request["argv"]
+    sys.path[0] = os.path.dirname(script)
+    runpy.run_path(script, run_name="__main__")
+    sys.exit(0)
+
+
+class Server:
+    """This test worker's server: started on first use, ended with the worker."""
+
+    sock = None
+    proc = None
+
+    @classmethod
+    def send(cls, request, fds):
+        if cls.proc is None or cls.proc.poll() is not None:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            # the scripts' environment without a tracker's variables, and an empty home of its own
+            env = {k: v for k, v in request["env"].items() if not k.startswith(("WANDB_", "NEPTUNE_", "MLFLOW_"))}
+            env["HOME"] = tempfile.mkdtemp(prefix="warm-home-")
+            atexit.register(shutil.rmtree, env["HOME"], True)
+            cls.proc = subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+            theirs.close()
+            cls.sock = ours
+        socket.send_fds(cls.sock, [json.dumps(request).encode()], fds)
+
+
+def forkable(args, env):
+    return (
+        os.environ.get("WARM", "1") != "0"
+        and env is not None
+        and env.get("OMP_NUM_THREADS") == "1"
+        and len(args) >= 2
+        and args[0] == sys.executable
+        and str(args[1]).endswith(".py")
+    )
+
+
+class Popen:
+    """subprocess.Popen for a forked script: pid, stdout/stderr, poll, wait, communicate, signals."""
+
+    def __new__(
+        cls,
+        args,
+        *,
+        cwd=None,
+        env=None,
+        stdin=None,
+        stdout=None,
+        stderr=None,
+        text=False,
+        start_new_session=False,
+        fsize=None,
+    ):
+        args = [str(a) for a in args]
+        if not forkable(args, env):
+
+            def limit():
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+            return subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=env,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                text=text,
+                start_new_session=start_new_session,
+                preexec_fn=None if fsize is None else limit,
+            )
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        args,
+        *,
+        cwd=None,
+        env=None,
+        stdin=None,
+        stdout=None,
+        stderr=None,
+        text=False,
+        start_new_session=False,
+        fsize=None,
+    ):
+        self.args, self.returncode = args, None
+        ends, mine = [], []
+        for i, how in enumerate((stdin, stdout, stderr)):
+            if how == subprocess.PIPE:
+                r, w = os.pipe()
+                ends.append(r if i == 0 else w)
+                mine.append(w if i == 0 else r)
+            elif how in (None, subprocess.DEVNULL):
+                ends.append(os.open(os.devnull, os.O_RDWR) if how == subprocess.DEVNULL or i == 0 else os.dup(i))
+                mine.append(None)
+            elif how == subprocess.STDOUT:
+                ends.append(os.dup(ends[1]))
+                mine.append(None)
+            else:
+                ends.append(os.dup(how if isinstance(how, int) else how.fileno()))
+                mine.append(None)
+        status_r, status_w = os.pipe()
+        request = dict(
+            argv=[str(a) for a in args[1:]],
+            cwd=str(cwd or os.getcwd()),
+            env=env,
+            new_session=start_new_session,
+            fsize=fsize,
+        )
+        Server.send(request, [*ends, status_w])
+        for f in (*ends, status_w):
+            os.close(f)
+        self._status = os.fdopen(status_r, "rb", buffering=0)
+        self._said = b""
+        line = self._read_line(60)
+        assert line is not None, "the warm server did not start the script"
+        self.pid = int(line)
+
+        def wrap(f, mode):
+            if f is None:
+                return None
+            raw = os.fdopen(f, mode + "b", buffering=0 if mode == "w" else -1)
+            return io.TextIOWrapper(raw, encoding="utf-8", write_through=True) if text else raw
+
+        self.stdin, self.stdout, self.stderr = wrap(mine[0], "w"), wrap(mine[1], "r"), wrap(mine[2], "r")
+
+    def _read_line(self, timeout):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._said:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self._status], [], [], left)[0]:
+                return None
+            chunk = self._status.read(64)
+            if not chunk:
+                raise RuntimeError("the warm server's reaper ended without a status")
+            self._said += chunk
+        line, self._said = self._said.split(b"\n", 1)
+        return line.decode()
+
+    def poll(self):
+        return self.wait(timeout=0, raising=False)
+
+    def wait(self, timeout=None, raising=True):
+        if self.returncode is None:
+            line = self._read_line(timeout)
+            if line is None:
+                if raising:
+                    raise subprocess.TimeoutExpired(self.args, timeout)
+                return None
+            self.returncode = os.waitstatus_to_exitcode(int(line))
+            self._status.close()
+        return self.returncode
+
+    def send_signal(self, signum):
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def communicate(self, timeout=None):
+        got = {}
+
+        def drain(name, f):
+            got[name] = f.read()
+            f.close()
+
+        readers = [
+            threading.Thread(target=drain, args=(name, f), daemon=True)
+            for name, f in (("out", self.stdout), ("err", self.stderr))
+            if f is not None and not f.closed
+        ]
+        if self.stdin is not None and not self.stdin.closed:
+            self.stdin.close()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return got.get("out"), got.get("err")
+
+
+def run(args, *, timeout=None, capture_output=False, stdout=None, stderr=None, **kwargs):
+    """subprocess.run for a forked script (a fresh process where it cannot be forked)."""
+    if capture_output:
+        stdout = stderr = subprocess.PIPE
+    proc = Popen(args, stdout=stdout, stderr=stderr, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
