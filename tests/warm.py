@@ -157,40 +157,21 @@ def forkable(args, env):
     )
 
 
-class Popen:
-    """subprocess.Popen for a forked script: pid, stdout/stderr, poll, wait, communicate, signals."""
+def Popen(args, *, env=None, fsize=None, **kwargs):
+    """A forked script (`Forked`) where it can be forked, else subprocess.Popen; `fsize` is the file
+    size limit (RLIMIT_FSIZE) of the process."""
+    args = [str(a) for a in args]
+    if forkable(args, env):
+        return Forked(args, env=env, fsize=fsize, **kwargs)
 
-    def __new__(
-        cls,
-        args,
-        *,
-        cwd=None,
-        env=None,
-        stdin=None,
-        stdout=None,
-        stderr=None,
-        text=False,
-        start_new_session=False,
-        fsize=None,
-    ):
-        args = [str(a) for a in args]
-        if not forkable(args, env):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-            def limit():
-                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    return subprocess.Popen(args, env=env, preexec_fn=None if fsize is None else limit, **kwargs)
 
-            return subprocess.Popen(
-                args,
-                cwd=cwd,
-                env=env,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                text=text,
-                start_new_session=start_new_session,
-                preexec_fn=None if fsize is None else limit,
-            )
-        return super().__new__(cls)
+
+class Forked:
+    """subprocess.Popen's interface to a forked script: pid, stdout/stderr, poll, wait, communicate, signals."""
 
     def __init__(
         self,
