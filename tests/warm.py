@@ -204,7 +204,7 @@ class Forked:
                 mine.append(None)
         status_r, status_w = os.pipe()
         request = dict(
-            argv=[str(a) for a in args[1:]],
+            argv=args[1:],
             cwd=str(cwd or os.getcwd()),
             env=env,
             new_session=start_new_session,
@@ -226,6 +226,7 @@ class Forked:
             return io.TextIOWrapper(raw, encoding="utf-8", write_through=True) if text else raw
 
         self.stdin, self.stdout, self.stderr = wrap(mine[0], "w"), wrap(mine[1], "r"), wrap(mine[2], "r")
+        self._readers, self._got = None, {}  # communicate's, kept for a second call after a timeout
 
     def _read_line(self, timeout):
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -265,28 +266,27 @@ class Forked:
         self.send_signal(signal.SIGTERM)
 
     def communicate(self, timeout=None):
-        got = {}
-
         def drain(name, f):
-            got[name] = f.read()
+            self._got[name] = f.read()
             f.close()
 
-        readers = [
-            threading.Thread(target=drain, args=(name, f), daemon=True)
-            for name, f in (("out", self.stdout), ("err", self.stderr))
-            if f is not None and not f.closed
-        ]
-        if self.stdin is not None and not self.stdin.closed:
-            self.stdin.close()
+        if self._readers is None:
+            self._readers = [
+                threading.Thread(target=drain, args=(name, f), daemon=True)
+                for name, f in (("out", self.stdout), ("err", self.stderr))
+                if f is not None and not f.closed
+            ]
+            if self.stdin is not None and not self.stdin.closed:
+                self.stdin.close()
+            for t in self._readers:
+                t.start()
         deadline = None if timeout is None else time.monotonic() + timeout
-        for t in readers:
-            t.start()
-        for t in readers:
+        for t in self._readers:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 raise subprocess.TimeoutExpired(self.args, timeout)
         self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return got.get("out"), got.get("err")
+        return self._got.get("out"), self._got.get("err")
 
 
 def run(args, *, timeout=None, capture_output=False, stdout=None, stderr=None, **kwargs):
