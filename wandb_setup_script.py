@@ -6,6 +6,7 @@
 The mirror image of neptune_integration.py: same flags, metrics, artifacts and order.
 """
 
+import contextlib
 import getpass
 import glob
 import json
@@ -118,6 +119,74 @@ def leet_records(log):
             f"cannot read W&B's record of the earlier segment {log} with `wandb leet "
             f"inspect` ({tracking.first_line(e)}); nothing more was logged"
         ) from None
+
+
+def held_by(log):
+    """What one segment's .wandb log holds (`alexnet.Recorded`), read by `wandb leet inspect`."""
+    held = alexnet.Recorded()
+    for r in leet_records(log):
+        item = r["history"]["item"] if r["type"] == "history" else {}
+        if "train/batch_loss" in item:
+            held.steps.add(int(item["global_step"]))
+        if "val/acc" in item:
+            held.epochs.add(int(item["epoch"]))
+        if r["type"] == "artifact" and r["artifact"]["type"] == "model":
+            aliases = r["artifact"]["aliases"]
+            held.final |= "final" in aliases
+            held.versions.update(
+                int(a[len("epoch-") :]) for a in aliases if a.startswith("epoch-") and "final" not in aliases
+            )
+        if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {}):
+            held.results = True
+    return held
+
+
+class SegmentsRead:
+    """What each earlier segment's log was read to hold, kept in the run folder: a resume reads only
+    the logs it has not read before. Each `wandb leet inspect` takes half a second of CPU, so a run
+    resumed many times (a requeued cluster job) would otherwise read every earlier log again at each
+    start. A log is known by its folder, size and modification time: one that changed is read again."""
+
+    NAME = "wandb-segments.json"
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, self.NAME)
+        try:
+            with open(self.path) as f:
+                self.known = json.load(f)
+        except (OSError, ValueError):  # none yet, or unreadable: every log is read
+            self.known = {}
+        self.changed = False
+
+    def holds(self, log):
+        key, stat = os.path.basename(os.path.dirname(log)), os.stat(log)
+        seen, mark = self.known.get(key), [stat.st_size, stat.st_mtime_ns]
+        if seen and seen["mark"] == mark:
+            return alexnet.Recorded(
+                set(seen["steps"]), set(seen["epochs"]), set(seen["versions"]), seen["final"], seen["results"]
+            )
+        held = held_by(log)
+        after = os.stat(log)
+        if [after.st_size, after.st_mtime_ns] == mark:  # not being written while it was read
+            self.known[key] = dict(
+                mark=mark,
+                steps=sorted(held.steps),
+                epochs=sorted(held.epochs),
+                versions=sorted(held.versions),
+                final=held.final,
+                results=held.results,
+            )
+            self.changed = True
+        return held
+
+    def save(self):
+        def write(tmp):
+            with open(tmp, "w") as f:
+                json.dump(self.known, f)
+
+        if self.changed:
+            with contextlib.suppress(OSError):  # a full disk: the next resume reads the logs again
+                durable.write_atomically(self.path, write)
 
 
 def weight_histograms(model, bins=64):
@@ -259,22 +328,15 @@ class WandbTracker(tracking.Tracker):
             return alexnet.Recorded(
                 set(range(1, int(s.get("global_step", 0)) + 1)), epochs, epochs, "test/acc" in s, "test/acc" in s
             )
-        recorded = alexnet.Recorded()
+        recorded, read = alexnet.Recorded(), SegmentsRead(self.run_dir)
         for log in self.earlier:
-            for r in leet_records(log):
-                item = r["history"]["item"] if r["type"] == "history" else {}
-                if "train/batch_loss" in item:
-                    recorded.steps.add(int(item["global_step"]))
-                if "val/acc" in item:
-                    recorded.epochs.add(int(item["epoch"]))
-                if r["type"] == "artifact" and r["artifact"]["type"] == "model":
-                    aliases = r["artifact"]["aliases"]
-                    recorded.final |= "final" in aliases
-                    recorded.versions.update(
-                        int(a[len("epoch-") :]) for a in aliases if a.startswith("epoch-") and "final" not in aliases
-                    )
-                if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {}):
-                    recorded.results = True
+            held = read.holds(log)
+            recorded.steps.update(held.steps)
+            recorded.epochs.update(held.epochs)
+            recorded.versions.update(held.versions)
+            recorded.final |= held.final
+            recorded.results |= held.results
+        read.save()
         return recorded
 
     def log_dataset(self, info, files):

@@ -67,6 +67,12 @@ def test_a_fault_at_every_phase_then_resume_records_each_epoch_once(script, tmp_
     assert epochs == [1, 2, 3] and steps == list(range(1, 13)) and finals == 1, (epochs, steps, finals)
     assert versions == want[4]  # each epoch's model version once
     assert test_acc == want[3]
+    if script == "wandb_setup_script.py":  # each earlier segment's log read once, then known (SegmentsRead)
+        [run] = [d for d in os.listdir(out) if d[0].isdigit()]
+        with open(out / run / "wandb-segments.json") as f:
+            known = json.load(f)
+        logs = sorted(glob.glob(str(out / "wandb" / "offline-run-*" / "*.wandb")))
+        assert sorted(known) == [os.path.basename(os.path.dirname(log)) for log in logs[:-1]]
 
 
 # The reproduction of a kill -9 soon after a resume-state write, at the default interval (the first

@@ -1,5 +1,6 @@
 """A real offline W&B run, read back with W&B's own reader (`wandb leet inspect --json`)."""
 
+import glob
 import json
 import os
 import subprocess
@@ -24,7 +25,9 @@ import alexnet
 def offline_run(cifar_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     out = tmp_path_factory.mktemp("runs")
-    result = run_script("wandb_setup_script.py", quick_args(cifar_dir, out, epochs=3), home, WANDB_API_KEY=WANDB_KEY)
+    result = run_script(
+        "wandb_setup_script.py", quick_args(cifar_dir, out, epochs=3), home, WANDB_API_KEY=WANDB_KEY, fresh=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [run_dir] = [d for d in os.listdir(out) if d[0].isdigit()]
     with open(out / run_dir / "history.json") as f:
@@ -190,6 +193,33 @@ def test_a_record_that_cannot_be_read_back_is_an_error_not_an_empty_record(conte
         log.write_bytes(content)
     with pytest.raises(tracking.RecordError, match=rf"cannot read W&B's record of the earlier segment {log}"):
         wandb_setup_script.leet_records(str(log))
+
+
+def test_a_log_read_once_is_known_until_it_changes(offline_run, tmp_path):
+    """A resume keeps what each earlier log holds in the run folder (wandb-segments.json) and reads a
+    log again only when its size or modification time changed."""
+    import shutil
+
+    import wandb_setup_script
+
+    [log] = glob.glob(str(offline_run["out"] / "wandb" / "offline-run-*" / "*.wandb"))
+    copy = tmp_path / os.path.basename(os.path.dirname(log)) / os.path.basename(log)
+    copy.parent.mkdir()
+    shutil.copy2(log, copy)  # its own modification time changes below, not the module's run's
+    read = wandb_setup_script.SegmentsRead(str(tmp_path))
+    held = read.holds(str(copy))
+    assert (sorted(held.epochs), held.final, held.results) == ([1, 2, 3], True, True)
+    read.save()
+    with open(tmp_path / "wandb-segments.json") as f:
+        known = json.load(f)
+    assert list(known) == [copy.parent.name] and known[copy.parent.name]["epochs"] == [1, 2, 3]
+    known[copy.parent.name]["epochs"] = [7]  # what only the kept entry says: proves it is what is used
+    with open(tmp_path / "wandb-segments.json", "w") as f:
+        json.dump(known, f)
+    assert wandb_setup_script.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {7}
+    stat = os.stat(copy)
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))  # the log changed: read again
+    assert wandb_setup_script.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {1, 2, 3}
 
 
 PRESS_TWICE = """
