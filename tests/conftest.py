@@ -80,7 +80,7 @@ def clean_env(home, **extra):
     return env
 
 
-def run_script(script, args, home, timeout=300, **env):
+def run_script(script, args, home, timeout=300, fresh=False, **env):
     return warm.run(
         [sys.executable, os.path.join(ROOT, script), *map(str, args)],
         cwd=ROOT,
@@ -89,6 +89,7 @@ def run_script(script, args, home, timeout=300, **env):
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        fresh=fresh,
     )
 
 

@@ -162,7 +162,7 @@ def artifacts(record, path=None):
 def offline_run(cifar_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     out = tmp_path_factory.mktemp("runs")
-    result = run_script("mlflow_tracking.py", quick_args(cifar_dir, out, epochs=3), home, **LOCAL)
+    result = run_script("mlflow_tracking.py", quick_args(cifar_dir, out, epochs=3), home, **LOCAL, fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return dict(
         result=result, home=home, out=out, history=engine_history(out), **read_back(f"sqlite:///{out}/mlflow.db", out)

@@ -29,7 +29,11 @@ def offline_run(cifar_dir, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     out = tmp_path_factory.mktemp("runs")
     result = run_script(
-        "neptune_integration.py", quick_args(cifar_dir, out, epochs=3), home, NEPTUNE_API_TOKEN=NEPTUNE_TOKEN
+        "neptune_integration.py",
+        quick_args(cifar_dir, out, epochs=3),
+        home,
+        fresh=True,
+        NEPTUNE_API_TOKEN=NEPTUNE_TOKEN,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     [run_dir] = [d for d in os.listdir(out) if d[0].isdigit()]

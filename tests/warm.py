@@ -1,4 +1,4 @@
-"""Start the repository's scripts from a process that has already imported torch.
+"""Start the repository's scripts from a process that has already imported torch and the trackers.
 
 A fresh `python script.py` spends three to four CPU seconds importing torch (and torch._dynamo,
 which the first optimizer imports) before it does anything, and most tests start a script.
@@ -11,13 +11,15 @@ hooks), a kill -9 kills it, and its exit status comes back as Popen's.
 
 `Popen` and `run` take the subset of subprocess's arguments the tests use. Only
 `[sys.executable, "path/to/script.py", ...]` with OMP_NUM_THREADS=1 in its environment (what torch
-was imported with here) is forked; anything else (torchrun, `python -c`, other programs) and
-every launch under WARM=0 (`WARM=0 make test`) starts a fresh process through subprocess itself.
+was imported with here) is forked; anything else (torchrun, `python -c`, other programs), a launch
+with `fresh=True` (a test of what the imports themselves leave in the home folder) and every
+launch under WARM=0 (`WARM=0 make test`) starts a fresh process through subprocess itself.
 Fresh interpreters still run each script in the suite: the torchrun launches (test_ddp.py,
-test_cluster.py) and the terminal prompts (conftest.answer_prompt).
+test_cluster.py), the terminal prompts (conftest.answer_prompt) and the offline_run fixtures.
 """
 
 import atexit
+import gc
 import io
 import json
 import os
@@ -33,12 +35,14 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# What the scripts import that keeps no state of its own process: torch, torch._dynamo (the first
-# optimizer imports it), the schema validators Neptune's client spends most of its import on, and
-# this repository's modules. Not the trackers' clients: neptune's import starts a native thread
-# (a fork keeps only the thread that forks), mlflow's writes under XDG_CONFIG_HOME (which the MLflow
-# script sets first), and wandb's makes a temporary folder for media that the first script to exit
-# deletes (every later one then fails to log an image).
+# What the scripts import: torch, torch._dynamo (the first optimizer imports it), the schema
+# validators Neptune's client spends most of its import on, this repository's modules, and the
+# trackers' clients with what they import as they open a run or log a figure. Imported here with a
+# home and a config folder of the server's own (mlflow writes its telemetry id under
+# XDG_CONFIG_HOME, matplotlib its font cache under MPLCONFIGDIR); a fork makes its own copies of
+# what wandb's import made for itself (fresh_temporary_folders). Where this is not the same as a
+# fresh import: a forked MLflow script keeps the server's telemetry id instead of writing one under
+# --out-dir, and matplotlib keeps the server's cache (the home-folder tests launch fresh).
 PRELOADED = [
     "numpy",
     "torch",
@@ -49,7 +53,25 @@ PRELOADED = [
     "data",
     "durable",
     "tracking",
+    "wandb",
+    "wandb.sdk.launch",
+    "neptune",
+    "mlflow",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "matplotlib.pyplot",
 ]
+
+
+def fresh_temporary_folders():
+    """wandb's import made temporary folders (media, artifact staging) whose cleanup at exit every
+    fork inherits: this process makes its own, as a fresh import would, and leaves the server's alone."""
+    tempfile.tempdir = None  # found again from this process's environment (TMPDIR)
+    from wandb.sdk.artifacts.artifact import Artifact
+    from wandb.sdk.data_types import _private
+
+    for folder, suffix in ((_private.MEDIA_TMP, "wandb-media"), (Artifact._TMP_DIR, "wandb-artifacts")):
+        folder._finalizer.detach()
+        folder.__init__(suffix)
 
 
 def serve(fd):
@@ -59,9 +81,16 @@ def serve(fd):
     for name in PRELOADED:
         __import__(name)
     sys.path[:] = path
-    threads = os.listdir("/proc/self/task")
-    assert len(threads) == 1, f"a forked process would lose the server's other threads: {threads}"
+    # A fork keeps only the thread that forks: no thread may hold state a script needs. pyarrow's
+    # allocator (jemalloc, imported with neptune) runs a purging thread of its own; jemalloc takes
+    # its locks around a fork and the child starts without it.
+    threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+    assert len(threads) - threads.count("jemalloc_bg_thd") == 1, f"a fork would lose these threads: {threads}"
     assert os.listdir(os.environ["HOME"]) == [], "importing wrote under HOME"
+    # Out of the collector's sight: without it each fork's garbage collections, and its interpreter
+    # exit, walk the server's millions of objects and copy every page they touch (a forked run's
+    # exit alone took 2.2 CPU seconds instead of 0.4).
+    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # each reaper (below) exits alone
     while True:
         message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 4)
@@ -109,6 +138,7 @@ def become(request, stdio):
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    fresh_temporary_folders()
     random.seed()  # from the OS's entropy, as a new interpreter's: not the server's state, shared by every fork
     numpy.random.seed()
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -134,6 +164,9 @@ class Server:
             env = {k: v for k, v in request["env"].items() if not k.startswith(("WANDB_", "NEPTUNE_", "MLFLOW_"))}
             env["HOME"] = tempfile.mkdtemp(prefix="warm-home-")
             atexit.register(shutil.rmtree, env["HOME"], True)
+            config = tempfile.mkdtemp(prefix="warm-config-")
+            atexit.register(shutil.rmtree, config, True)
+            env.update(XDG_CONFIG_HOME=config, MPLCONFIGDIR=os.path.join(config, "matplotlib"))
             cls.proc = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
@@ -157,11 +190,12 @@ def forkable(args, env):
     )
 
 
-def Popen(args, *, env=None, fsize=None, **kwargs):
+def Popen(args, *, env=None, fsize=None, fresh=False, **kwargs):
     """A forked script (`Forked`) where it can be forked, else subprocess.Popen; `fsize` is the file
-    size limit (RLIMIT_FSIZE) of the process."""
+    size limit (RLIMIT_FSIZE) of the process; `fresh` starts a new interpreter whatever the script
+    (for a test of what the imports themselves leave behind: a forked script's were made here)."""
     args = [str(a) for a in args]
-    if forkable(args, env):
+    if not fresh and forkable(args, env):
         return Forked(args, env=env, fsize=fsize, **kwargs)
 
     def limit():
