@@ -379,28 +379,39 @@ def test_a_tracker_that_cannot_write_is_one_line_last(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_resume_bad_inputs(script, tmp_path):
-    nothing = run_script(script, args(tmp_path, extra=["--resume"]), tmp_path, **TOKENS)
+def test_bad_resumes_are_refused_then_a_moved_run_resumes_from_its_own_files(script, uninterrupted, tmp_path):
+    """--resume with nothing to continue, with other flags and with a corrupt state is refused in one
+    line; the stopped run's --out-dir is then moved with --moved-from (the old folder deleted) and
+    resumed: it falls back to the state before the corrupt one, finishes from its own files, and
+    records what an uninterrupted run records."""
+    old, new = tmp_path / "old", tmp_path / "elsewhere" / "new"
+    nothing = run_script(script, args(old, extra=["--resume"]), tmp_path, **TOKENS)
     assert nothing.returncode == 2 and "nothing to continue yet" in nothing.stderr and "Traceback" not in nothing.stderr
-    code, _ = interrupt_in_epoch_2(script, tmp_path, signal.SIGINT, tmp_path)
+    code, _ = interrupt_in_epoch_2(script, old, signal.SIGINT, tmp_path)
     assert code == 130
-    conflict = run_script(script, args(tmp_path, epochs=5, extra=["--resume"]), tmp_path, **TOKENS)
+    conflict = run_script(script, args(old, epochs=5, extra=["--resume"]), tmp_path, **TOKENS)
     assert conflict.returncode == 2 and "--epochs 5" in conflict.stderr and "Traceback" not in conflict.stderr
-    [run] = [d for d in os.listdir(tmp_path) if d[0].isdigit()]
-    state, previous = tmp_path / run / "resume.pt", tmp_path / run / "resume.previous.pt"
+    [run] = [d for d in os.listdir(old) if d[0].isdigit()]
+    state, previous = old / run / "resume.pt", old / run / "resume.previous.pt"
     good = state.read_bytes()
     state.write_bytes(good[:5000])
     previous.write_bytes(good[:5000])  # both unreadable
-    corrupt = run_script(script, args(tmp_path, extra=["--resume"]), tmp_path, **TOKENS)
+    corrupt = run_script(script, args(old, extra=["--resume"]), tmp_path, **TOKENS)
     assert corrupt.returncode == 2 and "truncated or corrupt" in corrupt.stderr
     assert "Traceback" not in corrupt.stderr
     previous.write_bytes(good)  # the state before the latest is kept: a corrupt latest falls back to it
     state.write_bytes(good[:5000])
-    fallback = run_script(script, args(tmp_path, extra=["--resume"]), tmp_path, **TOKENS)
-    assert fallback.returncode == 0 and "continuing from the state saved before it" in fallback.stdout, (
-        fallback.stdout[-2000:] + fallback.stderr[-2000:]
-    )
-    assert record(script, tmp_path)[:2] == ([1, 2, 3], [1, *range(3, 28, 3)])  # each epoch and step once
+    shutil.copytree(old, new, symlinks=True)
+    shutil.rmtree(old)
+    moved = run_script(script, ["--out-dir", new, "--moved-from", old], tmp_path)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    resumed = run_script(script, args(new, extra=["--resume"]), tmp_path, **TOKENS)
+    assert resumed.returncode == 0 and "resuming run" in resumed.stdout, resumed.stderr[-2000:]
+    assert "continuing from the state saved before it" in resumed.stdout, resumed.stdout[-2000:]
+    epochs, steps, finals, test_acc, _ = record(script, new)
+    assert (epochs, steps, finals) == ([1, 2, 3], [1, *range(3, 28, 3)], 1)  # each epoch and step once
+    assert test_acc == [uninterrupted["summary"]["test/acc"]]
+    assert not os.path.exists(old)
 
 
 def test_resume_a_run_folder_outside_out_dir_continues_it_there(tmp_path):
@@ -510,22 +521,3 @@ def test_mlflow_runs_started_together_into_a_new_folder_each_record_one_run(n, t
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == n and len({r.data.tags["run_id"] for r in runs}) == n
     assert all(r.info.status == "FINISHED" and r.data.metrics["epoch"] == 1 for r in runs)
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_moved_run_resumes_and_evaluates_its_own_best_checkpoint(script, uninterrupted, tmp_path):
-    """Stopped, its --out-dir moved with --moved-from (the old folder deleted), then resumed: it
-    finishes from its own files and records what an uninterrupted run records."""
-    old, new = tmp_path / "old", tmp_path / "elsewhere" / "new"
-    code, _ = interrupt_in_epoch_2(script, old, signal.SIGINT, tmp_path)
-    assert code == 130
-    shutil.copytree(old, new, symlinks=True)
-    shutil.rmtree(old)
-    moved = run_script(script, ["--out-dir", new, "--moved-from", old], tmp_path)
-    assert moved.returncode == 0, moved.stdout + moved.stderr
-    resumed = run_script(script, args(new, extra=["--resume"]), tmp_path, **TOKENS)
-    assert resumed.returncode == 0 and "resuming run" in resumed.stdout, resumed.stderr[-2000:]
-    epochs, steps, finals, test_acc, _ = record(script, new)
-    assert (epochs, steps, finals) == ([1, 2, 3], [1, *range(3, 28, 3)], 1)
-    assert test_acc == [uninterrupted["summary"]["test/acc"]]
-    assert not os.path.exists(old)

@@ -52,8 +52,17 @@ def train(tmp_path, **overrides):
     return result, recorder
 
 
-def test_synthetic_data_learns_and_reports_in_order(tmp_path):
-    result, rec = train(tmp_path)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The default configuration trained once, its run folder and the interface calls it made: the
+    tests below only read them."""
+    folder = tmp_path_factory.mktemp("trained")
+    result, rec = train(folder)
+    return folder, result, rec
+
+
+def test_synthetic_data_learns_and_reports_in_order(trained):
+    _, result, rec = trained
     epochs = result["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
     assert epochs[-1]["train/loss"] < epochs[0]["train/loss"]
@@ -79,8 +88,8 @@ def test_synthetic_data_learns_and_reports_in_order(tmp_path):
         assert 0 <= m["train/acc"] <= 1 and 0 <= m["val/acc"] <= 1
 
 
-def test_best_checkpoint_is_evaluated_and_every_version_is_its_own_file(tmp_path):
-    result, rec = train(tmp_path)
+def test_best_checkpoint_is_evaluated_and_every_version_is_its_own_file(trained):
+    tmp_path, result, rec = trained
     ckpts = [a[2] for name, a in rec.calls if name == "log_epoch" and a[2]]
     [(ev, final, summary, _)] = [a for name, a in rec.calls if name == "log_results"]
     ckpts.append(final)
@@ -138,9 +147,9 @@ def test_test_accuracy_is_the_best_checkpoints(tmp_path, monkeypatch):
 
 
 def test_same_seed_same_run(tmp_path):
-    a, _ = train(tmp_path / "a", epochs=2)
-    b, _ = train(tmp_path / "b", epochs=2)
-    c, _ = train(tmp_path / "c", epochs=2, seed=1)
+    a, _ = train(tmp_path / "a", epochs=2, hidden=256)  # the narrow model: nothing here is about learning
+    b, _ = train(tmp_path / "b", epochs=2, hidden=256)
+    c, _ = train(tmp_path / "c", epochs=2, hidden=256, seed=1)
 
     def strip(r):
         return [{k: v for k, v in e.items() if k not in ("epoch_time_s", "throughput_img_s")} for e in r["epochs"]]
@@ -157,5 +166,5 @@ def test_resume_state_is_written_at_epoch_ends_at_most_once_per_interval(tmp_pat
         monkeypatch.setattr(alexnet.Engine, "STATE_EVERY_S", every_s)
     saved = []
     monkeypatch.setattr(alexnet.Engine, "save_state", lambda self: saved.append(len(self.history)))
-    train(tmp_path, epochs=2)
+    train(tmp_path, epochs=2, hidden=256)  # the narrow model: only the writes are counted
     assert saved == writes
