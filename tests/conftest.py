@@ -221,14 +221,15 @@ def answer_prompt(args, home, prompt, answer, timeout=120, more=(), **env):
 # instead of one running the fault chains alone for the last minutes.
 SLOWEST_FIRST = [
     "test_faults.py",
-    "test_resume.py",
     "test_search.py",
     "test_cluster.py",
-    "test_neptune_export.py",
-    "test_training.py",
-    "test_mlflow_script.py",
+    "test_resume.py",
     "test_ddp.py",
-    "test_cli.py",
+    "test_mlflow_script.py",
+    "test_training.py",
+    "test_neptune_export.py",
+    "test_costs.py",
+    "test_report.py",
 ]
 
 
