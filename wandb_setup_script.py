@@ -153,18 +153,20 @@ class SegmentsRead:
         self.path = os.path.join(run_dir, self.NAME)
         try:
             with open(self.path) as f:
-                self.known = json.load(f)
+                known = json.load(f)
         except (OSError, ValueError):  # none yet, or unreadable: every log is read
-            self.known = {}
+            known = {}
+        self.known = known if isinstance(known, dict) else {}
         self.changed = False
 
     def holds(self, log):
         key, stat = os.path.basename(os.path.dirname(log)), os.stat(log)
         seen, mark = self.known.get(key), [stat.st_size, stat.st_mtime_ns]
-        if seen and seen["mark"] == mark:
-            return alexnet.Recorded(
-                set(seen["steps"]), set(seen["epochs"]), set(seen["versions"]), seen["final"], seen["results"]
-            )
+        if isinstance(seen, dict) and seen.get("mark") == mark:
+            with contextlib.suppress(KeyError, TypeError):  # an entry of another shape: the log is read
+                return alexnet.Recorded(
+                    set(seen["steps"]), set(seen["epochs"]), set(seen["versions"]), seen["final"], seen["results"]
+                )
         held = held_by(log)
         after = os.stat(log)
         if [after.st_size, after.st_mtime_ns] == mark:  # not being written while it was read

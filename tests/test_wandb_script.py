@@ -220,6 +220,10 @@ def test_a_log_read_once_is_known_until_it_changes(offline_run, tmp_path):
     stat = os.stat(copy)
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))  # the log changed: read again
     assert wandb_setup_script.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {1, 2, 3}
+    for other_shape in ([], {copy.parent.name: []}, {copy.parent.name: {"mark": known[copy.parent.name]["mark"]}}):
+        with open(tmp_path / "wandb-segments.json", "w") as f:  # JSON of another shape: read as if none
+            json.dump(other_shape, f)
+        assert wandb_setup_script.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {1, 2, 3}
 
 
 PRESS_TWICE = """

@@ -42,7 +42,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # XDG_CONFIG_HOME, matplotlib its font cache under MPLCONFIGDIR); a fork makes its own copies of
 # what wandb's import made for itself (fresh_temporary_folders). Where this is not the same as a
 # fresh import: a forked MLflow script keeps the server's telemetry id instead of writing one under
-# --out-dir, and matplotlib keeps the server's cache (the home-folder tests launch fresh).
+# --out-dir, and matplotlib keeps the server's cache (the home-folder tests launch fresh); what
+# MLflow decides about telemetry at import (MLFLOW_DISABLE_TELEMETRY, its session id) and the
+# timeouts Neptune reads at import (NEPTUNE_RETRIES_TIMEOUT, NEPTUNE_REQUEST_TIMEOUT) are the
+# server's, so a test that sets one of those must launch fresh (none does).
 PRELOADED = [
     "numpy",
     "torch",
@@ -82,7 +85,7 @@ def serve(fd):
         __import__(name)
     sys.path[:] = path
     # A fork keeps only the thread that forks: no thread may hold state a script needs. pyarrow's
-    # allocator (jemalloc, imported with neptune) runs a purging thread of its own; jemalloc takes
+    # allocator (jemalloc, imported with pandas) runs a purging thread of its own; jemalloc takes
     # its locks around a fork and the child starts without it.
     threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
     assert len(threads) - threads.count("jemalloc_bg_thd") == 1, f"a fork would lose these threads: {threads}"
