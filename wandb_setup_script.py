@@ -319,9 +319,12 @@ class WandbTracker(tracking.Tracker):
         self.epoch_metrics_defined = False
 
     def segments(self):
-        """The .wandb logs of this run id under --out-dir: one per segment of a resumed offline run."""
+        """The .wandb logs of this run id under --out-dir: one per segment of a resumed offline run. A
+        segment that starts in the same second as an earlier one (a restart straight after a failed
+        start) has -1, -2 added to its folder's name (wandb.init's set_sync_dir_suffix); the log's
+        own name is the run id's alone."""
         return sorted(
-            glob.glob(os.path.join(self.args.out_dir, "wandb", f"*-{self.run_id}", f"run-{self.run_id}.wandb"))
+            glob.glob(os.path.join(self.args.out_dir, "wandb", f"*-{self.run_id}*", f"run-{self.run_id}.wandb"))
         )
 
     def recorded(self):

@@ -119,7 +119,7 @@ def start(script, out, *extra):
 def first_two_trials(script, out):
     """What the record of trials 0 and 1 is made of, to compare before and after a resumed search."""
     if script == "wandb_setup_script.py":
-        logs = [log for n in (0, 1) for log in glob.glob(f"{out}/wandb/*-trial-{n}/*.wandb")]
+        logs = [log for n in (0, 1) for log in glob.glob(f"{out}/wandb/*-trial-{n}*/run-*-trial-{n}.wandb")]
     elif script == "neptune_integration.py":
         logs = [
             os.path.join(folder, name)

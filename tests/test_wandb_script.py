@@ -226,6 +226,34 @@ def test_a_log_read_once_is_known_until_it_changes(offline_run, tmp_path):
         assert wandb_setup_script.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {1, 2, 3}
 
 
+def test_a_segment_begun_in_the_same_second_as_another_is_read_on_resume(tmp_path):
+    """wandb.init adds -1 to a segment's folder name when a segment of the same run began in the same
+    second (set_sync_dir_suffix: a restart straight after a failed start). A resume reads that
+    segment's log too: every step and epoch recorded once."""
+    import warm
+    from conftest import clean_env
+    from test_resume import CHAIN_ARGS, TOKENS, record
+
+    out, script = tmp_path / "D", "wandb_setup_script.py"
+    stopped = warm.run(
+        [sys.executable, os.path.join(ROOT, "tests", "faults.py"), "step:6", "INT", script]
+        + [*map(str, CHAIN_ARGS), "--out-dir", str(out)],
+        cwd=ROOT,
+        env=clean_env(tmp_path, **TOKENS),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    [folder] = glob.glob(str(out / "wandb" / "offline-run-*"))
+    os.rename(folder, folder + "-1")  # the name wandb.init gives it after a same-second segment
+    again = run_script(script, [*CHAIN_ARGS, "--out-dir", out, "--resume"], tmp_path, **TOKENS)
+    assert again.returncode == 0 and "its record holds steps to 6, epochs [1]" in again.stdout, again.stdout
+    epochs, steps, finals, _, _ = record(script, out)
+    assert (epochs, steps, finals) == ([1, 2, 3], list(range(1, 13)), 1)
+
+
 PRESS_TWICE = """
 import os, signal, sys
 from wandb.sdk.lib import console_capture  # patches sys.stdout.write as `wandb.init` does
