@@ -80,9 +80,11 @@ def clean_env(home, **extra):
     return env
 
 
-def run_script(script, args, home, timeout=300, fresh=False, **env):
+def run_script(script, args, home, timeout=300, fresh=False, fault=(), **env):
+    """The script run as a user would; with fault=(PHASE, SIGNAL), under tests/faults.py."""
+    command = [os.path.join(ROOT, "tests", "faults.py"), *fault, script] if fault else [os.path.join(ROOT, script)]
     return warm.run(
-        [sys.executable, os.path.join(ROOT, script), *map(str, args)],
+        [sys.executable, *command, *map(str, args)],
         cwd=ROOT,
         env=clean_env(home, **env),
         capture_output=True,

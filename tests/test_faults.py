@@ -50,15 +50,7 @@ def test_a_fault_at_every_phase_then_resume_records_each_epoch_once(script, tmp_
     out = tmp_path / "D"
     for i, (phase, sig, code) in enumerate(CHAIN):
         argv = [*CHAIN_ARGS, "--out-dir", out, *(["--resume"] if i else [])]
-        faulty = warm.run(
-            [sys.executable, os.path.join(ROOT, "tests", "faults.py"), phase, sig, script, *map(str, argv)],
-            cwd=ROOT,
-            env=clean_env(tmp_path, **TOKENS),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
+        faulty = run_script(script, argv, tmp_path, fault=(phase, sig), **TOKENS)
         assert faulty.returncode == code, (phase, sig, faulty.stdout[-1500:], faulty.stderr[-3000:])
         assert "Traceback" not in faulty.stderr, (phase, sig, faulty.stderr[-3000:])
     again = run_script(script, [*CHAIN_ARGS, "--out-dir", out, "--resume"], tmp_path, **TOKENS)

@@ -201,22 +201,8 @@ def record(script, out):
 
 
 def test_hard_crash_before_any_state_says_nothing_to_continue_yet(tmp_path):
-    crashed = warm.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "tests", "faults.py"),
-            "step:2",
-            "KILL",
-            "neptune_integration.py",
-            *map(str, CHAIN_ARGS),
-            "--out-dir",
-            tmp_path,
-        ],
-        cwd=ROOT,
-        env=clean_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    crashed = run_script(
+        "neptune_integration.py", [*CHAIN_ARGS, "--out-dir", tmp_path], tmp_path, fault=("step:2", "KILL")
     )
     assert crashed.returncode == -9
     nothing = run_script("neptune_integration.py", [*CHAIN_ARGS, "--out-dir", tmp_path, "--resume"], tmp_path)
@@ -416,22 +402,8 @@ def test_bad_resumes_are_refused_then_a_moved_run_resumes_from_its_own_files(scr
 
 def test_resume_a_run_folder_outside_out_dir_continues_it_there(tmp_path):
     elsewhere = tmp_path / "elsewhere"
-    stopped = warm.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "tests", "faults.py"),
-            "step:6",
-            "INT",
-            "neptune_integration.py",
-            *map(str, CHAIN_ARGS),
-            "--out-dir",
-            elsewhere,
-        ],
-        cwd=ROOT,
-        env=clean_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    stopped = run_script(
+        "neptune_integration.py", [*CHAIN_ARGS, "--out-dir", elsewhere], tmp_path, fault=("step:6", "INT")
     )
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     [run] = [d for d in os.listdir(elsewhere) if d[0].isdigit()]

@@ -230,21 +230,10 @@ def test_a_segment_begun_in_the_same_second_as_another_is_read_on_resume(tmp_pat
     """wandb.init adds -1 to a segment's folder name when a segment of the same run began in the same
     second (set_sync_dir_suffix: a restart straight after a failed start). A resume reads that
     segment's log too: every step and epoch recorded once."""
-    import warm
-    from conftest import clean_env
     from test_resume import CHAIN_ARGS, TOKENS, record
 
     out, script = tmp_path / "D", "wandb_setup_script.py"
-    stopped = warm.run(
-        [sys.executable, os.path.join(ROOT, "tests", "faults.py"), "step:6", "INT", script]
-        + [*map(str, CHAIN_ARGS), "--out-dir", str(out)],
-        cwd=ROOT,
-        env=clean_env(tmp_path, **TOKENS),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    stopped = run_script(script, [*CHAIN_ARGS, "--out-dir", out], tmp_path, fault=("step:6", "INT"), **TOKENS)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     [folder] = glob.glob(str(out / "wandb" / "offline-run-*"))
     os.rename(folder, folder + "-1")  # the name wandb.init gives it after a same-second segment
