@@ -200,20 +200,8 @@ def test_a_neptune_run_exported_to_mlflow_equals_the_native_mlflow_run(native, t
 
 def test_an_interrupted_and_resumed_run_exports_as_one_run(native, cifar_dir, tmp_path):
     out = tmp_path / "neptune"
-    stopped = warm.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "tests", "faults.py"),
-            "epoch:1",
-            "INT",
-            "neptune_integration.py",
-            *map(str, job_args(cifar_dir, out)),
-        ],
-        cwd=ROOT,
-        env=clean_env(tmp_path, **TOKENS),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    stopped = run_script(
+        "neptune_integration.py", job_args(cifar_dir, out), tmp_path, fault=("epoch:1", "INT"), **TOKENS
     )
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     resumed = run_script("neptune_integration.py", job_args(cifar_dir, out, ["--resume"]), tmp_path, **TOKENS)
