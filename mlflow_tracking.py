@@ -280,7 +280,13 @@ class MlflowTracker(tracking.Tracker):
         else:
             source = mlflow.data.code_dataset_source.CodeDatasetSource({"generator": info["source"]})
         dataset = mlflow.data.meta_dataset.MetaDataset(source, name=info["name"], digest=info["version"])
-        mlflow.log_input(dataset, context="training")
+        try:
+            mlflow.log_input(dataset, context="training")
+        except mlflow.exceptions.MlflowException:
+            # Runs started together into one experiment: each looks the dataset up, finds none and
+            # adds it, and the store keeps the first (UNIQUE experiment, name, digest); the others'
+            # inputs are refused. Once more, the store's copy is found and this run's input links it.
+            mlflow.log_input(dataset, context="training")
         mlflow.log_dict(info, "dataset.json")
 
     # Explicit steps: a resumed run continues the same axis. Per-step metrics go through MLflow's

@@ -16,15 +16,20 @@ PHASE is where the signal is sent to the process itself:
   finish      the results are recorded; the tracker is closing its run
   slow-finish no signal (SIGNAL is ignored): the tracker's finish first hangs for two minutes,
               as an upload to a slow server would, after printing "finishing slowly"
+  dataset-race  no signal (SIGNAL is ignored), MLflow offline only: another writer adds the same
+              dataset to the experiment's store between the run's lookup of it and its own insert,
+              as a run started at the same moment into the same folder does; prints "raced"
 SIGNAL is INT, TERM or KILL (kill -9: no handler, no cleanup, nothing flushed).
 A resume state is saved at every epoch's end, as on a CPU at full size (epochs of a minute or more).
 """
 
+import contextlib
 import importlib
 import os
 import signal
 import sys
 import time
+import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -119,6 +124,22 @@ elif phase == "slow-finish":
         return wrapped
 
     Tracker.finish = hang(Tracker.finish)
+elif phase == "dataset-race":
+    import sqlite3
+
+    import sqlalchemy
+
+    raced = []
+
+    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "before_cursor_execute")
+    def another_writer(conn, cursor, statement, parameters, context, executemany):
+        if raced or not statement.lstrip().startswith("INSERT INTO datasets"):
+            return
+        raced.append(True)
+        rows = parameters if executemany else [parameters]
+        with contextlib.closing(sqlite3.connect(conn.engine.url.database, timeout=20)) as db, db:
+            db.executemany(statement, [(uuid.uuid4().hex, *row[1:]) for row in rows])  # its own dataset_uuid
+        print("raced", flush=True)
 else:
     sys.exit(f"unknown phase {PHASE}")
 sys.argv = [SCRIPT, *ARGV]

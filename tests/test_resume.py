@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 
@@ -485,7 +486,7 @@ def test_mlflow_runs_started_together_into_a_new_folder_each_record_one_run(n, t
         for _ in range(n)
     ]
     errors = [p.communicate(timeout=300)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0] * n, [e[-1500:] for e in errors]
+    assert [p.returncode for p in procs] == [0] * n, "\n".join(e[-1500:] for e in errors)
     assert not any("Traceback" in e for e in errors)
     from mlflow import MlflowClient
 
@@ -493,3 +494,20 @@ def test_mlflow_runs_started_together_into_a_new_folder_each_record_one_run(n, t
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == n and len({r.data.tags["run_id"] for r in runs}) == n
     assert all(r.info.status == "FINISHED" and r.data.metrics["epoch"] == 1 for r in runs)
+
+
+def test_an_mlflow_run_that_loses_the_race_to_add_the_dataset_links_the_winners(tmp_path):
+    """Runs started together into one folder each look the dataset up, find none and add it: the
+    store keeps the first and refuses the others' (UNIQUE experiment, name, digest). Here another
+    writer adds it between this run's lookup and its insert, every time (by chance it was 1 in 30
+    four-run launches, two launches at a time on 2 cores, and two tests of one CI run)."""
+    out = tmp_path / "out"
+    result = run_script("mlflow_tracking.py", args(out, epochs=1), tmp_path, fault=("dataset-race", "INT"))
+    assert result.returncode == 0 and "raced" in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr
+    _, run = mlflow_record(out)
+    [dataset] = [d.dataset for d in run.inputs.dataset_inputs]
+    with sqlite3.connect(out / "mlflow.db") as db:
+        stored = db.execute("SELECT name, digest FROM datasets").fetchall()
+    assert stored == [(dataset.name, dataset.digest)]  # one copy: the other writer's
+    assert run.info.status == "FINISHED" and run.data.metrics["epoch"] == 1

@@ -169,7 +169,7 @@ def test_a_stopped_search_continues_each_trial_once(searches, script, signum, tm
 def test_two_processes_share_one_search(searches, script, tmp_path):
     procs = [start(script, tmp_path) for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(out + err for out, err in outputs)
     started = [line.split(":")[0] for out, _ in outputs for line in out.splitlines() if ": lr " in line]
     assert sorted(started) == [f"trial {n}" for n in range(4)]  # none trained twice
     assert all(any(line.startswith("trial") for line in out.splitlines()) for out, _ in outputs)  # both worked
