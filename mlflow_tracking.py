@@ -7,6 +7,7 @@ Online, a server that asks for credentials gets MLFLOW_TRACKING_USERNAME / MLFLO
 MLFLOW_TRACKING_TOKEN, or a prompt. The mirror image of wandb_setup_script.py and neptune_integration.py.
 """
 
+import collections
 import contextlib
 import getpass
 import json
@@ -14,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -44,12 +46,19 @@ def create_store(path):
     durable.write_atomically(path, migrate)
 
 
+def stored(operation):
+    """Whether MLflow's background queue has stored the batch of `operation` (its RunOperations has
+    only a wait that blocks; each of its futures ends when the batch is written or has failed)."""
+    return all(f.done() and f.exception() is None for f in operation._operation_futures)
+
+
 class MlflowTracker(tracking.Tracker):
     name = "MLflow"
     project_help = f"MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else '{EXPERIMENT}')"
 
     def __init__(self, args, run_dir):
         super().__init__(args, run_dir)
+        self.queued = collections.deque()  # (metrics, step, timestamp, MLflow's operation) per queued call
         # Importing mlflow writes its telemetry installation id under $XDG_CONFIG_HOME (else
         # ~/.config), and matplotlib its cache under MPLCONFIGDIR: both stay under --out-dir.
         os.environ["XDG_CONFIG_HOME"] = os.path.join(args.out_dir, ".mlflow-config")
@@ -293,10 +302,27 @@ class MlflowTracker(tracking.Tracker):
     # background queue (flushed by end_run): a synchronous call costs about 7 ms on SQLite (2 CPU
     # cores), a round trip online; queued, under 1 ms.
     def log_metrics(self, metrics, step):
-        mlflow.log_metrics(metrics, step=step, synchronous=False)
+        timestamp = int(time.time() * 1000)  # kept, so that writing it again stores the same point once
+        operation = mlflow.log_metrics(metrics, step=step, timestamp=timestamp, synchronous=False)
+        while self.queued and stored(self.queued[0][3]):  # kept only until the queue has stored it
+            self.queued.popleft()
+        self.queued.append((metrics, step, timestamp, operation))
+
+    def store_queued(self):
+        """Wait for the queue to store the step metrics logged so far. A batch it could not write (a
+        locked or full store, a server's error) it only reports in a log line: written again here,
+        where a failure stops the run and its resume logs the steps its record lacks."""
+        queued, self.queued = self.queued, collections.deque()
+        for metrics, step, timestamp, operation in queued:
+            try:
+                operation.wait()
+            except mlflow.exceptions.MlflowException:
+                mlflow.log_metrics(metrics, step=step, timestamp=timestamp)
 
     def log_epoch(self, metrics, step, checkpoint=None):
-        if checkpoint:  # first: an epoch on record implies its model version is too
+        # First what an epoch on record implies is recorded too: its steps and its model version.
+        self.store_queued()
+        if checkpoint:
             self.log_model(checkpoint)
         mlflow.log_metrics(metrics, step=metrics["epoch"])
 
@@ -346,7 +372,10 @@ class MlflowTracker(tracking.Tracker):
     def finish(self, status, exit_code):
         if not hasattr(self, "run"):
             return
-        mlflow.end_run(STATUS[status])
+        try:
+            self.store_queued()
+        finally:
+            mlflow.end_run(STATUS[status])
 
     @staticmethod
     def relocate(old, new):

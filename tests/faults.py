@@ -19,6 +19,8 @@ PHASE is where the signal is sent to the process itself:
   dataset-race  no signal (SIGNAL is ignored), MLflow offline only: another writer adds the same
               dataset to the experiment's store between the run's lookup of it and its own insert,
               as a run started at the same moment into the same folder does; prints "raced"
+  metrics-lost  no signal (SIGNAL is ignored), MLflow offline only: the first batch of step metrics
+              MLflow's background queue writes fails, as in a store locked past its timeout
 SIGNAL is INT, TERM or KILL (kill -9: no handler, no cleanup, nothing flushed).
 A resume state is saved at every epoch's end, as on a CPU at full size (epochs of a minute or more).
 """
@@ -140,6 +142,20 @@ elif phase == "dataset-race":
         with contextlib.closing(sqlite3.connect(conn.engine.url.database, timeout=20)) as db, db:
             db.executemany(statement, [(uuid.uuid4().hex, *row[1:]) for row in rows])  # its own dataset_uuid
         print("raced", flush=True)
+elif phase == "metrics-lost":
+    import sqlite3
+    import threading
+
+    import sqlalchemy
+
+    failed = []
+
+    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "before_cursor_execute")
+    def locked(conn, cursor, statement, parameters, context, executemany):
+        queue = threading.current_thread() is not threading.main_thread()
+        if queue and not failed and statement.lstrip().startswith("INSERT INTO metrics"):
+            failed.append(True)
+            raise sqlalchemy.exc.OperationalError(statement, parameters, sqlite3.OperationalError("database is locked"))
 else:
     sys.exit(f"unknown phase {PHASE}")
 sys.argv = [SCRIPT, *ARGV]

@@ -511,3 +511,13 @@ def test_an_mlflow_run_that_loses_the_race_to_add_the_dataset_links_the_winners(
         stored = db.execute("SELECT name, digest FROM datasets").fetchall()
     assert stored == [(dataset.name, dataset.digest)]  # one copy: the other writer's
     assert run.info.status == "FINISHED" and run.data.metrics["epoch"] == 1
+
+
+def test_step_metrics_mlflows_queue_failed_to_write_are_written_again(tmp_path):
+    """MLflow's background queue reports a batch it could not write in a log line and goes on: the
+    run writes it again before it records the epoch, so no step is missing."""
+    out = tmp_path / "out"
+    result = run_script("mlflow_tracking.py", args(out, epochs=2), tmp_path, fault=("metrics-lost", "INT"))
+    assert result.returncode == 0 and "Failed to log run data" in result.stderr, result.stderr
+    assert [s for s, _ in mlflow_series(out, "train/batch_loss")] == [1, 3, 6, 9, 12, 15, 18]
+    assert [s for s, _ in mlflow_series(out, "epoch")] == [1, 2]
