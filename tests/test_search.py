@@ -8,16 +8,20 @@ import signal
 import subprocess
 import sys
 
+import optuna
 import pytest
 import records
+import search as search_module
 import warm
 from conftest import ROOT, SCRIPTS, SMALL_MODEL, clean_env, run_script
 
 from neptune_export import assigned, operations
 
-# With these flags (the small model, seed 12) the four trials end in every way a trial can: trial 0
-# completes, the median pruner stops trials 1 and 2 after epoch 2, and trial 3's loss turns to NaN in
-# epoch 2 (a failed trial whose NaN epoch is recorded, as any run's; the search goes on).
+# The four trials end in every way a trial can, on any CPU (tests/faults.py search-endings): trial 0
+# completes, the pruner stops trials 1 and 2 after epoch 2, and trial 3's loss turns to NaN in epoch 2
+# (a failed trial whose NaN epoch is recorded, as any run's; the search goes on). Left to the median
+# rule, which trials stop hangs on validation accuracies that differ in their last bits between CPUs.
+ENDINGS = ("search-endings", "none")
 FLAGS = [
     "--mode",
     "offline",
@@ -41,7 +45,7 @@ STATES = {0: "complete", 1: "pruned", 2: "pruned", 3: "failed"}
 
 
 def search(script, out, *extra):
-    result = run_script(script, [*FLAGS, "--out-dir", out, *extra], out, timeout=600)
+    result = run_script(script, [*FLAGS, "--out-dir", out, *extra], out, timeout=600, fault=ENDINGS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
@@ -63,6 +67,21 @@ def read(script, out):
     return found["trials"], found["studies"]
 
 
+def journal(out):
+    """Each trial as the search's own journal (Optuna's storage) holds it: how it ended, and the
+    validation accuracy it reported to the pruner at each epoch."""
+    [path] = glob.glob(os.path.join(out, "search-*", "journal.log"))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    [name] = optuna.study.get_all_study_names(storage)
+    ended = {
+        optuna.trial.TrialState.COMPLETE: "complete",
+        optuna.trial.TrialState.PRUNED: "pruned",
+        optuna.trial.TrialState.FAIL: "failed",
+    }
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    return {t.number: (ended[t.state], [v for _, v in sorted(t.intermediate_values.items())]) for t in trials}
+
+
 def best_line(stdout):
     return next(line for line in stdout.splitlines() if line.startswith("best trial"))
 
@@ -74,6 +93,11 @@ def test_each_tool_records_the_search_as_it_groups_one(searches, script):
     assert sorted(trials) == [0, 1, 2, 3]
     assert {n: t["state"] for n, t in trials.items()} == STATES
     assert [len(trials[n]["val_acc"]) for n in range(4)] == [3, 2, 2, 2]  # pruned after epoch 2; failed in it
+    held = journal(out)
+    assert {n: state for n, (state, _) in held.items()} == STATES
+    for n, (state, values) in held.items():  # a failed trial's NaN epoch is recorded, never reported to the pruner
+        assert len(trials[n]["val_acc"]) == len(values) + (state == "failed")
+        assert trials[n]["val_acc"][: len(values)] == pytest.approx(values)
     [study] = studies
     assert study["best"] == 0 and best_line(stdout).startswith("best trial 0: val acc ")
     if script == "wandb_setup_script.py":  # a group of runs, one of job_type study
@@ -105,7 +129,13 @@ def test_the_three_tools_record_the_same_search(searches):
 
 def start(script, out, *extra):
     return warm.Popen(
-        [sys.executable, os.path.join(ROOT, script), *map(str, [*FLAGS, "--out-dir", out, *extra])],
+        [
+            sys.executable,
+            os.path.join(ROOT, "tests", "faults.py"),
+            *ENDINGS,
+            script,
+            *map(str, [*FLAGS, "--out-dir", out, *extra]),
+        ],
         cwd=ROOT,
         env=clean_env(out),
         stdin=subprocess.DEVNULL,
@@ -162,6 +192,7 @@ def test_a_stopped_search_continues_each_trial_once(searches, script, signum, tm
     for n in range(4):  # each epoch once: the interrupted trial's record continues where it was
         assert trials[n]["val_acc"] == pytest.approx(uninterrupted[n]["val_acc"])
         assert trials[n]["state"] == STATES[n]
+    assert journal(tmp_path) == journal(searches[script][0])  # the same endings and values, as the same computation
     assert best_line(stdout) == best_line(searches[script][1])
 
 
@@ -178,6 +209,31 @@ def test_two_processes_share_one_search(searches, script, tmp_path):
     assert len(studies) == 1  # the study recorded once, by the process that ended it
     assert sum(out.count("best trial") for out, _ in outputs) >= 1  # the process that ends the search says it
     assert sorted(glob.glob(f"{tmp_path}/search-*/study-*.json")) != []
+
+
+def test_the_median_rule_prunes_a_trial_behind_the_finished_ones_from_epoch_2():
+    """The search's own pruner, on reported values made here: a trial below the median of the finished
+    trials' at an epoch stops there, from epoch 2 on, once one trial has finished."""
+
+    def prunes(finished, reports):
+        study = optuna.create_study(direction="maximize", pruner=search_module.pruner())
+        for values in finished:
+            done = study.ask()
+            for epoch, value in enumerate(values, 1):
+                done.report(value, epoch)
+            study.tell(done, max(values))
+        trial, verdicts = study.ask(), []
+        for epoch, value in enumerate(reports, 1):
+            trial.report(value, epoch)
+            verdicts.append(trial.should_prune())
+        return verdicts
+
+    assert prunes([], [0.1, 0.1, 0.1]) == [False, False, False]  # nothing finished to compare with
+    assert prunes([[0.5, 0.6, 0.7]], [0.1, 0.2, 0.3]) == [False, True, True]  # behind: pruned from epoch 2
+    assert prunes([[0.5, 0.6, 0.7]], [0.1, 0.65, 0.8]) == [False, False, False]  # ahead at epoch 2 and after
+    assert prunes([[0.5, 0.6, 0.7]], [0.9, 0.1, 0.1]) == [False, False, False]  # its best so far is what counts
+    assert prunes([[0.5, 0.6, 0.7], [0.2, 0.3, 0.4]], [0.1, 0.45, 0.55]) == [False, False, False]  # at the median
+    assert prunes([[0.5, 0.6, 0.7], [0.2, 0.3, 0.4]], [0.1, 0.44, 0.5]) == [False, True, True]  # below it
 
 
 def test_search_flags_refused_in_one_line(tmp_path):
