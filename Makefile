@@ -1,4 +1,4 @@
-# make run        set up, train and track the job with each tool offline (no account needed),
+# make run        set up, train and track the job with each tool of the registry offline (no account needed),
 #                 then build a report of those runs: $(OUT)/report.pdf
 # make search     one hyperparameter search of TRIALS trials per tool offline, trained with the flags
 #                 SEARCH, and the default recipe trained with the same flags: $(OUT)/search/
@@ -21,16 +21,18 @@ TRIALS ?= 6
 	.venv/bin/pip install -q -r requirements.txt
 	touch $@
 
+# Each tool of the registry (trackers/__init__.py) as `key script`, one a line.
+TOOLS = $(PY) -m trackers
+
 run: .venv/installed
-	$(PY) wandb_setup_script.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/wandb $(ARGS)
-	$(PY) neptune_integration.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/neptune $(ARGS)
-	$(PY) mlflow_tracking.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/mlflow $(ARGS)
+	$(TOOLS) | while read key script; do \
+		$(PY) $$script --mode offline --data-dir $(DATA) --out-dir $(OUT)/$$key $(ARGS) < /dev/null || exit 1; done
 	$(PY) report/build.py --runs $(OUT) --pdf $(OUT)/report.pdf
 
 search: .venv/installed
-	$(PY) wandb_setup_script.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/search/wandb $(SEARCH) --search $(TRIALS) $(ARGS)
-	$(PY) neptune_integration.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/search/neptune $(SEARCH) --search $(TRIALS) $(ARGS)
-	$(PY) mlflow_tracking.py --mode offline --data-dir $(DATA) --out-dir $(OUT)/search/mlflow $(SEARCH) --search $(TRIALS) $(ARGS)
+	$(TOOLS) | while read key script; do \
+		$(PY) $$script --mode offline --data-dir $(DATA) --out-dir $(OUT)/search/$$key $(SEARCH) --search $(TRIALS) \
+			$(ARGS) < /dev/null || exit 1; done
 	$(PY) wandb_setup_script.py --mode disabled --data-dir $(DATA) --out-dir $(OUT)/search/default $(SEARCH) $(ARGS)
 
 benchmark: .venv/installed

@@ -1,6 +1,6 @@
 """The CIFAR-10 AlexNet of the original study and the training engine the tracker scripts drive.
 
-The engine knows no tracker: it reports through the `Tracker` interface (tracking.py) at fixed
+The engine knows no tracker: it reports through the tracker interface (trackers/base.py) at fixed
 points — dataset, step metrics, epoch metrics with a new best checkpoint, and the results.
 """
 
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 import data
 import durable
+from trackers.base import Checkpoint, Recorded
 
 # The study's recipe, exactly; `default` keeps its model, data, augmentation, batch size and 25
 # epochs and changes how it is optimized: SGD with Nesterov momentum and weight decay, a 2-epoch
@@ -160,35 +161,6 @@ class AlexNet(nn.Module):
 
 def count_params(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-@dataclass
-class Checkpoint:
-    """A saved model version, as the trackers log it."""
-
-    path: str
-    epoch: int
-    val_acc: float
-    is_best: bool
-    final: bool = False
-    test_acc: float = None
-
-
-@dataclass
-class Recorded:
-    """What a tracker's record of this run already holds, read back from the tool's own record
-    when a run resumes: nothing up to a stop (even a kill -9) is logged twice, and what the
-    record lacks of what the resume state holds is logged from the state."""
-
-    steps: set = field(default_factory=set)  # steps of the per-step series
-    epochs: set = field(default_factory=set)  # epochs whose metrics are there
-    versions: set = field(default_factory=set)  # epochs whose model version is there
-    final: bool = False  # the final model version is there
-    results: bool = False  # the summary (test/*, best/*), logged last, is there
-
-    @property
-    def last_step(self):
-        return max(self.steps, default=0)
 
 
 @dataclass
@@ -346,8 +318,8 @@ class Engine:
     PREVIOUS_FILE = "resume.previous.pt"  # the state before the latest, kept until the latest is durable
     STATE_EVERY_S = 60.0
 
-    def __init__(self, config, dataset, tracker, device, run_dir):
-        self.cfg = config
+    def __init__(self, config, dataset, tracker, device, run_dir, stop_early=None):
+        self.cfg = dict(config)
         self.device = device
         self.data = dataset.to(device)  # the whole dataset is small enough to live on the device
         self.tracker = tracker
@@ -355,7 +327,7 @@ class Engine:
         torch.manual_seed(config["seed"])  # the initial weights
         torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: pick the fastest kernels once
         self.model = AlexNet(len(dataset.classes), config["hidden"]).to(device, memory_format=torch.channels_last)
-        config["model_params"] = count_params(self.model)
+        self.cfg["model_params"] = count_params(self.model)
         # Under torchrun: each process trains on its rows of every global batch; gradients are
         # all-reduced by DDP; only rank 0 writes files (the tracker on other ranks records nothing).
         self.distributed = dist.is_available() and dist.is_initialized()
@@ -382,10 +354,10 @@ class Engine:
         self.recorded = Recorded()  # what the tracker's record holds already (a resumed run)
         self.pending_stop = None  # under DDP: the stop flag's all-reduce in flight (work, tensor)
         self.state_saved_at = None  # the first epoch's end saves a state; later ones a minute apart
-        self.stop_early = None  # the caller's verdict on each trained epoch's metrics: True ends training there
+        self.stop_early = stop_early  # the caller's verdict on each trained epoch's metrics: True ends training there
 
     def run(self, recorded=None):
-        """Train the remaining epochs, then evaluate; the tracker's run is open (tracking.main owns it).
+        """Train the remaining epochs, then evaluate; the tracker's run is open (lifecycle.train owns it).
 
         `recorded` is what the tracker already holds from earlier segments of this run: a resumed
         run trains again from its last resume state but logs only what is not there yet, so a
@@ -421,7 +393,7 @@ class Engine:
             checkpoint = None
             if math.isfinite(train_loss) and (self.best is None or val_acc > self.best["val_acc"]):
                 self.best = {"epoch": epoch, "val_acc": val_acc}
-                checkpoint = Checkpoint(self.checkpoint_path(epoch), epoch, val_acc, is_best=True)
+                checkpoint = Checkpoint(self.checkpoint_path(epoch), epoch, val_acc)
                 if not os.path.exists(checkpoint.path):  # a version's file is never rewritten
                     try:
                         self.save(
@@ -469,7 +441,7 @@ class Engine:
             epoch = metrics["epoch"]
             if math.isfinite(metrics["train/loss"]) and (best is None or metrics["val/acc"] > best):
                 best = metrics["val/acc"]
-                checkpoint = Checkpoint(self.checkpoint_path(epoch), epoch, best, is_best=True)
+                checkpoint = Checkpoint(self.checkpoint_path(epoch), epoch, best)
             else:
                 checkpoint = None
             end = epoch * self.steps_per_epoch
@@ -495,7 +467,7 @@ class Engine:
     def finish(self):
         """Evaluate the best checkpoint on the test set, save it as the final version, summarize.
 
-        The resume state stays until tracking.main has closed the tracker's run."""
+        The resume state stays until lifecycle.train has closed the tracker's run."""
         best = self.best
         load_checkpoint(self.checkpoint_path(best["epoch"]), self.model)
         test_loss, test_acc, evaluation = self.evaluate(self.data.test, detailed=True)
@@ -524,7 +496,7 @@ class Engine:
             final = (
                 None
                 if self.recorded.final
-                else Checkpoint(final_path, best["epoch"], best["val_acc"], is_best=True, final=True, test_acc=test_acc)
+                else Checkpoint(final_path, best["epoch"], best["val_acc"], final=True, test_acc=test_acc)
             )
             self.tracker.log_results(evaluation, final, summary, self.step)
         self.say(

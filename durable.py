@@ -110,3 +110,21 @@ def repoint(text, old, new):
     return re.sub(
         rf"(?<![\w.~-]){re.escape(old)}(?=$|[{re.escape(os.sep)}\"'\s,;:)\]}}])", lambda m: new.rstrip(os.sep), text
     )
+
+
+def repoint_sqlite(path, old, new):
+    """Every text value of the SQLite database at `path` with the folder `old` re-pointed to `new`
+    (`repoint`): a local tracker store that keeps absolute paths."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
+                    rows = db.execute(
+                        f'SELECT rowid, "{column[1]}" FROM "{table}" WHERE "{column[1]}" LIKE ?', (f"%{old}%",)
+                    ).fetchall()
+                    db.executemany(
+                        f'UPDATE "{table}" SET "{column[1]}" = ? WHERE rowid = ?',
+                        [(repoint(text, old, new), rowid) for rowid, text in rows],
+                    )

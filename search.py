@@ -24,7 +24,10 @@ import optuna
 import alexnet
 import data
 import durable
-import tracking
+import lifecycle
+import ranks
+import resume
+from trackers import base
 
 # What is searched, around the recipe as fitted to the data (or the --lr given): the peak rate and
 # the weight decay on log scales, label smoothing and the warmup. Flags name them, so the best
@@ -62,32 +65,22 @@ def pruner():
 
 def study_name(base):
     """The same flags name the same study: a second process, or the same command run again, joins it."""
-    what = {k: base.get(k) for k in tracking.RESUME_MUST_MATCH if k not in PARAMS}
+    what = {k: base.get(k) for k in resume.MUST_MATCH if k not in PARAMS}
     what["space"] = {k: repr(d) for k, d in space(base).items()}
     return "search-" + hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-class TrialRecorder(tracking.Tracker):
+class TrialRecorder:
     """The tool's tracker for one trial's run, but for what a search keeps: no model versions (the best
-    trial's command trains its model again) and, before the run closes, the trial's outcome."""
+    trial's command trains its model again) and, before the run closes, the trial's outcome. Every
+    other call and attribute is the tool's tracker's."""
 
     def __init__(self, tracker, trial):
         self.tracker, self.trial = tracker, trial
-        self.name, self.write_errors = tracker.name, tracker.write_errors
-        self.args, self.run_dir, self.run_id = tracker.args, tracker.run_dir, tracker.run_id
         self.diverged = False
 
-    def start(self, config, model):
-        self.tracker.start(config, model)
-
-    def recorded(self):
-        return self.tracker.recorded()
-
-    def log_dataset(self, info, files):
-        self.tracker.log_dataset(info, files)
-
-    def log_metrics(self, metrics, step):
-        self.tracker.log_metrics(metrics, step)
+    def __getattr__(self, name):
+        return getattr(self.tracker, name)
 
     def log_epoch(self, metrics, step, checkpoint=None):
         self.tracker.log_epoch(metrics, step, None)
@@ -104,9 +97,6 @@ class TrialRecorder(tracking.Tracker):
             write_json(os.path.join(self.run_dir, OUTCOME_FILE), outcome)  # last: the trial has ended
         else:  # stopped: the trial goes on when the search does
             self.tracker.finish(status, exit_code)
-
-    def where(self):
-        return self.tracker.where()
 
 
 class JournalTrial(optuna.trial.Trial):
@@ -133,7 +123,7 @@ class JournalTrial(optuna.trial.Trial):
         if not self.should_prune():
             return False
         self.set_user_attr(PRUNED_AT, epoch)
-        say(
+        ranks.rank0_print(
             f"epoch {epoch}: best val acc so far {max(self.values().values()):.4f}, below the median of the "
             "finished trials' at this epoch: pruned"
         )
@@ -170,25 +160,18 @@ def run(tracker_class, args, given):
     n = args.search
     searched = [f"--{k.replace('_', '-')}" for k in PARAMS[1:] if k in given]
     if searched:
-        return tracking.error(
+        return ranks.rank0_error(
             f"--search chooses {', '.join(searched)} itself: leave {'it' if len(searched) == 1 else 'them'} "
             "out (--lr, if given, is the centre of the rates it tries)",
             2,
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        out_dir = args.out_dir = tracking.prepare_out_dir(args.out_dir)
-        device = tracking.resolve_device(args.device)
-        cfg = tracking.make_config(args)
-        dataset = data.load(
-            args.dataset,
-            args.data_dir,
-            skip_checksum=args.skip_checksum,
-            train_size=args.train_size,
-            val_fraction=cfg["val_fraction"],
-            seed=cfg["seed"],
-        )
-        cfg.update(alexnet.fit_to_data(cfg, len(dataset.train), {k for k, v in vars(args).items() if v is not None}))
+        out_dir = args.out_dir = lifecycle.prepare_out_dir(args.out_dir)
+        device = lifecycle.resolve_device(args.device)
+        cfg = lifecycle.make_config(args)
+        dataset = lifecycle.load_data(args, cfg)
+        cfg.update(lifecycle.fit_recipe(cfg, args, dataset))
         cfg.update(dataset_version=dataset.version, world_size=1, **alexnet.environment(device))
         name = study_name(cfg)
         folder = os.path.join(out_dir, name)
@@ -197,12 +180,12 @@ def run(tracker_class, args, given):
             optuna.storages.journal.JournalFileBackend(os.path.join(folder, "journal.log"))
         )
         # The study's record, opened here: credentials are checked before any training.
-        recorder = (tracker_class if args.mode != "disabled" else tracking.Tracker)(
+        recorder = (tracker_class if args.mode != "disabled" else base.Disabled)(
             args, os.path.join(folder, f"{name}-study")
         )
         with durable.exclusive(os.path.join(folder, ".search.lock")):
             if args.resume == "latest" and not optuna.study.get_all_study_names(storage):
-                raise tracking.UsageError(
+                raise base.UsageError(
                     f"--resume: no search of these flags in {out_dir} yet (its study would be "
                     f"{name}); give the flags it was started with, or leave out --resume"
                 )
@@ -213,16 +196,16 @@ def run(tracker_class, args, given):
                 study.set_user_attr("search_space", {k: repr(d) for k, d in space(cfg).items()})
             recorder.open_study(name)
             done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-        say(
+        ranks.rank0_print(
             f"search {name}: {n} trials of {cfg['epochs']} epochs; {len(done)} ended before; "
-            f"its journal: {shown(os.path.join(folder, 'journal.log'))}"
+            f"its journal: {_typed_path(os.path.join(folder, 'journal.log'))}"
         )
-    except (tracking.UsageError, data.DataError) as e:
-        return tracking.error(e, 2)
+    except (base.UsageError, data.DataError) as e:
+        return ranks.rank0_error(e, 2)
     except OSError as e:
-        return tracking.error(f"cannot write the search's files in {args.out_dir}: {e.strerror} ({e.filename})", 2)
+        return ranks.rank0_error(f"cannot write the search's files in {args.out_dir}: {e.strerror} ({e.filename})", 2)
     except KeyboardInterrupt:
-        return tracking.error("interrupted before the search started; nothing was recorded", 130)
+        return ranks.rank0_error("interrupted before the search started; nothing was recorded", 130)
     previous = signal.signal(signal.SIGTERM, stopped)  # between trials; the engine takes it over in one
     try:
         while True:
@@ -236,15 +219,16 @@ def run(tracker_class, args, given):
                 lock.release()
             if code != 0:  # a trial stopped mid-way has said how to continue
                 if os.path.exists(os.path.join(trial_dir(folder, study, trial.number), OUTCOME_FILE)):
-                    say(
-                        f"stopped after trial {trial.number} ended; continue the search with: {continue_command()}",
+                    ranks.rank0_print(
+                        f"stopped after trial {trial.number} ended; continue the search with: "
+                        f"{resume.continue_command()}",
                         file=sys.stderr,
                     )
                 return code
         return finish(recorder, args, cfg, study, folder, n)
     except (KeyboardInterrupt, Stopped) as e:  # between two trials: the journal holds every trial that ended
-        return tracking.error(
-            f"stopped between trials; continue the search with: {continue_command()}",
+        return ranks.rank0_error(
+            f"stopped between trials; continue the search with: {resume.continue_command()}",
             128 + (e.args[0] if isinstance(e, Stopped) else signal.SIGINT),
         )
     finally:
@@ -289,28 +273,27 @@ def train_trial(tracker_class, args, base, study, trial, folder, dataset, device
         params = trial.params
         trial_args = argparse.Namespace(**{**vars(args), **params, "batch_size": base["batch_size"]})
         cfg = {**base, **params, "run_id": os.path.basename(run_dir), "study": study.study_name, "trial": trial.number}
-        say(f"trial {trial.number}: " + ", ".join(f"{k} {v:.4g}" for k, v in params.items()))
+        ranks.rank0_print(f"trial {trial.number}: " + ", ".join(f"{k} {v:.4g}" for k, v in params.items()))
         state_path = os.path.join(run_dir, alexnet.Engine.RESUME_FILE)
         try:
-            saved = tracking.load_resume_state(state_path) if os.path.exists(state_path) else None
+            saved = lifecycle.read_state(state_path) if os.path.exists(state_path) else None
             recorder = TrialRecorder(
-                (tracker_class if args.mode != "disabled" else tracking.Tracker)(trial_args, run_dir), trial
+                (tracker_class if args.mode != "disabled" else base.Disabled)(trial_args, run_dir), trial
             )
-            engine = alexnet.Engine(cfg, dataset, recorder, device, run_dir)
-            engine.stop_early = trial.stop_early
+            engine = alexnet.Engine(cfg, dataset, recorder, device, run_dir, stop_early=trial.stop_early)
             if saved:
                 engine.restore(saved)
-        except (tracking.UsageError, alexnet.CheckpointError) as e:
-            return tracking.error(e, 2)
+        except (base.UsageError, alexnet.CheckpointError) as e:
+            return ranks.rank0_error(e, 2)
         # A trial that ran before continues as the same tracker run, logging only what its record lacks.
-        code = tracking.train(engine, recorder, resumed)
+        code = lifecycle.train(engine, recorder, resumed)
         if code != 0 and not recorder.diverged:
             return code
     with open(outcome_path) as f:
         outcome = json.load(f)
     if outcome["state"] == "failed":  # its folder is kept as it is, to look at
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        say(f"trial {trial.number}: failed (the loss diverged); the search goes on")
+        ranks.rank0_print(f"trial {trial.number}: failed (the loss diverged); the search goes on")
         return 0
     # A search keeps no model files (the best trial's command trains its model again), nor a resume
     # state left by a stop that came as the trial ended.
@@ -322,7 +305,7 @@ def train_trial(tracker_class, args, base, study, trial, folder, dataset, device
         study.tell(trial.number, state=optuna.trial.TrialState.PRUNED)
     else:
         study.tell(trial.number, outcome["value"])
-    say(f"trial {trial.number}: {outcome['state']}, val acc {outcome['value']:.4f}")
+    ranks.rank0_print(f"trial {trial.number}: {outcome['state']}, val acc {outcome['value']:.4f}")
     return 0
 
 
@@ -332,17 +315,17 @@ def finish(recorder, args, cfg, study, folder, n):
     with durable.exclusive(os.path.join(folder, ".search.lock")):
         trials = study.get_trials(deepcopy=False)
         if any(not t.state.is_finished() for t in trials):
-            say(
+            ranks.rank0_print(
                 f"this process is done; trial(s) {[t.number for t in trials if not t.state.is_finished()]} of "
                 f"search {study.study_name} are still trained by another"
             )
             return 0
         if not any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
-            return tracking.error(
+            return ranks.rank0_error(
                 f"search {study.study_name}: no trial completed (all pruned or failed); nothing to record as its best",
                 1,
             )
-        marker = os.path.join(folder, f"study-{recorder.run_id}-{tracking_name(recorder)}.json")
+        marker = os.path.join(folder, f"study-{recorder.run_id}-{_tool_slug(recorder)}.json")
         if not os.path.exists(marker) or read_json(marker)["trials"] != len(trials):
             # Optuna's plots warn of a search too small to plot or rank; what they show says so.
             with warnings.catch_warnings():
@@ -350,27 +333,27 @@ def finish(recorder, args, cfg, study, folder, n):
                 optuna.logging.set_verbosity(optuna.logging.ERROR)
                 try:
                     notes = recorder.log_study(study)
-                except (tracking.UsageError, *recorder.write_errors) as e:
-                    return tracking.error(
-                        f"{recorder.name} could not record the study: {tracking.first_line(e)}; "
-                        f"the trials are recorded; record it with: {continue_command()}",
+                except (base.UsageError, *recorder.write_errors) as e:
+                    return ranks.rank0_error(
+                        f"{recorder.name} could not record the study: {base.first_line(e)}; "
+                        f"the trials are recorded; record it with: {resume.continue_command()}",
                         1,
                     )
                 finally:
                     optuna.logging.set_verbosity(optuna.logging.WARNING)
             write_json(marker, {"trials": len(trials), "notes": notes})
             for line in notes:
-                say(line)
+                ranks.rank0_print(line)
     best = study.best_trial
-    say(
+    ranks.rank0_print(
         f"best trial {best.number}: val acc {best.value:.4f} with "
         + ", ".join(f"{k} {v:.4g}" for k, v in best.params.items())
     )
     # The batch the search trained with: a peak rate given keeps the recipe's batch otherwise.
     train = {**best.params, "batch_size": cfg["batch_size"]}
-    say(
+    ranks.rank0_print(
         "  train it to the end: "
-        + tracking.command_line(
+        + resume.command_line(
             drop=["--resume", "--search", *map(flag, train)],
             add=[word for key, value in train.items() for word in (flag(key), f"{value:.6g}")],
         )
@@ -378,7 +361,7 @@ def finish(recorder, args, cfg, study, folder, n):
     return 0
 
 
-def tracking_name(recorder):
+def _tool_slug(recorder):
     return "".join(c for c in recorder.name.lower() if c.isalnum()) or "none"
 
 
@@ -386,11 +369,7 @@ def flag(key):
     return "--" + key.replace("_", "-")
 
 
-def continue_command():
-    return tracking.command_line(drop=["--resume"], add=["--resume"])
-
-
-def shown(path):
+def _typed_path(path):
     """A path as the user would type it: relative below the current folder, else absolute."""
     relative = os.path.relpath(path)
     return path if relative.startswith("..") else relative
@@ -407,7 +386,3 @@ def write_json(path, value):
             json.dump(value, f, indent=1)
 
     durable.write_atomically(path, write)
-
-
-def say(line, file=None):
-    tracking.say(line, file)

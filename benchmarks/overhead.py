@@ -22,7 +22,6 @@ back with the tool's own reader to count what arrived.
 
 import contextlib
 import cProfile
-import glob
 import io
 import math
 import os
@@ -35,10 +34,13 @@ import time
 import psutil
 
 import alexnet
+import cli
 import data
-import tracking
+import lifecycle
+import trackers
+from trackers import base
 
-TOOLS = ("wandb", "neptune", "mlflow")
+TOOLS = tuple(tool.key for tool in trackers.TOOLS)
 TICK = os.sysconf("SC_CLK_TCK")
 T975 = {
     1: 12.706,
@@ -175,29 +177,18 @@ class Calls:
 
 
 def tracker_class(kind):
-    if kind == "wandb":
-        from wandb_setup_script import WandbTracker
-
-        return WandbTracker
     if kind == "wandb_watch":
         return wandb_watch_tracker()
-    if kind == "neptune":
-        from neptune_integration import NeptuneTracker
-
-        return NeptuneTracker
-    if kind == "mlflow":
-        from mlflow_tracking import MlflowTracker
-
-        return MlflowTracker
-    return tracking.Tracker
+    if kind == "none":
+        return base.Disabled
+    return trackers.get(kind).tracker
 
 
 def wandb_watch_tracker():
     """The W&B tracker with wandb.watch(log="all") at W&B's default interval instead of the
     script's epoch-end histograms: what the script avoids, measured beside it."""
-    import wandb_setup_script
 
-    class WatchTracker(wandb_setup_script.WandbTracker):
+    class WatchTracker(trackers.get("wandb").tracker):
         def start(self, config, model):
             super().start(config, model)
             self.run.watch(model, log="all", log_freq=1000)
@@ -217,7 +208,7 @@ def wandb_watch_tracker():
 def open_tracker(kind, out_dir, cfg, model):
     """A fresh offline run of the tool's tracker (the script's own class), started; (tracker, seconds)."""
     cls = tracker_class(kind)
-    args = tracking.build_parser(cls).parse_args(
+    args = cli.build_parser(cls).parse_args(
         ["--mode", "offline" if kind != "none" else "disabled", "--out-dir", out_dir]
     )
     args.out_dir = os.path.abspath(out_dir)
@@ -237,8 +228,8 @@ class Bench:
 
     def __init__(self, device, batch, steps, out_dir):
         self.out_dir, self.device = out_dir, device
-        args = tracking.build_parser(tracking.Tracker).parse_args(["--mode", "disabled"])
-        self.cfg = tracking.make_config(args)
+        args = cli.build_parser(base.Disabled).parse_args(["--mode", "disabled"])
+        self.cfg = lifecycle.make_config(args)
         self.cfg.update(
             alexnet.RECIPES["default"],
             batch_size=batch,
@@ -251,7 +242,10 @@ class Bench:
             n for n in range(batch * steps + 1, batch * steps * 2) if n - max(1, round(n * 0.1)) == batch * steps
         )
         ds = data.load("synthetic", None, train_size=size, val_fraction=0.1)  # exactly `steps` batches to train
-        self.engine = alexnet.Engine(self.cfg, ds, tracking.Tracker(None, "unused"), device, out_dir)
+        self.engine = alexnet.Engine(self.cfg, ds, base.Disabled(None, "unused"), device, out_dir)
+        self.cfg = (
+            self.engine.cfg
+        )  # the engine's own (with model_params): what the trackers record, what it trains with
         self.engine.train_one_epoch(1)  # warm-up: allocator, thread pools, caches
         self.own = OwnWork()
         self.epoch = 1
@@ -306,7 +300,7 @@ class Bench:
         """Medians of n more runs in the phase's folder: open, one epoch's end as the engine makes it
         (metrics and a model version; W&B: histograms too), close."""
         if self.checkpoint is None:
-            self.checkpoint = alexnet.Checkpoint(os.path.join(self.out_dir, "model.pt"), 1, 0.1, is_best=True)
+            self.checkpoint = base.Checkpoint(os.path.join(self.out_dir, "model.pt"), 1, 0.1)
             alexnet.save_checkpoint(self.checkpoint.path, self.engine.model, epoch=1, val_acc=0.1)
         times = {"start_s": [], "epoch_end_s": [], "finish_s": []}
         for _ in range(n):
@@ -324,7 +318,7 @@ class Bench:
     def block(self, variant, calls, steps, r, profile=None):
         """Train one block with the variant's tracker (or none); its time and what its calls took."""
         e = self.engine
-        e.tracker = calls or tracking.Tracker(None, "unused")
+        e.tracker = calls or base.Disabled(None, "unused")
         e.step = steps[variant]
         n0, w0, c0 = (calls.n, calls.wall_s, calls.cpu_s) if calls else (0, 0.0, 0.0)
         rss = self.own.me.memory_info().rss
@@ -392,7 +386,7 @@ def profile_block(bench, kind, rounds=30, top=12):
     prof = cProfile.Profile()
     phase = bench.phase([kind], rounds, 1, random.Random(1), lambda *a: None, "_profile", profile=prof)
     stats = pstats.Stats(prof, stream=io.StringIO())
-    script = os.path.basename(tracker_class(kind).__module__) + ".py"
+    script = tracker_class(kind).__module__.rpartition(".")[2] + ".py"
     rows = []
     for (path, line, func), (_, nc, tt, ct, _callers) in stats.stats.items():
         where = path.split("site-packages/")[-1] if "site-packages/" in path else os.path.basename(path)
@@ -427,30 +421,7 @@ def local_bytes(out_dir):
 
 def values_recorded(tracker, out_dir):
     """How many of the load's values the tool's record holds, read with the tool's own reader."""
-    if tracker.name == "W&B":
-        from wandb_setup_script import leet_records
-
-        [log] = glob.glob(os.path.join(out_dir, "wandb", f"*-{tracker.run_id}", "*.wandb"))
-        return sum(
-            1
-            for r in leet_records(log)
-            if r["type"] == "history"
-            for k in r["history"]["item"]
-            if k.startswith("load/")
-        )
-    if tracker.name == "Neptune":
-        from neptune_export import operations
-
-        return sum(
-            len(op["values"])
-            for folder in glob.glob(os.path.join(out_dir, ".neptune", "offline", "run__*"))
-            for op in operations(folder)
-            if op["type"] == "LogFloats" and op["path"][0] == "load"
-        )
-    run = tracker.client.get_run(tracker.run.info.run_id)
-    return sum(
-        len(tracker.client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics if k.startswith("load/")
-    )
+    return trackers.get(tracker.name).reader.values_logged(out_dir, tracker.run_id, "load/")
 
 
 def load_point(kind, keys, rate, seconds, out_dir, model, cfg, own):
@@ -502,9 +473,9 @@ def load_point(kind, keys, rate, seconds, out_dir, model, cfg, own):
 def sweep(tools, keys_list, rates, seconds, out_dir, own, say):
     """Every (tool, keys, rate) point, in a random order (seeded), each with its own folder."""
     model = alexnet.AlexNet()
-    args = tracking.build_parser(tracking.Tracker).parse_args(["--mode", "disabled"])
+    args = cli.build_parser(base.Disabled).parse_args(["--mode", "disabled"])
     cfg = dict(
-        tracking.make_config(args),
+        lifecycle.make_config(args),
         **alexnet.RECIPES["default"],
         log_every=1,
         dataset_version="synthetic",

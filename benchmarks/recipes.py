@@ -22,9 +22,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+
 import alexnet  # noqa: E402
 import data  # noqa: E402
-import tracking  # noqa: E402
+import lifecycle  # noqa: E402
+from trackers import base  # noqa: E402
 
 
 def variant(text, base):
@@ -44,7 +46,7 @@ def variant(text, base):
 
 def train(cfg, dataset, device, out_dir):
     run_dir = tempfile.mkdtemp(dir=out_dir)
-    engine = alexnet.Engine(cfg, dataset, tracking.Tracker(None, run_dir), device, run_dir)
+    engine = alexnet.Engine(cfg, dataset, base.Disabled(None, run_dir), device, run_dir)
     t0 = time.perf_counter()
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         result = engine.run()
@@ -72,7 +74,7 @@ def sync_check(cfg, a, device, out_dir):
 
     ds = data.load("cifar10", a.data_dir, skip_checksum=a.skip_checksum, train_size=5000, seed=cfg["seed"])
     run_dir = tempfile.mkdtemp(dir=out_dir)
-    engine = alexnet.Engine(cfg, ds, tracking.Tracker(None, run_dir), device, run_dir)
+    engine = alexnet.Engine(cfg, ds, base.Disabled(None, run_dir), device, run_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
@@ -143,7 +145,7 @@ def main():
             entries.append(
                 (name, {**alexnet.RECIPES[a.base], **run, **changes, **epochs, "recipe": a.base}, set(changes))
             )
-        device = tracking.resolve_device(a.device)
+        device = lifecycle.resolve_device(a.device)
         splits = {}
 
         def dataset(cfg):  # each entry gets the split its seed makes, as a script run would
@@ -163,7 +165,7 @@ def main():
         entries = [
             (name, {**cfg, **alexnet.fit_to_data(cfg, len(dataset(cfg).train), given)}) for name, cfg, given in entries
         ]
-    except (argparse.ArgumentTypeError, tracking.UsageError, data.DataError) as e:
+    except (argparse.ArgumentTypeError, base.UsageError, data.DataError) as e:
         p.exit(2, f"error: {e}\n")
     if a.compile:
         entries.append((entries[0][0] + "+compile", {**entries[0][1], "compile": True}))

@@ -39,8 +39,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import alexnet  # noqa: E402
+import cli  # noqa: E402
 import data  # noqa: E402
-import tracking  # noqa: E402
+import lifecycle  # noqa: E402
+import trackers  # noqa: E402
+from trackers import base  # noqa: E402
 
 CIFAR_MEAN_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)  # normalization of the timed batches
 
@@ -50,7 +53,7 @@ EPOCH_STEPS = math.ceil(
     50000 * (1 - alexnet.RECIPES["default"]["val_fraction"]) / alexnet.RECIPES["default"]["batch_size"]
 )
 SWEEP_KEYS, SWEEP_RATES, SWEEP_S = (1, 10, 100, 1000), (10, 100, 250), 2.0  # 250 calls a second: a 4 ms step
-NAMES = {"wandb": "W&B", "neptune": "Neptune", "mlflow": "MLflow", "wandb_watch": "W&B with wandb.watch"}
+NAMES = {**{tool.key: tool.name for tool in trackers.TOOLS}, "wandb_watch": "W&B with wandb.watch"}
 
 
 def hardware(device):
@@ -98,7 +101,7 @@ def config(batch, epochs=1, log_every=50, seed=0):
 def engine_step_seconds(device, batch, steps):
     """The engine's training epoch of `steps` batches, per step; the first epoch is the warm-up."""
     ds = data.load("synthetic", None, train_size=batch * steps * 10 // 9, val_fraction=0.1)
-    engine = alexnet.Engine(config(batch, epochs=2), ds, tracking.Tracker(None, "unused"), device, "")
+    engine = alexnet.Engine(config(batch, epochs=2), ds, base.Disabled(None, "unused"), device, "")
     engine.train_one_epoch(1)
     sync(device)
     t0 = time.perf_counter()
@@ -182,14 +185,14 @@ def main():
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train (default: cpu)")
     p.add_argument(
         "--threads",
-        type=tracking.positive(int),
+        type=cli.positive(int),
         default=1,
         help="PyTorch threads of the training (default 1: the other cores take the trackers' background "
         "work, as a GPU machine's free cores do; their CPU is counted apart)",
     )
     p.add_argument(
         "--rounds",
-        type=tracking.positive(int),
+        type=cli.positive(int),
         default=None,
         help="rounds of blocks at the default interval (default 400 on a CPU, 40 on a GPU; every step: a quarter)",
     )
@@ -200,7 +203,7 @@ def main():
     )
     p.add_argument(
         "--step-ms",
-        type=tracking.positive(float),
+        type=cli.positive(float),
         default=4.0,
         help="the GPU step time the costs are projected onto (default 4 ms: an H100 step at batch 256)",
     )
@@ -212,7 +215,7 @@ def main():
         sys.stdout.flush()
         result_out = os.fdopen(os.dup(1), "w")
         os.dup2(2, 1)
-    device = tracking.resolve_device(a.device)
+    device = lifecycle.resolve_device(a.device)
     cpu = device.type == "cpu"
     if cpu:
         torch.set_num_threads(a.threads)

@@ -519,7 +519,7 @@ def results(recs, work):
         rows.append(
             [key, *[("—" if v is None else str(int(v)) if key == "best/epoch" else f"{v:.4f}") for v in values]]
         )
-    out.append(table(["2fr", "1fr", "1fr", "1fr"], ["final value (best checkpoint on the test set)", *TOOLS], rows))
+    out.append(table(["2fr", *["1fr"] * len(TOOLS)], ["final value (best checkpoint on the test set)", *TOOLS], rows))
     return out
 
 
@@ -564,8 +564,8 @@ def criteria_section(facts, rates):
     )
     out.append(
         table(
-            ["2.2fr", "0.8fr", "0.9fr", "0.8fr", "0.9fr", "0.9fr", "5fr"],
-            ["criterion", "study W&B", "study Neptune", "W&B", "Neptune", "MLflow", "why, by the facts"],
+            ["2.2fr", "0.8fr", "0.9fr", *["0.85fr"] * len(TOOLS), "5fr"],
+            ["criterion", "study W&B", "study Neptune", *TOOLS, "why, by the facts"],
             rows,
             7.5,
         )
@@ -588,7 +588,7 @@ def criteria_section(facts, rates):
         out.append(
             f"#strong({s(name)}) #h(1fr) #{s('ratings: ' + ', '.join(f'{t} {rates[name][t]}' for t in TOOLS))}\n"
         )
-        out.append(table(["2.2fr", "1.6fr", "1.6fr", "1.6fr"], ["level: fact (source)", *TOOLS], rows, 7.5))
+        out.append(table(["2.2fr", *["1.6fr"] * len(TOOLS)], ["level: fact (source)", *TOOLS], rows, 7.5))
     return out
 
 
@@ -616,7 +616,7 @@ def matrix_section(facts, cells):
         ]
         for feature, works, server in rubric.MATRIX
     ]
-    out.append(table(["1.6fr", "1fr", "1fr", "1fr", "3.6fr"], ["feature", *TOOLS, "evidence"], rows, 7))
+    out.append(table(["1.6fr", *["1fr"] * len(TOOLS), "3.6fr"], ["feature", *TOOLS, "evidence"], rows, 7))
     return out
 
 
@@ -830,7 +830,7 @@ def costs_section(b, work, footprint):
             "processes, open through every block, are counted apart as their own work."
         )
     )
-    out.append(table(["2.2fr", "1.3fr", "1.3fr", "1.3fr", "1fr"], ["measure", *TOOLS, "note"], cost_rows(b), 7.5))
+    out.append(table(["2.2fr", *["1.3fr"] * len(TOOLS), "1fr"], ["measure", *TOOLS, "note"], cost_rows(b), 7.5))
     own = {t: tr[PREFIX[t]]["default"]["cpu_s_per_epoch"] for t in TOOLS}
     most, _ = extreme(own, lowest=False)
     found = [t for t in TOOLS if detectable(o[PREFIX[t]]["default"])]
@@ -1001,17 +1001,17 @@ def records_section(recs, ev, extras, work, runs):
             figure(
                 os.path.join(work, "mlflow_ui.png"),
                 "mlflow ui on the local store of the real run, as "
-                "headless Chromium showed it (benchmarks/mlflow_ui_screenshot.py).",
+                "headless Chromium showed it (trackers/mlflow_probe.py, show).",
             )
         )
     return out
 
 
 def neptune_excerpt(runs, width=150):
-    import neptune_export
+    from trackers import neptune_record
 
     lines = []
-    for q in sorted(neptune_export.find_queues(os.path.join(runs, "neptune", ".neptune")), key=lambda q: q.created)[:1]:
+    for q in sorted(neptune_record.find_queues(os.path.join(runs, "neptune", ".neptune")), key=lambda q: q.created)[:1]:
         for e in q.log.entries:
             op = e["obj"]
             path = "/".join(op["path"])
@@ -1339,7 +1339,7 @@ def search_section(recs, ev, facts, default, work):
         )
         out.append(
             table(
-                ["1.2fr", "1fr", "1fr", "1fr"],
+                ["1.2fr", *["1fr"] * len(TOOLS)],
                 ["parameter", *TOOLS],
                 [[k, *(f"{ranked[t][k]:.2f}" for t in TOOLS)] for k in SEARCHED],
             )

@@ -4,10 +4,11 @@ measurements it shows, into report/evidence/ (a few MB), from which `make report
     python report/collect.py --runs runs --bench runs/benchmark.json      # replaces report/evidence
     python report/collect.py --bench runs/benchmark.json                  # replaces only benchmark.json
 
---runs holds the job as `make run` writes it (wandb/, neptune/, mlflow/). Besides copying the
-records this measures the runs' disk use, captures `wandb leet` on the W&B run (tmux), launches
-each script once under torchrun with 2 processes on synthetic data, exports the Neptune run with
-neptune_export.py, and takes the MLflow UI's screenshot (benchmarks/mlflow_ui_screenshot.py).
+--runs holds the job as `make run` writes it (a folder per tool, named by its key). Besides copying
+the records (each tool's reader knows what of its record it reads) this measures the runs' disk use,
+captures each tool's own viewer on its run where it has one (`wandb leet` in tmux, the MLflow UI in
+headless Chromium), launches each script once under torchrun with 2 processes on synthetic data, and
+exports the Neptune run with neptune_export.py.
 """
 
 import argparse
@@ -25,12 +26,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import build  # noqa: E402
-import records  # noqa: E402
+import records  # noqa: E402, F401  (puts the repository's folder on the path)
 
-import durable  # noqa: E402  (records.py puts the scripts' folder on the path)
-import neptune_export  # noqa: E402  (records.py puts the scripts' folder on the path)
-
-SKIP = (".pt", ".pt.tmp")  # model versions: 93 MB each, referenced by the records, not read by the report
+import durable  # noqa: E402
+import trackers  # noqa: E402
 
 
 def tree_size(paths):
@@ -47,62 +46,29 @@ def tree_size(paths):
     return total, files
 
 
-def copy_record(src, dst, skip=()):
-    """A record folder without model files and links (and files ending in `skip`)."""
-
-    def ignore(folder, names):
-        return [n for n in names if n.endswith(SKIP + tuple(skip)) or os.path.islink(os.path.join(folder, n))]
-
-    shutil.copytree(src, dst, ignore=ignore, dirs_exist_ok=True)
-
-
 def copy_records(runs, evidence):
-    for tool in ("wandb", "neptune", "mlflow"):
-        shutil.rmtree(os.path.join(evidence, tool), ignore_errors=True)
-    for log in records.wandb_logs(os.path.join(runs, "wandb")):
-        folder = os.path.dirname(log)
-        copy_record(folder, os.path.join(evidence, "wandb", "wandb", os.path.basename(folder)))
-        for r in records.leet_records(log):  # the tables' files, staged under --out-dir until `wandb sync`
-            if r["type"] == "artifact" and r["artifact"]["type"] == "run_table":
-                for entry in r["artifact"]["manifest"]["contents"]:
-                    target = records.staged(os.path.join(evidence, "wandb"), entry["local_path"])
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    shutil.copy(records.staged(os.path.join(runs, "wandb"), entry["local_path"]), target)
-    for folder in records.neptune_folders(os.path.join(runs, "neptune")):
-        copy_record(folder, os.path.join(evidence, "neptune", ".neptune", "offline", os.path.basename(folder)))
-    os.makedirs(os.path.join(evidence, "mlflow"), exist_ok=True)
-    shutil.copy(os.path.join(runs, "mlflow", "mlflow.db"), os.path.join(evidence, "mlflow", "mlflow.db"))
-    copy_record(os.path.join(runs, "mlflow", "mlartifacts"), os.path.join(evidence, "mlflow", "mlartifacts"))
+    for tool in trackers.TOOLS:
+        shutil.rmtree(os.path.join(evidence, tool.key), ignore_errors=True)
+        tool.reader.copy_record(os.path.join(runs, tool.key), os.path.join(evidence, tool.key))
 
 
 def copy_searches(searches, evidence):
-    """Each tool's record of its search (the .wandb logs, Neptune queues, the MLflow store without its
-    artifacts) and the default recipe's run with the same flags, under evidence/search/."""
+    """Each tool's record of its search and the default recipe's run with the same flags, under
+    evidence/search/ (with what each reader left out of its copy, counted)."""
     dst = os.path.join(evidence, "search")
     shutil.rmtree(dst, ignore_errors=True)
-    for log in records.wandb_logs(os.path.join(searches, "wandb")):
-        folder = os.path.dirname(log)
-        # each trial's copy of the scripts is the repository's own code: the search readers read the logs
-        copy_record(folder, os.path.join(dst, "wandb", "wandb", os.path.basename(folder)))
-        shutil.rmtree(
-            os.path.join(dst, "wandb", "wandb", os.path.basename(folder), "files", "source"), ignore_errors=True
-        )  # the study run has none
-    plots = []
-    for folder in records.neptune_folders(os.path.join(searches, "neptune")):
-        # neptune-optuna's plots: plotly HTML pages with plotly.js inside, about 5 MB each; counted, not copied
-        plots += glob.glob(os.path.join(folder, "upload_path", "visualizations_*.html"))
-        copy_record(
-            folder, os.path.join(dst, "neptune", ".neptune", "offline", os.path.basename(folder)), skip=(".html",)
+    left_out = {}
+    for tool in trackers.TOOLS:
+        left_out.update(
+            tool.reader.copy_record(os.path.join(searches, tool.key), os.path.join(dst, tool.key), search=True)
         )
-    os.makedirs(os.path.join(dst, "mlflow"))
-    shutil.copy(os.path.join(searches, "mlflow", "mlflow.db"), os.path.join(dst, "mlflow", "mlflow.db"))
     default = max(glob.glob(os.path.join(searches, "default", "*", "history.json")), key=os.path.getmtime)
     with open(default) as f:
         history = json.load(f)
     with open(os.path.join(dst, "default.json"), "w") as f:
         json.dump(
             {
-                "neptune_plots": {"files": len(plots), "bytes": sum(map(os.path.getsize, plots))},
+                **left_out,
                 "config": history["config"],
                 "val_acc": [e["val/acc"] for e in history["epochs"]],
                 "epoch_time_s": [e["epoch_time_s"] for e in history["epochs"]],
@@ -114,57 +80,22 @@ def copy_searches(searches, evidence):
 
 
 def footprint(runs):
-    def checkpoints(tool):
-        return glob.glob(os.path.join(runs, tool, "[0-9]*", "checkpoints", "*.pt"))
-
     tools = {}
-    for tool, sub, data, what in (
-        (
-            "W&B",
-            "wandb",
-            ["wandb", ".wandb-artifacts", ".wandb-cache", ".wandb-data", ".wandb-config"],
-            "its .wandb log, run files and artifact manifests; model files by reference",
-        ),
-        ("Neptune", "neptune", [".neptune"], "its operation log and in-memory uploads; model files by path"),
-        (
-            "MLflow",
-            "mlflow",
-            ["mlflow.db", "mlartifacts"],
-            "its SQLite store and artifacts, with a copy of each model version",
-        ),
-    ):
-        ckpt = checkpoints(sub)
+    for tool in trackers.TOOLS:
+        out = os.path.join(runs, tool.key)
+        checkpoints = glob.glob(os.path.join(out, "[0-9]*", "checkpoints", "*.pt"))
         size, files = tree_size(
-            [os.path.join(runs, sub, d) for d in data if os.path.exists(os.path.join(runs, sub, d))]
+            [os.path.join(out, p) for p in tool.reader.RECORD_PATHS if os.path.exists(os.path.join(out, p))]
         )
-        tools[tool] = {
-            "checkpoints": len(ckpt),
-            "checkpoint_bytes": sum(os.path.getsize(p) for p in ckpt),
+        tools[tool.name] = {
+            "checkpoints": len(checkpoints),
+            "checkpoint_bytes": sum(os.path.getsize(p) for p in checkpoints),
             "tool_bytes": size,
             "tool_files": files,
-            "what": what,
+            "what": tool.reader.FOOTPRINT,
         }
     venv = os.path.join(ROOT, ".venv")
     return {"tools": tools, "venv_bytes": tree_size([venv])[0] if os.path.isdir(venv) else None}
-
-
-def leet_screen(runs, width=150, height=44):
-    """The screen of `wandb leet` on the W&B run's last segment, as text."""
-    folder = os.path.dirname(records.wandb_logs(os.path.join(runs, "wandb"))[-1])
-    wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
-    session = f"leet-{os.getpid()}"
-    subprocess.run(
-        ["tmux", "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), f"{wandb_cli} leet {folder}"],
-        check=True,
-    )
-    try:
-        time.sleep(8)  # it reads the whole log before it draws
-        screen = subprocess.run(
-            ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True, check=True
-        ).stdout
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
-    return "\n".join(line.rstrip() for line in screen.splitlines()).strip("\n") + "\n"
 
 
 TORCHRUN_ARGS = [
@@ -217,52 +148,24 @@ def kill_in_epoch_2(out, launchers, rank=1):
 
 
 def tracked(tool, out):
-    """Tracker runs, segments, epochs and model versions in one launch's records, read by each tool's reader."""
-    if tool == "W&B":
-        logs = records.wandb_logs(out)
-        recs = [r for log in logs for r in records.leet_records(log)]
-        runs, segments = len({r["run"]["run_id"] for r in recs if r["type"] == "run"}), len(logs)
-        epochs = [
-            int(r["history"]["item"]["epoch"])
-            for r in recs
-            if r["type"] == "history" and "val/acc" in r["history"]["item"]
-        ]
-        versions = sum(r["type"] == "artifact" and r["artifact"]["type"] == "model" for r in recs)
-    elif tool == "Neptune":
-        folders = records.neptune_folders(out)
-        run = records.read_neptune(out)
-        runs, segments = (
-            len({neptune_export.assigned(neptune_export.operations(f), "run_id") for f in folders}),
-            len(folders),
-        )
-        epochs = [int(e["epoch"]) for e in run["epochs"]]
-        versions = sum(
-            op["type"] == "UploadFile" and op["path"][:2] == ["model", "checkpoints"]
-            for f in folders
-            for op in neptune_export.operations(f)
-        )
-    else:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(f"sqlite:///{out}/mlflow.db")
-        mruns = client.search_runs([e.experiment_id for e in client.search_experiments()])
-        runs, segments = len(mruns), len(mruns)
-        epochs = [int(m.value) for m in client.get_metric_history(mruns[0].info.run_id, "epoch")]
-        versions = len(client.search_model_versions())
-    return {"runs": runs, "segments": segments, "epochs": epochs, "model_versions": versions}
+    """Tracker runs, segments, epochs and model versions in one launch's record, read by the tool's reader."""
+    run = tool.reader.read_run(out)
+    return {
+        "runs": run["runs"],
+        "segments": len(run["segments"]),
+        "epochs": [int(e["epoch"]) for e in run["epochs"]],
+        "model_versions": len(run["models"]),
+    }
 
 
 def torchrun_launches(processes=2):
     """Each script under torchrun: a launch left alone, and one whose rank-1 worker is killed in
     epoch 2 (--max-restarts 1 --resume auto), as each tool recorded them."""
     found, restarted = {}, {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "NEPTUNE_", "MLFLOW_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(tuple(f"{t.key.upper()}_" for t in trackers.TOOLS))}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    for tool, script in (
-        ("W&B", "wandb_setup_script.py"),
-        ("Neptune", "neptune_integration.py"),
-        ("MLflow", "mlflow_tracking.py"),
-    ):
+    for tool in trackers.TOOLS:
+        script = tool.script
         with tempfile.TemporaryDirectory(prefix="torchrun-") as out:
             result = subprocess.run(
                 [*launcher, script, *TORCHRUN_ARGS, "--out-dir", out],
@@ -275,7 +178,7 @@ def torchrun_launches(processes=2):
             )
             if result.returncode != 0:
                 sys.exit(f"error: torchrun with {script} failed: {result.stderr[-1500:]}")
-            found[tool] = {"processes": processes, **tracked(tool, out)}
+            found[tool.name] = {"processes": processes, **tracked(tool, out)}
         with tempfile.TemporaryDirectory(prefix="torchrun-restart-") as out:
             launch = subprocess.Popen(
                 [*launcher, "--max-restarts", "1", script, *TORCHRUN_ARGS, "--resume", "auto", "--out-dir", out],
@@ -290,7 +193,7 @@ def torchrun_launches(processes=2):
             stdout, stderr = launch.communicate(timeout=900)
             if launch.returncode != 0:
                 sys.exit(f"error: the restarted torchrun launch of {script} failed: {stderr[-1500:]}")
-            restarted[tool] = {
+            restarted[tool.name] = {
                 "processes": processes,
                 "exit_code": launch.returncode,
                 "lost_peer_lines": stderr.count("lost a peer; torchrun will restart"),
@@ -348,9 +251,9 @@ def write_benchmark(bench, evidence):
 
 def main():
     p = argparse.ArgumentParser(description="Collect the report's evidence from real runs into report/evidence.")
-    p.add_argument("--runs", help="holds wandb/, neptune/ and mlflow/ as `make run` writes them")
+    p.add_argument("--runs", help="holds a folder per tool (wandb/, neptune/, ...) as `make run` writes them")
     p.add_argument("--bench", help="benchmarks/run.py --json output to include")
-    p.add_argument("--search", help="holds wandb/, neptune/, mlflow/ and default/ as `make search` writes them")
+    p.add_argument("--search", help="holds a folder per tool and default/ as `make search` writes them")
     p.add_argument("--evidence", default=os.path.join(HERE, "evidence"), help="default: report/evidence")
     p.add_argument(
         "--torchrun-only",
@@ -385,22 +288,12 @@ def main():
         copy_searches(a.search, a.evidence)
     with open(os.path.join(a.evidence, "footprint.json"), "w") as f:
         json.dump(footprint(a.runs), f, indent=1)
-    with open(os.path.join(a.evidence, "leet_screen.txt"), "w") as f:
-        f.write(leet_screen(a.runs))
+    for tool in trackers.TOOLS:  # each tool's own viewer on its run, where it has one
+        tool.show(os.path.join(a.runs, tool.key), a.evidence)
     with open(os.path.join(a.evidence, "export.txt"), "w") as f:
         f.write(export_summary(a.runs))
     with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
         json.dump(torchrun_launches(), f, indent=1)
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "benchmarks", "mlflow_ui_screenshot.py"),
-            "--out-dir",
-            os.path.join(a.runs, "mlflow"),
-            os.path.join(a.evidence, "mlflow_ui.png"),
-        ],
-        check=True,
-    )
     if bench:
         write_benchmark(bench, a.evidence)
     elif os.path.exists(

@@ -1,19 +1,23 @@
 """The rubric: for each criterion, the checkable facts behind each level of the study's scale, and
 the code that establishes each fact and derives the ratings from them. It holds no rating itself.
 
-A fact is established for each tool by a probe of the installed client (report/probes.py), the
-records of the report's runs (report/records.py), a measurement (benchmarks/run.py), or a dated
+A fact is established for each tool by a probe of the installed client (trackers/<key>_probe.py),
+the records of the report's runs (trackers/<key>_record.py), a measurement (benchmarks/run.py), or a dated
 external fact with its source (report/facts.json). A tool rated 2 has every fact of level 2; 3,
 every fact of levels 2 and 3; otherwise 1.
 """
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 
-TOOLS = ("W&B", "Neptune", "MLflow")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import trackers  # noqa: E402
+
+TOOLS = tuple(tool.name for tool in trackers.TOOLS)
 SCALE = {1: "lacks it", 2: "has it", 3: "has it, and it is easy or has more"}
-BENCH_PREFIX = {"W&B": "wandb", "Neptune": "neptune", "MLflow": "mlflow"}
+BENCH_PREFIX = {tool.name: tool.key for tool in trackers.TOOLS}  # a tool's name in benchmark.json
 QUICK_START_FINISH_S = 5.0  # level 3 of usability: opening and closing a run offline costs at most this
 
 # The 2023 study's own ratings (W&B, Neptune), from its report (report/520-final-project.pdf in the
@@ -35,8 +39,8 @@ STUDY = {
 
 @dataclass
 class Evidence:
-    records: dict  # tool -> report/records.py's reading of its run
-    probes: dict  # tool -> report/probes.py's findings
+    records: dict  # tool -> its record reader's reading of its run (and search)
+    probes: dict  # tool -> its probe's findings
     bench: dict  # benchmarks/run.py --json, or None
     external: dict  # report/facts.json
 
@@ -97,11 +101,14 @@ def model_metadata(ev, tool):
     return {"epoch", "val_acc", "test_acc"} <= set(keys), f"final version's metadata: {', '.join(keys) or 'none'}"
 
 
+def probe_or_external(ev, tool, probe, fact):
+    """What the tool's probe found where it asks it here, else the dated external fact."""
+    found = ev.probes[tool].get(probe)
+    return (found["accepted"], said(found)) if found else external(ev, fact, tool)
+
+
 def server_to_share(ev, tool):
-    if tool == "MLflow":
-        holds = ev.probes[tool]["resolves"]["server"] is not None
-        return holds, "`mlflow server` in the installed client (the test suite starts it with SQLite and basic auth)"
-    return external(ev, "self_hosted_server", tool)
+    return probe_or_external(ev, tool, "server_here", "self_hosted_server")
 
 
 def hosted_service(ev, tool):
@@ -110,7 +117,7 @@ def hosted_service(ev, tool):
 
 def upload_later(ev, tool):
     holds = ev.probes[tool]["resolves"]["sync"] is not None
-    name = {"W&B": "wandb", "Neptune": "neptune", "MLflow": "mlflow"}[tool]
+    name = ev.probes[tool]["cli"]
     return holds, f"`{name} sync` {'is' if holds else 'is not'} a command of the installed client"
 
 
@@ -128,14 +135,7 @@ def pytorch_in_base_client(ev, tool):
 
 
 def reports(ev, tool):
-    if tool == "MLflow":
-        endpoints = ev.probes[tool]["report_endpoints"]
-        return bool(endpoints), (
-            f"report endpoints in the installed server: {', '.join(endpoints)}"
-            if endpoints
-            else "the installed MLflow server has no report endpoint"
-        )
-    return external(ev, "reports_on_server", tool)
+    return probe_or_external(ev, tool, "reports_here", "reports_on_server")
 
 
 def report_from_code(ev, tool):
@@ -174,7 +174,7 @@ def record_readable(ev, tool):
 
 def local_viewer(ev, tool):
     p = ev.probes[tool]
-    name = {"W&B": "wandb", "Neptune": "neptune", "MLflow": "mlflow"}[tool]
+    name = p["cli"]
     found = [c for c in ("leet", "ui") if p["resolves"][c]]
     if found:
         return True, f"`{name} {found[0]}` shows the local record" + (
@@ -362,35 +362,22 @@ def dataset_hash_at_sync(ev, tool):
 
 
 def dataset_input_offline(ev, tool):
-    p = ev.probes[tool]
-    probe = {
-        "W&B": p.get("use_artifact_offline"),
-        "Neptune": p.get("dataset_input"),
-        "MLflow": p.get("dataset_input_local"),
-    }[tool]
+    probe = ev.probes[tool]["dataset_input_offline"]
     return probe["accepted"], said(probe)
 
 
 def dataset_input_online(ev, tool):
-    p = ev.probes[tool]
-    probe = p["dataset_input_local"] if tool == "MLflow" else p["dataset_input"]
+    probe = ev.probes[tool]["dataset_input_online"]
     return probe["accepted"], said(probe)
 
 
 def registry_offline(ev, tool):
-    p = ev.probes[tool]
-    probe = {
-        "W&B": p.get("registry_link_offline"),
-        "Neptune": p.get("registry_offline"),
-        "MLflow": p.get("registry_local"),
-    }[tool]
+    probe = ev.probes[tool]["registry_offline"]
     return probe["accepted"], said(probe)
 
 
 def registry_online(ev, tool):
-    if tool == "MLflow":
-        return registry_offline(ev, tool)
-    return external(ev, "registry_on_server", tool)
+    return probe_or_external(ev, tool, "registry_online", "registry_on_server")
 
 
 def resume_online(ev, tool):
@@ -399,10 +386,8 @@ def resume_online(ev, tool):
 
 
 def hpo_driver_offline(ev, tool):
-    if tool == "W&B":
-        p = ev.probes[tool]["sweep_offline"]
-        return p["accepted"], f"wandb.sweep offline: {said(p)}"
-    return hpo_driver(ev, tool)
+    probe = ev.probes[tool]["search_driver_offline"]
+    return probe["accepted"], said(probe)
 
 
 FACTS.update(

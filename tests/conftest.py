@@ -1,5 +1,7 @@
-"""Shared fixtures: a CIFAR-10 copy in the official on-disk format, script runners, tracker readers."""
+"""Shared fixtures: a CIFAR-10 copy in the official on-disk format, script runners, and each tool's
+record read the same way, through its record reader (the registry's)."""
 
+import math
 import os
 import pickle
 import pty
@@ -14,15 +16,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "report"))
 
-import records  # noqa: E402
 import torch  # noqa: E402
 import warm  # noqa: E402
 
 import data  # noqa: E402
+import trackers  # noqa: E402
 
 torch.set_num_threads(1)  # the engine trained inside a worker: one thread each, as the scripts' processes
 
-SCRIPTS = ["wandb_setup_script.py", "neptune_integration.py", "mlflow_tracking.py"]
+TOOLS = trackers.TOOLS
+SCRIPTS = [tool.script for tool in TOOLS]
+EACH_TOOL = pytest.mark.parametrize("tool", TOOLS, ids=[tool.key for tool in TOOLS])
 WANDB_KEY = "wandbfakekey" + "0123456789abcdef" * 3  # W&B wants 40+ characters
 NEPTUNE_TOKEN = "neptunefaketoken" + "fedcba9876543210" * 3
 NO_NETWORK = {
@@ -71,7 +75,8 @@ def clean_env(home, **extra):
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("WANDB_", "NEPTUNE_", "MLFLOW_")) and k not in ("MPLCONFIGDIR", "PYTEST_CURRENT_TEST")
+        if not k.startswith(tuple(f"{tool.key.upper()}_" for tool in TOOLS))
+        and k not in ("MPLCONFIGDIR", "PYTEST_CURRENT_TEST")
     }
     # One thread a process: the suite runs two workers on two cores, and each process's default of a
     # thread per core made them contend (a run here took 28 s instead of 16 s, at twice the CPU).
@@ -127,49 +132,42 @@ def quick_args(cifar_dir, out_dir, epochs=2, seed=5, extra=()):
     ]
 
 
-def wandb_records(out_dir, segments=1):
-    """Every record of the run's .wandb logs (one per segment, oldest first), read with W&B's own reader."""
-    assert len(records.wandb_logs(out_dir)) == segments, records.wandb_logs(out_dir)
-    return records.wandb_records(out_dir)
+def read_run(tool, out_dir, segments=None):
+    """The tool's record of the run in out_dir (all its segments), read by its record reader; with
+    `segments`, the record must hold that many."""
+    run = tool.reader.read_run(str(out_dir))
+    if segments is not None:
+        assert len(run["segments"]) == segments, run["segments"]
+    return run
 
 
-def wandb_epochs(records_):
-    return [r["history"]["item"] for r in records_ if r["type"] == "history" and "epoch" in r["history"]["item"]]
+def record(tool, out_dir):
+    """Epochs, per-step steps, final model versions, test accuracy and the epochs of the other model
+    versions (each as often as recorded) in the tool's record of one run, all segments."""
+    run = read_run(tool, out_dir)
+    assert run["runs"] == 1, run["runs"]
+    return (
+        [int(e["epoch"]) for e in run["epochs"]],
+        [int(s) for s, _ in run["steps"]],
+        sum(m["final"] for m in run["models"]),
+        run["test_acc"],
+        sorted(int(m["epoch"]) for m in run["models"] if not m["final"]),
+    )
 
 
-def mlflow_record(out_dir):
-    """The MLflow client on the offline store in out_dir, and its one run (all segments: one run)."""
-    from mlflow import MlflowClient  # here: the pytest process imports mlflow only under a running test
-
-    uri = f"sqlite:///{out_dir}/mlflow.db"
-    client = MlflowClient(uri, uri)
-    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    return client, run
-
-
-def mlflow_series(out_dir, key):
-    client, run = mlflow_record(out_dir)
-    return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+def best_epochs(history):
+    """The epochs whose validation accuracy beat every one before (each a model version), from the
+    engine's own history of the run (history.json): derived from the run, as the CPU computed it."""
+    best, found = -1.0, []
+    for e in history["epochs"]:
+        if math.isfinite(e["train/loss"]) and e["val/acc"] > best:
+            best, found = e["val/acc"], [*found, e["epoch"]]
+    return found
 
 
-def neptune_ops(out_dir, segments=1):
-    """Every operation of the run's offline Neptune logs (JSON lines under its data directory)."""
-    assert len(records.neptune_folders(out_dir)) == segments, records.neptune_folders(out_dir)
-    return records.neptune_ops(out_dir)
-
-
-def neptune_series(ops, path):
-    return [
-        (v["step"], v["value"])
-        for op in ops
-        if op["type"] == "LogFloats" and "/".join(op["path"]) == path
-        for v in op["values"]
-    ]
-
-
-def neptune_assigned(ops, path):
-    values = [op["value"] for op in ops if op["type"].startswith("Assign") and "/".join(op["path"]) == path]
-    return values[-1] if values else None
+def mistakes_shown(summary, test_images, most=25):
+    """How many most confident mistakes a run shows: its wrong test predictions, at most 25."""
+    return min(most, round((1 - summary["test/acc"]) * test_images))
 
 
 def files_containing(root, secret):

@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import alexnet  # noqa: E402
-import tracking  # noqa: E402
+import trackers  # noqa: E402
 
 
 def fault():
@@ -84,11 +84,7 @@ def half_written(fn):
 PHASE, SIGNAL, SCRIPT, *ARGV = sys.argv[1:]
 alexnet.Engine.STATE_EVERY_S = 0.0
 module = importlib.import_module(os.path.basename(SCRIPT)[:-3])
-[Tracker] = [
-    v
-    for v in vars(module).values()
-    if isinstance(v, type) and issubclass(v, tracking.Tracker) and v is not tracking.Tracker
-]
+Tracker = trackers.get(os.path.basename(SCRIPT)).tracker
 phase, _, n = PHASE.partition(":")
 if phase == "start":
     Tracker.start = after(Tracker.start)

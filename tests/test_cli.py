@@ -1,4 +1,4 @@
-"""Every user mistake ends in one clear line and a non-zero exit, never a traceback, for both scripts."""
+"""Every user mistake ends in one clear line and a non-zero exit, never a traceback, for every script."""
 
 import importlib
 import os
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import ROOT, SCRIPTS, run_script
+from conftest import EACH_TOOL, ROOT, SCRIPTS, TOOLS, run_script
 
 BAD_FLAGS = [
     (["--epochs", "0"], "--epochs"),
@@ -33,10 +33,11 @@ def assert_one_line_error(result, code, *needles):
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@EACH_TOOL
 @pytest.mark.parametrize("flags,needle", BAD_FLAGS)
-def test_bad_flag_exits_2(script, flags, needle, capsys):
+def test_bad_flag_exits_2(tool, flags, needle, capsys):
     """In-process: the script's own main() with a bad flag (the subprocess cases below cover the rest)."""
+    script = tool.script
     module = importlib.import_module(script[:-3])
     with pytest.raises(SystemExit) as stop:
         module.main(["--mode", "offline", "--dataset", "synthetic", *flags])
@@ -44,16 +45,18 @@ def test_bad_flag_exits_2(script, flags, needle, capsys):
     assert_one_line_error(subprocess.CompletedProcess([], stop.value.code, "", err), 2, needle)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_cuda_requested_but_absent(script, tmp_path):
+@EACH_TOOL
+def test_cuda_requested_but_absent(tool, tmp_path):
+    script = tool.script
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     result = run_script(script, ["--mode", "offline", "--dataset", "synthetic", "--device", "cuda"], tmp_path)
     assert_one_line_error(result, 2, "--device cuda")
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_unwritable_out_dir(script, tmp_path):
+@EACH_TOOL
+def test_unwritable_out_dir(tool, tmp_path):
+    script = tool.script
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     result = run_script(
@@ -62,25 +65,22 @@ def test_unwritable_out_dir(script, tmp_path):
     assert_one_line_error(result, 2, "--out-dir", "not writable")
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_empty_data_dir_without_network(script, tmp_path):
+@EACH_TOOL
+def test_empty_data_dir_without_network(tool, tmp_path):
+    script = tool.script
     empty = tmp_path / "data"
     empty.mkdir()
     result = run_script(
         script, ["--mode", "offline", "--data-dir", empty, "--out-dir", tmp_path / "runs"], tmp_path, timeout=120
     )
     assert_one_line_error(result, 2, "cifar-10-python.tar.gz", "--dataset synthetic")
-    records = {
-        "wandb",
-        ".neptune",
-        "mlflow.db",
-        "mlartifacts",
-    }  # no run folder, no tracker run for a run that never started
+    records = {p for t in TOOLS for p in t.reader.RECORD_PATHS}  # no run folder, no tracker run: it never started
     assert [d for d in os.listdir(tmp_path / "runs") if d[0].isdigit() or d in records] == []
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_unverified_copy_names_skip_checksum(script, cifar_dir, tmp_path):
+@EACH_TOOL
+def test_unverified_copy_names_skip_checksum(tool, cifar_dir, tmp_path):
+    script = tool.script
     result = run_script(
         script, ["--mode", "offline", "--data-dir", cifar_dir, "--out-dir", tmp_path / "runs"], tmp_path
     )

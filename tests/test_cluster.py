@@ -13,8 +13,10 @@ import time
 import pytest
 import warm
 from collect import kill_in_epoch_2
-from conftest import ROOT, SCRIPTS, SMALL_MODEL, clean_env, run_script
-from test_resume import TOKENS, record
+from conftest import EACH_TOOL, ROOT, SMALL_MODEL, best_epochs, clean_env, record, run_script
+from test_resume import TOKENS
+
+import trackers
 
 ARGS = [
     "--mode",
@@ -73,21 +75,18 @@ def two_processes(tmp_path_factory):
     return history(out)
 
 
-def assert_one_run_equal_to(script, out, want, outputs):
-    epochs, steps, finals, test_acc, versions = record(script, out)
-    best, want_versions = -1, []
-    for e in want["epochs"]:
-        if e["val/acc"] > best:
-            best, want_versions = e["val/acc"], want_versions + [e["epoch"]]
-    assert (epochs, steps, versions, finals) == ([1, 2, 3], STEPS, want_versions, 1)
+def assert_one_run_equal_to(tool, out, want, outputs):
+    epochs, steps, finals, test_acc, versions = record(tool, out)
+    assert (epochs, steps, versions, finals) == ([1, 2, 3], STEPS, best_epochs(want), 1)
     assert test_acc == [want["summary"]["test/acc"]]  # exact: the restart continued the same computation
     assert len([d for d in os.listdir(out) if d[0].isdigit()]) == 1  # one run folder: no second run begun
     for text in outputs:
         assert "Traceback" not in text, text[-3000:]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_torchrun_restart_continues_the_same_tracked_run(script, two_processes, tmp_path):
+@EACH_TOOL
+def test_a_torchrun_restart_continues_the_same_tracked_run(tool, two_processes, tmp_path):
+    script = tool.script
     out = tmp_path / "D"
     launch = subprocess.Popen(
         [
@@ -111,7 +110,7 @@ def test_a_torchrun_restart_continues_the_same_tracked_run(script, two_processes
     assert launch.returncode == 0, stderr[-3000:]
     assert "rank 0: lost a peer; torchrun will restart from the resume state" in stderr, stderr[-3000:]
     assert "resuming run" in stdout and "from step 8 (epoch 2)" in stdout, stdout[-3000:]
-    assert_one_run_equal_to(script, out, two_processes, [stdout, stderr])
+    assert_one_run_equal_to(tool, out, two_processes, [stdout, stderr])
 
 
 def free_port():
@@ -123,7 +122,8 @@ def free_port():
 def test_a_restart_on_two_nodes_continues_the_same_tracked_run(two_processes, tmp_path):
     """Two launches of one process each on 127.0.0.1 stand in for two machines; the worker of rank 0
     (the one holding the tracker's run) is killed, and both launches start again and go on."""
-    script, out = "wandb_setup_script.py", tmp_path / "D"
+    tool, out = trackers.get("wandb"), tmp_path / "D"
+    script = tool.script
     nodes = [
         "--nnodes",
         "2",
@@ -161,13 +161,14 @@ def test_a_restart_on_two_nodes_continues_the_same_tracked_run(two_processes, tm
                 os.killpg(launch.pid, signal.SIGKILL)
     assert [launch.returncode for launch in launches] == [0, 0], outputs
     assert "rank 1: lost a peer; torchrun will restart from the resume state" in "".join(outputs)
-    assert_one_run_equal_to(script, out, two_processes, outputs)
+    assert_one_run_equal_to(tool, out, two_processes, outputs)
 
 
 def test_sigterm_saves_the_state_and_the_same_command_continues(tmp_path):
     """What Slurm and Kubernetes send before a kill: the resume state is saved, exit 143 (128 + 15),
     and the same command line (--resume auto) continues the run."""
-    script, out = "mlflow_tracking.py", tmp_path / "D"
+    tool, out = trackers.get("mlflow"), tmp_path / "D"
+    script = tool.script
     argv = [*map(str, ARGS), "--resume", "auto", "--out-dir", str(out)]
     plain = run_script(script, [*ARGS, "--out-dir", tmp_path / "plain"], tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]
@@ -191,9 +192,9 @@ def test_sigterm_saves_the_state_and_the_same_command_continues(tmp_path):
     again = run_script(script, argv, tmp_path)
     assert again.returncode == 0 and "resuming run" in again.stdout, again.stderr[-2000:]
     assert not os.path.exists(state)
-    epochs, steps, finals, test_acc, _ = record(script, out)
+    epochs, steps, finals, test_acc, _ = record(tool, out)
     assert (epochs, steps, finals) == ([1, 2, 3], STEPS, 1)
-    assert test_acc == record(script, tmp_path / "plain")[3]
+    assert test_acc == record(tool, tmp_path / "plain")[3]
 
 
 def test_auto_starts_a_new_run_where_none_is_unfinished(tmp_path):
@@ -215,7 +216,8 @@ def test_auto_starts_a_new_run_where_none_is_unfinished(tmp_path):
 def test_resume_alone_brings_back_the_runs_own_flags(tmp_path):
     """Started with its flags, stopped after epoch 1, continued with only --mode offline --resume
     RUN_DIR: it finishes with its own settings, recording what an uninterrupted run records."""
-    script, out = "neptune_integration.py", tmp_path / "D"
+    tool, out = trackers.get("neptune"), tmp_path / "D"
+    script = tool.script
     plain = run_script(script, [*ARGS, "--out-dir", tmp_path / "plain"], tmp_path)
     assert plain.returncode == 0, plain.stderr[-2000:]
     proc = warm.Popen(
@@ -236,4 +238,4 @@ def test_resume_alone_brings_back_the_runs_own_flags(tmp_path):
     [run] = [d for d in os.listdir(out) if d[0].isdigit()]
     resumed = run_script(script, ["--mode", "offline", "--resume", out / run], tmp_path)
     assert resumed.returncode == 0 and "resuming run" in resumed.stdout, resumed.stderr[-2000:]
-    assert record(script, out) == record(script, tmp_path / "plain")
+    assert record(tool, out) == record(tool, tmp_path / "plain")

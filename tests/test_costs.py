@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import build  # noqa: E402  (report/build.py)
 import overhead  # noqa: E402
 
-import tracking  # noqa: E402
+from trackers import base  # noqa: E402
 
 EVIDENCE = os.path.join(ROOT, "report", "evidence", "benchmark.json")
 TOOLS = ("wandb", "neptune", "mlflow")
@@ -80,7 +80,7 @@ def test_intervals_are_students_t():
     assert (lo, hi) == pytest.approx((1 - 0.07420, 1 + 0.07420), abs=1e-4)
 
 
-class Sleepy(tracking.Tracker):
+class Sleepy(base.Disabled):
     """Waits 1 s in every logging call: a cost the blocks must find, however busy the machine."""
 
     name = "sleepy"
@@ -89,7 +89,7 @@ class Sleepy(tracking.Tracker):
         time.sleep(1.0)
 
 
-class Burner(tracking.Tracker):
+class Burner(base.Disabled):
     """Free to call, but a thread of its own burns CPU while its run is open."""
 
     name = "burner"
@@ -111,7 +111,7 @@ class Burner(tracking.Tracker):
 
 def test_blocks_find_a_slow_tracker_and_count_a_tools_own_threads(tmp_path, monkeypatch):
     classes = {"sleepy": Sleepy, "burner": Burner}
-    monkeypatch.setattr(overhead, "tracker_class", lambda kind: classes.get(kind, tracking.Tracker))
+    monkeypatch.setattr(overhead, "tracker_class", lambda kind: classes.get(kind, base.Disabled))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -134,13 +134,14 @@ def test_a_load_point_reads_back_every_value_from_each_tools_record(tmp_path):
     """One point of the load sweep per tool, offline, each tool's record read with its own reader."""
     code = (
         f"import sys, json; sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'benchmarks')!r}]\n"
-        "import overhead, alexnet, tracking\n"
+        "import overhead, alexnet, cli, lifecycle\n"
+        "from trackers import base\n"
         "model = alexnet.AlexNet()\n"
-        "cfg = dict(tracking.make_config(tracking.build_parser(tracking.Tracker).parse_args(['--mode', 'disabled'])),"
+        "cfg = dict(lifecycle.make_config(cli.build_parser(base.Disabled).parse_args(['--mode', 'disabled'])),"
         " **alexnet.RECIPES['default'], log_every=1, dataset_version='synthetic', model_params=1)\n"
         "own = overhead.OwnWork()\n"
         "print(json.dumps([overhead.load_point(t, 100, 40, 0.5, sys.argv[1] + '/' + t, model, cfg, own)"
-        " for t in ('wandb', 'neptune', 'mlflow')]))\n"
+        " for t in overhead.TOOLS]))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],

@@ -1,4 +1,4 @@
-"""The three scripts under torchrun (2 processes, gloo on CPU): one tracker run, values of the whole data.
+"""Every tool's script under torchrun (2 processes, gloo on CPU): one tracker run, values of the whole data.
 
 A 2-process run computes what 1 process does: the same rows, augmentation, dropout masks and
 global-mean gradients. Float rounding differs (other matrix shapes and thread counts) and this
@@ -14,18 +14,14 @@ import sys
 
 import pytest
 from conftest import (
+    EACH_TOOL,
     LEARNS_QUICKLY,
     NEPTUNE_TOKEN,
     ROOT,
-    SCRIPTS,
     SMALL_MODEL,
     WANDB_KEY,
     clean_env,
-    mlflow_series,
-    neptune_ops,
-    neptune_series,
-    wandb_epochs,
-    wandb_records,
+    read_run,
 )
 
 ARGS = [
@@ -65,48 +61,34 @@ def launch(script, out, home, nproc):
     return result
 
 
-def recorded(script, out):
-    """Per-step losses and per-epoch metrics from the tracker's own records (exactly one run)."""
-    if script == "wandb_setup_script.py":
-        records = wandb_records(str(out))
-        steps = [
-            r["history"]["item"]["train/batch_loss"]
-            for r in records
-            if r["type"] == "history" and "train/batch_loss" in r["history"]["item"]
-        ]
-        return steps, [
-            {k: e[k] for k in ("train/loss", "train/acc", "val/loss", "val/acc")} for e in wandb_epochs(records)
-        ]
-    keys = ("train/batch_loss", "train/loss", "train/acc", "val/loss", "val/acc")
-    if script == "mlflow_tracking.py":  # asserts exactly one MLflow run
-        series = {k: mlflow_series(str(out), k) for k in keys}
-    else:
-        ops = neptune_ops(str(out))
-        series = {k: neptune_series(ops, k) for k in keys}
-    steps = [v for _, v in series.pop("train/batch_loss")]
-    series = {k: [v for _, v in points] for k, points in series.items()}
-    return steps, [dict(zip(series, values, strict=True)) for values in zip(*series.values(), strict=True)]
+def recorded(tool, out):
+    """Per-step losses and per-epoch metrics from the tool's own record (exactly one tracker run)."""
+    run = read_run(tool, out)
+    assert run["runs"] == 1, run["runs"]
+    keys = ("train/loss", "train/acc", "val/loss", "val/acc")
+    return [v for _, v in run["steps"]], [{k: e[k] for k in keys} for e in run["epochs"]]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_two_processes_record_one_run_that_matches_one_process(script, tmp_path):
+@EACH_TOOL
+def test_two_processes_record_one_run_that_matches_one_process(tool, tmp_path):
+    script = tool.script
     launch(script, tmp_path / "one", tmp_path, 1)
     two = launch(script, tmp_path / "two", tmp_path, 2)
     assert two.stdout.count("epoch 2/2") == 1  # only rank 0 speaks
     runs = [d for d in os.listdir(tmp_path / "two") if d[0].isdigit()]
     assert len(runs) == 1 and len(glob.glob(str(tmp_path / "two" / runs[0] / "checkpoints" / "*.pt"))) >= 2
-    steps1, epochs1 = recorded(script, tmp_path / "one")
-    steps2, epochs2 = recorded(script, tmp_path / "two")  # asserts exactly one tracker run
+    steps1, epochs1 = recorded(tool, tmp_path / "one")
+    steps2, epochs2 = recorded(tool, tmp_path / "two")  # asserts exactly one tracker run
     assert len(steps2) == len(steps1) == 2 * 8  # 922 training images / 128: 8 global steps an epoch
     assert steps2[:4] == pytest.approx(steps1[:4], rel=1e-3)
     assert len(epochs2) == len(epochs1) == 2
     for a, b in zip(epochs1, epochs2, strict=True):
-        # whole-epoch values: counted over both processes' shards, not one (which would halve train/acc)
+        # whole-epoch values: counted over both processes' shards, not one, which would halve train/acc
+        # whatever the accuracy (how far this seed's run gets above chance differs between CPUs)
+        assert b["train/acc"] == pytest.approx(a["train/acc"], rel=0.2)
         assert b["train/acc"] == pytest.approx(a["train/acc"], abs=0.05)
         assert b["val/acc"] == pytest.approx(a["val/acc"], abs=0.05)
         assert b["train/loss"] == pytest.approx(a["train/loss"], rel=0.05)
-    # training learns, so one process's share of the counts (half of them) would differ by more than 0.05
-    assert epochs1[-1]["train/acc"] > 0.12
 
 
 def test_a_bad_token_ends_every_process_before_training(tmp_path):
@@ -139,13 +121,14 @@ REPEATS = int(os.environ.get("DDP_REPEATS", 0))
 
 
 @pytest.mark.skipif(not REPEATS, reason="slow: `make test-ddp` runs it, 30 launches a script")
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_two_process_launches_end_cleanly_again_and_again(script, tmp_path):
+@EACH_TOOL
+def test_two_process_launches_end_cleanly_again_and_again(tool, tmp_path):
     """A launch no one killed once ended in one of seven with a process killed by SIGABRT (a C++
     thread left running at exit): each of REPEATS launches must end with exit 0 and no traceback."""
+    script = tool.script
     for i in range(1, REPEATS + 1):
         out = tmp_path / str(i)
         result = launch(script, out, tmp_path, 2)
         assert "Traceback" not in result.stderr and "terminate called" not in result.stderr, (i, result.stderr[-3000:])
-        assert len(recorded(script, out)[1]) == 2  # one tracker run, both epochs
+        assert len(recorded(tool, out)[1]) == 2  # one tracker run, both epochs
         shutil.rmtree(out)

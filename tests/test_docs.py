@@ -3,7 +3,7 @@
 import os
 import re
 
-from conftest import ROOT
+from conftest import ROOT, SCRIPTS
 
 DOCS = os.path.join(ROOT, "docs")
 PAGES = sorted(f for f in os.listdir(DOCS) if f.endswith(".md"))
@@ -34,7 +34,7 @@ def test_the_readme_is_a_front_page():
         "make run DATA=/tmp/cifar10 ARGS=--skip-checksum",
     ):
         assert f"\n    {command}" in readme, command
-    for script in ("wandb_setup_script.py", "neptune_integration.py", "mlflow_tracking.py", "neptune_export.py"):
+    for script in (*SCRIPTS, "neptune_export.py"):
         assert f"python {script} --mode offline" in readme or f"python {script} runs/neptune" in readme, script
     assert "<!-- headline:" in readme  # the table tests/test_report.py keeps equal to the evidence
     assert "TEST_TIME" not in readme

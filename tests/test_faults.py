@@ -10,8 +10,8 @@ import time
 
 import pytest
 import warm
-from conftest import ROOT, SCRIPTS, clean_env, run_script
-from test_resume import CHAIN_ARGS, TOKENS, record
+from conftest import EACH_TOOL, ROOT, best_epochs, clean_env, record, run_script
+from test_resume import CHAIN_ARGS, TOKENS
 
 # Each link: (phase, signal) injected by tests/faults.py, then the exit code expected. Every phase
 # gets a kill -9, and a signal where one stops the run there; a kill -9 comes after a resume state
@@ -38,14 +38,15 @@ CHAIN = [
 ]
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_fault_at_every_phase_then_resume_records_each_epoch_once(script, tmp_path):
+@EACH_TOOL
+def test_a_fault_at_every_phase_then_resume_records_each_epoch_once(tool, tmp_path):
     """A signal and a kill -9 at each phase (tracker start, dataset, mid-epoch, after an epoch's
     metrics, test evaluation, checkpoint write, finish), each followed by --resume: the record
     holds every step and epoch exactly once and the test accuracy of an uninterrupted run."""
+    script = tool.script
     plain = run_script(script, [*CHAIN_ARGS, "--out-dir", tmp_path / "plain"], tmp_path, **TOKENS)
     assert plain.returncode == 0, plain.stderr[-2000:]
-    want = record(script, tmp_path / "plain")
+    want = record(tool, tmp_path / "plain")
     assert want[0] == [1, 2, 3] and want[1] == list(range(1, 13)) and want[2] == 1 and want[4][0] == 1, want
     out = tmp_path / "D"
     for i, (phase, sig, code) in enumerate(CHAIN):
@@ -55,20 +56,10 @@ def test_a_fault_at_every_phase_then_resume_records_each_epoch_once(script, tmp_
         assert "Traceback" not in faulty.stderr, (phase, sig, faulty.stderr[-3000:])
     again = run_script(script, [*CHAIN_ARGS, "--out-dir", out, "--resume"], tmp_path, **TOKENS)
     assert again.returncode == 0 and "finished" in again.stdout, again.stdout + again.stderr[-2000:]
-    epochs, steps, finals, test_acc, versions = record(script, out)
+    epochs, steps, finals, test_acc, versions = record(tool, out)
     assert epochs == [1, 2, 3] and steps == list(range(1, 13)) and finals == 1, (epochs, steps, finals)
     assert versions == want[4]  # each epoch's model version once
     assert test_acc == want[3]
-    if script == "wandb_setup_script.py":  # each earlier segment's log read once, then known (SegmentsRead)
-        [run] = [d for d in os.listdir(out) if d[0].isdigit()]
-        with open(out / run / "wandb-segments.json") as f:
-            known = json.load(f)
-        logs = sorted(glob.glob(str(out / "wandb" / "offline-run-*" / "*.wandb")))
-        names = [os.path.basename(os.path.dirname(log)) for log in logs]
-        # every log but the last is known; the one before it only if its writer had finished when read
-        assert set(names[:-2]) <= set(known) <= set(names[:-1])
-        for log, name in zip(logs[:-2], names[:-2], strict=True):
-            assert known[name]["mark"] == [os.stat(log).st_size, os.stat(log).st_mtime_ns]
 
 
 # The reproduction of a kill -9 soon after a resume-state write, at the default interval (the first
@@ -103,11 +94,7 @@ def timed_plain(tmp_path_factory):
     [history] = glob.glob(str(out / "*" / "history.json"))
     with open(history) as f:
         run = json.load(f)
-    best, versions = -1, []
-    for e in run["epochs"]:
-        if e["val/acc"] > best:
-            best, versions = e["val/acc"], versions + [e["epoch"]]
-    return [e["epoch"] for e in run["epochs"]], [1, *range(2, 41, 2)], versions, run["summary"]["test/acc"]
+    return [e["epoch"] for e in run["epochs"]], [1, *range(2, 41, 2)], best_epochs(run), run["summary"]["test/acc"]
 
 
 def state_id(path):
@@ -118,10 +105,11 @@ def state_id(path):
         return None
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_kill_9_seconds_after_a_resume_state_write_at_the_default_interval(script, timed_plain, tmp_path):
+@EACH_TOOL
+def test_kill_9_seconds_after_a_resume_state_write_at_the_default_interval(tool, timed_plain, tmp_path):
     """kill -9 one, three and five seconds after a resume.pt write, each followed by --resume: each
     epoch, per-step point and model version is in the record once, the test accuracy an uninterrupted run's."""
+    script = tool.script
     out = tmp_path / "D"
     for i, delay in enumerate((1, 3, 5)):
         states = glob.glob(str(out / "*" / "resume.pt"))
@@ -154,7 +142,7 @@ def test_kill_9_seconds_after_a_resume_state_write_at_the_default_interval(scrip
         proc.communicate(timeout=60)
     again = run_script(script, [*TIMED_ARGS, "--out-dir", out, "--resume"], tmp_path, **TOKENS)
     assert again.returncode == 0, again.stderr[-2000:]
-    epochs, steps, finals, test_acc, versions = record(script, out)
+    epochs, steps, finals, test_acc, versions = record(tool, out)
     want_epochs, want_steps, want_versions, want_acc = timed_plain
     assert (epochs, steps, versions, finals) == (want_epochs, want_steps, want_versions, 1)
     assert test_acc == [want_acc]

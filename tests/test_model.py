@@ -7,8 +7,11 @@ import pytest
 import torch
 
 import alexnet
+import cli
 import data
-import tracking
+import lifecycle
+import resume
+from trackers import base
 
 
 def test_parameter_count_and_output_shape():
@@ -123,7 +126,7 @@ def test_the_fitted_warmup_is_8_percent_of_the_steps():
     cfg = dict(alexnet.RECIPES["default"], epochs=2, recipe="default", log_every=50, compile=False)
     ds = data.load("synthetic", None, train_size=4000, val_fraction=0.1, seed=0)
     cfg.update(alexnet.fit_to_data(cfg, len(ds.train), set()))
-    engine = alexnet.Engine(cfg, ds, tracking.Tracker(None, "unused"), torch.device("cpu"), "")
+    engine = alexnet.Engine(cfg, ds, base.Disabled(None, "unused"), torch.device("cpu"), "")
     assert (engine.steps_per_epoch, engine.total_steps, engine.warmup_steps) == (113, 226, 18)
     assert engine.opt.param_groups[0]["lr"] == 0.0125 / 18  # the first step of the warmup
 
@@ -142,9 +145,9 @@ def test_a_run_saved_before_hidden_existed_resumes_with_the_studys_model():
     """A resume state written before --hidden had no such key: it was trained with 4096."""
 
     def parse(argv):
-        return tracking.build_parser(tracking.Tracker).parse_args(["--mode", "disabled", *argv])
+        return cli.build_parser(base.Disabled).parse_args(["--mode", "disabled", *argv])
 
-    saved = {"config": {k: v for k, v in tracking.make_config(parse([])).items() if k != "hidden"}}
-    tracking.check_resumable(tracking.make_config(parse([])), saved)
-    with pytest.raises(tracking.UsageError, match="--hidden 256"):
-        tracking.check_resumable(tracking.make_config(parse(["--hidden", "256"])), saved)
+    saved = {"config": {k: v for k, v in lifecycle.make_config(parse([])).items() if k != "hidden"}}
+    resume.check_resumable(lifecycle.make_config(parse([])), saved)
+    with pytest.raises(base.UsageError, match="--hidden 256"):
+        resume.check_resumable(lifecycle.make_config(parse(["--hidden", "256"])), saved)

@@ -16,18 +16,11 @@ import subprocess
 import sys
 
 import pytest
-import records
 import warm
-from conftest import (
-    LEARNS_QUICKLY,
-    NEPTUNE_TOKEN,
-    ROOT,
-    SMALL_MODEL,
-    WANDB_KEY,
-    clean_env,
-    mlflow_record,
-    run_script,
-)
+from conftest import LEARNS_QUICKLY, NEPTUNE_TOKEN, ROOT, SMALL_MODEL, WANDB_KEY, clean_env, run_script
+
+import trackers
+from trackers import mlflow_record, neptune_record, wandb_record
 
 PER_EPOCH = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr"]  # epoch_time_s differs run to run
 PER_STEP = ["train/batch_loss", "train/batch_acc"]
@@ -87,14 +80,17 @@ def export(source, target, out, home, *extra):
 def native(cifar_dir, tmp_path_factory):
     """The same job through each script: the Neptune run to export and the runs to compare with."""
     root = tmp_path_factory.mktemp("native")
-    for script, name in (
-        ("neptune_integration.py", "neptune"),
-        ("wandb_setup_script.py", "wandb"),
-        ("mlflow_tracking.py", "mlflow"),
-    ):
-        result = run_script(script, job_args(cifar_dir, root / name), root, **TOKENS)
+    for tool in [trackers.get("neptune"), *(t for t in trackers.TOOLS if t.exports)]:
+        result = run_script(tool.script, job_args(cifar_dir, root / tool.key), root, **TOKENS)
         assert result.returncode == 0, result.stderr[-2000:]
     return root
+
+
+def mlflow_run(out_dir):
+    """MLflow's client on the store in out_dir, and its one run."""
+    client = mlflow_record.client(out_dir)
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return client, run
 
 
 def tree_digest(root):
@@ -108,7 +104,7 @@ def tree_digest(root):
 
 def wandb_view(out_dir):
     """Each series as (step, value) on its own step axis (define_metric), the summary, the artifacts."""
-    rs = records.wandb_records(str(out_dir))
+    rs = wandb_record.records(str(out_dir))
     axis = {}
     for r in rs:
         if r["type"] == "metric" and r["metric"].get("step_metric"):
@@ -126,7 +122,7 @@ def wandb_view(out_dir):
             for key in PER_EPOCH + PER_STEP:
                 if key in item:
                     series.setdefault(key, []).append((item[step_of(key)], item[key]))
-    summary = json.loads(records.leet("--summary", records.wandb_logs(str(out_dir))[-1]))["summary"]
+    summary = json.loads(wandb_record.leet("--summary", wandb_record.logs(str(out_dir))[-1]))["summary"]
     artifacts = [r["artifact"] for r in rs if r["type"] == "artifact"]
     models = [
         (json.loads(a["metadata"]), {x for x in a["aliases"] if not x.startswith("epoch-")})
@@ -166,27 +162,27 @@ def test_a_neptune_run_exported_to_wandb_equals_the_native_wandb_run(native, tmp
 
     again = export(native / "neptune", "wandb", tmp_path / "export", tmp_path)
     assert again.returncode == 0 and "already moved" in again.stdout, again.stdout
-    assert len(records.wandb_logs(str(tmp_path / "export"))) == 1  # nothing duplicated
+    assert len(wandb_record.logs(str(tmp_path / "export"))) == 1  # nothing duplicated
     [marker] = glob.glob(str(tmp_path / "export" / "wandb" / "offline-run-*" / "neptune-export.json"))
     os.remove(marker)  # as if the export had been cut short
     redo = export(native / "neptune", "wandb", tmp_path / "export", tmp_path)
-    assert "replacing an incomplete export" in redo.stdout and len(records.wandb_logs(str(tmp_path / "export"))) == 1
+    assert "replacing an incomplete export" in redo.stdout and len(wandb_record.logs(str(tmp_path / "export"))) == 1
 
 
 def test_a_neptune_run_exported_to_mlflow_equals_the_native_mlflow_run(native, tmp_path):
     before = tree_digest(native / "neptune")
     result = export(native / "neptune", "mlflow", tmp_path / "export", tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
-    got = mlflow_view(*mlflow_record(tmp_path / "export"))
-    want = mlflow_view(*mlflow_record(native / "mlflow"))
+    got = mlflow_view(*mlflow_run(tmp_path / "export"))
+    want = mlflow_view(*mlflow_run(native / "mlflow"))
     for key in PER_EPOCH + PER_STEP:
         assert got[0][key] == want[0][key], key
     assert got[1] == want[1]  # final values
     assert got[2] == want[2] and len(want[2]) >= 2  # one registry version per model version, same tags
     assert got[3] == want[3] and set(want[3]) == {"best", "final"}
     assert len(got[4]) == 1 and got[4][0].dataset.digest
-    client, run = mlflow_record(tmp_path / "export")
-    _, native_run = mlflow_record(native / "mlflow")
+    client, run = mlflow_run(tmp_path / "export")
+    _, native_run = mlflow_run(native / "mlflow")
     assert run.info.status == native_run.info.status == "FINISHED"
     for key in ("optimizer", "lr", "epochs", "batch_size", "seed", "train_size"):
         assert run.data.params[key] == native_run.data.params[key], key
@@ -206,10 +202,10 @@ def test_an_interrupted_and_resumed_run_exports_as_one_run(native, cifar_dir, tm
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     resumed = run_script("neptune_integration.py", job_args(cifar_dir, out, ["--resume"]), tmp_path, **TOKENS)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert len(records.neptune_folders(str(out))) == 2  # two segments on disk
+    assert len(neptune_record.folders(str(out))) == 2  # two segments on disk
     result = export(out, "wandb", tmp_path / "export", tmp_path)
     assert "2 queue(s) (1 run(s))" in result.stdout, result.stdout
-    assert len(records.wandb_logs(str(tmp_path / "export"))) == 1  # one W&B run of one segment
+    assert len(wandb_record.logs(str(tmp_path / "export"))) == 1  # one W&B run of one segment
     got_series, got_summary, _, _ = wandb_view(tmp_path / "export")
     want_series, want_summary, _, _ = wandb_view(native / "wandb")
     for key in PER_EPOCH + PER_STEP:
@@ -288,14 +284,14 @@ def test_field_types_beyond_our_scripts_land_or_are_reported(tmp_path):
     assert strict.returncode == 1 and "--strict" in strict.stderr
     [log] = [
         log
-        for log in records.wandb_logs(str(tmp_path / "export"))
-        if any(r["type"] == "run" and r["run"]["display_name"] == "foreign" for r in records.leet_records(log))
+        for log in wandb_record.logs(str(tmp_path / "export"))
+        if any(r["type"] == "run" and r["run"]["display_name"] == "foreign" for r in wandb_record.leet_records(log))
     ]
-    rs = records.leet_records(log)
+    rs = wandb_record.leet_records(log)
     [run] = [r["run"] for r in rs if r["type"] == "run"]
     config = run["config"]["update"]
     assert run["display_name"] == "foreign" and sorted(run["tags"]) == ["x", "y"] and run["notes"] == "not ours"
-    summary = json.loads(records.leet("--summary", log))["summary"]
+    summary = json.loads(wandb_record.leet("--summary", log))["summary"]
     assert summary["copy/of_depth"] == 3  # copied within the run when it was 3
     assert summary["config/depth"] == 4 and summary["config/nested/width"] == 0.5 and summary["config/flag"] is True
     assert summary["config/nested/label"] == "wide" and "doomed" not in summary

@@ -9,17 +9,19 @@ from conftest import (
     NEPTUNE_TOKEN,
     WANDB_KEY,
     answer_prompt,
+    best_epochs,
     files_containing,
-    neptune_assigned,
-    neptune_ops,
-    neptune_series,
+    mistakes_shown,
     quick_args,
+    read_run,
     run_script,
-    wandb_epochs,
-    wandb_records,
 )
 
 import alexnet
+import trackers
+from trackers.neptune_record import assigned as neptune_assigned
+from trackers.neptune_record import folders, run_operations
+from trackers.neptune_record import series as neptune_series
 
 EPOCH_KEYS = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_time_s", "throughput_img_s"]
 
@@ -39,7 +41,8 @@ def offline_run(cifar_dir, tmp_path_factory):
     [run_dir] = [d for d in os.listdir(out) if d[0].isdigit()]
     with open(out / run_dir / "history.json") as f:
         history = json.load(f)
-    return dict(result=result, home=home, out=out, ops=neptune_ops(str(out)), history=history)
+    assert len(folders(str(out))) == 1  # one segment
+    return dict(result=result, home=home, out=out, ops=run_operations(str(out)), history=history)
 
 
 def test_every_epoch_equals_the_engine_history(offline_run):
@@ -75,7 +78,8 @@ def test_checkpoint_versions_are_distinct_files_that_later_ones_leave_alone(offl
         for op in ops
         if op["type"] == "UploadFile" and op["path"][:2] == ["model", "checkpoints"]
     }
-    assert "model/checkpoints/final" in versions and len(versions) >= 3
+    bests = best_epochs(offline_run["history"])  # a version per new best epoch, and the final one
+    assert set(versions) == {f"model/checkpoints/epoch_{e}" for e in bests} | {"model/checkpoints/final"}
     assert len(set(versions.values())) == len(versions)
     digests = set()
     for name, path in versions.items():
@@ -96,7 +100,8 @@ def test_evaluation_and_summary(offline_run):
         assert neptune_assigned(ops, key) == pytest.approx(value), key
     images = [op for op in ops if op["type"] == "LogImages" and "/".join(op["path"]) == "test/most_confident_mistakes"]
     described = [v for op in images for v in op["values"]]
-    assert 0 < len(described) <= 25 and all("predicted:" in v["value"]["description"] for v in described)
+    assert len(described) == mistakes_shown(summary, 100)
+    assert all("predicted:" in v["value"]["description"] for v in described)
     assert any(op["type"] == "UploadFile" and "/".join(op["path"]) == "test/confusion_matrix" for op in ops)
     per_class = [neptune_assigned(ops, f"test/per_class_acc/{c}") for c in ("airplane", "truck")]
     assert all(p is not None and 0 <= p <= 1 for p in per_class)
@@ -138,7 +143,8 @@ def test_both_trackers_record_the_same_epochs_on_the_same_seed(offline_run, cifa
     )
     assert result.returncode == 0, result.stderr[-3000:]
     wandb_vals = [
-        (e["epoch"], e["val/acc"], e["train/loss"]) for e in wandb_epochs(wandb_records(str(tmp_path / "runs")))
+        (e["epoch"], e["val/acc"], e["train/loss"])
+        for e in read_run(trackers.get("wandb"), tmp_path / "runs")["epochs"]
     ]
     ops = offline_run["ops"]
     neptune_vals = [

@@ -19,6 +19,8 @@ import probes  # noqa: E402
 import records  # noqa: E402
 import rubric  # noqa: E402
 
+import trackers  # noqa: E402
+
 EVIDENCE = os.path.join(ROOT, "report", "evidence")
 BUILT = re.compile(r"Built \d{4}-\d{2}-\d{2} by")
 
@@ -97,7 +99,7 @@ def test_a_changed_fact_changes_the_rating_and_the_matrix(evidence):
 def test_the_curves_come_from_the_trackers_records(tmp_path):
     copy_dir = tmp_path / "neptune"
     shutil.copytree(os.path.join(EVIDENCE, "neptune"), copy_dir)
-    before = build.curve_data({"Neptune": records.read_neptune(str(copy_dir))})["Neptune"]["val/acc"]
+    before = build.curve_data({"Neptune": trackers.get("neptune").reader.read_run(str(copy_dir))})["Neptune"]["val/acc"]
     [log] = [
         p
         for p in copy_dir.rglob("data-1.log")
@@ -114,7 +116,7 @@ def test_the_curves_come_from_the_trackers_records(tmp_path):
             op["obj"]["values"][0]["value"] = 0.123
         lines.append(json.dumps(op))
     log.write_text("\n".join(lines) + "\n")
-    after = build.curve_data({"Neptune": records.read_neptune(str(copy_dir))})["Neptune"]["val/acc"]
+    after = build.curve_data({"Neptune": trackers.get("neptune").reader.read_run(str(copy_dir))})["Neptune"]["val/acc"]
     assert after[0] == 0.123 and after[1:] == before[1:] and before[0] != 0.123
 
 

@@ -2,7 +2,6 @@
 exactly: each epoch recorded once, equal to an uninterrupted run's values."""
 
 import errno
-import glob
 import json
 import os
 import re
@@ -13,29 +12,15 @@ import subprocess
 import sys
 
 import pytest
-import records
 import torch
 import warm
-from conftest import (
-    NEPTUNE_TOKEN,
-    ROOT,
-    SCRIPTS,
-    SMALL_MODEL,
-    WANDB_KEY,
-    clean_env,
-    mlflow_record,
-    mlflow_series,
-    neptune_assigned,
-    neptune_ops,
-    neptune_series,
-    run_script,
-    wandb_epochs,
-    wandb_records,
-)
+from conftest import EACH_TOOL, NEPTUNE_TOKEN, ROOT, SMALL_MODEL, WANDB_KEY, clean_env, read_run, record, run_script
 
 import alexnet
 import data
-import tracking
+import lifecycle
+import trackers
+from trackers import base, mlflow_record, neptune_record
 
 COMPARED = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr"]
 TOKENS = {"WANDB_API_KEY": WANDB_KEY, "NEPTUNE_API_TOKEN": NEPTUNE_TOKEN}
@@ -96,31 +81,17 @@ def interrupt_in_epoch_2(script, out, signum, home):
     return proc.returncode, err_text
 
 
-def recorded_epochs(script, out, segments):
-    if script == "wandb_setup_script.py":
-        return [{k: e[k] for k in COMPARED} for e in wandb_epochs(wandb_records(str(out), segments))]
-    if script == "mlflow_tracking.py":  # one MLflow run, whatever the segments
-        series = {k: mlflow_series(out, k) for k in COMPARED}
-    else:
-        ops = neptune_ops(str(out), segments)
-        series = {k: neptune_series(ops, k) for k in COMPARED}
-    return [{k: series[k][i][1] for k in COMPARED} for i in range(len(series["epoch"]))]
+def recorded_epochs(tool, out, segments):
+    return [{k: e[k] for k in COMPARED} for e in read_run(tool, out, segments)["epochs"]]
 
 
-def recorded_test_acc(script, out, segments):
-    if script == "wandb_setup_script.py":
-        last = sorted(glob.glob(os.path.join(out, "wandb", "offline-run-*", "*.wandb")))[segments - 1]
-        wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
-        state = subprocess.run(
-            [wandb_cli, "leet", "inspect", "--summary", "--json", last], capture_output=True, text=True, check=True
-        )
-        return json.loads(state.stdout)["summary"]["test/acc"]
-    return neptune_assigned(neptune_ops(str(out), segments), "test/acc")
+def recorded_test_acc(tool, out, segments):
+    return read_run(tool, out, segments)["summary"]["test/acc"]
 
 
-@pytest.mark.parametrize("script", ["wandb_setup_script.py"])  # SIGINT and kill -9 for all: the chain below
-def test_sigterm_then_resume_equals_an_uninterrupted_run(script, uninterrupted, tmp_path):
-    out = tmp_path / "D"
+@pytest.mark.parametrize("tool", [trackers.get("wandb")], ids=["wandb"])  # SIGINT and kill -9 for all: the chain below
+def test_sigterm_then_resume_equals_an_uninterrupted_run(tool, uninterrupted, tmp_path):
+    out, script = tmp_path / "D", tool.script
     code, err = interrupt_in_epoch_2(script, out, signal.SIGTERM, tmp_path)
     assert code == 143, err[-2000:]
     assert "Traceback" not in err and "--resume" in err
@@ -128,15 +99,14 @@ def test_sigterm_then_resume_equals_an_uninterrupted_run(script, uninterrupted, 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming run" in resumed.stdout
     want = [{k: e[k] for k in COMPARED} for e in uninterrupted["epochs"]]
-    assert recorded_epochs(script, out, segments=2) == want  # each epoch once, same values
-    assert recorded_test_acc(script, out, segments=2) == uninterrupted["summary"]["test/acc"]
+    assert recorded_epochs(tool, out, segments=2) == want  # each epoch once, same values
+    assert recorded_test_acc(tool, out, segments=2) == uninterrupted["summary"]["test/acc"]
     [run] = [d for d in os.listdir(out) if d[0].isdigit()]
     with open(out / run / "history.json") as f:
         assert json.load(f)["summary"] == uninterrupted["summary"]
     assert not os.path.exists(out / run / "resume.pt")  # finished: nothing left to resume
-    if script == "wandb_setup_script.py":  # the segment's exit code is the signal's, as a shell's
-        exits = [r["exit"].get("exit_code", 0) for r in wandb_records(str(out), 2) if r["type"] == "exit"]
-        assert exits == [143, 0]
+    segments = read_run(tool, out, 2)["segments"]  # the segment's exit code is the signal's, as a shell's
+    assert [s["end"] for s in segments] == ["exit code 143", "exit code 0"]
 
 
 CHAIN_ARGS = [
@@ -160,47 +130,6 @@ CHAIN_ARGS = [
 ]
 
 
-def record(script, out):
-    """Epochs, per-step steps, final model versions, test accuracy and the epochs of the other model
-    versions (each as often as recorded) in the tracker's record, all segments."""
-    if script == "wandb_setup_script.py":
-        rs = records.wandb_records(str(out))
-        items = [r["history"]["item"] for r in rs if r["type"] == "history"]
-        models = [r["artifact"]["aliases"] for r in rs if r["type"] == "artifact" and r["artifact"]["type"] == "model"]
-        test_acc = [
-            r["summary"]["update"]["test/acc"]
-            for r in rs
-            if r["type"] == "summary" and "test/acc" in r["summary"].get("update", {})
-        ]
-        return (
-            [int(i["epoch"]) for i in items if "val/acc" in i],
-            [int(i["global_step"]) for i in items if "train/batch_loss" in i],
-            sum("final" in a for a in models),
-            test_acc,
-            sorted(int(e[len("epoch-") :]) for a in models if "final" not in a for e in a if e.startswith("epoch-")),
-        )
-    if script == "mlflow_tracking.py":
-        client, run = mlflow_record(out)
-        tags = [v.tags for v in client.search_model_versions()]
-        return (
-            [s for s, _ in mlflow_series(out, "val/acc")],
-            [s for s, _ in mlflow_series(out, "train/batch_loss")],
-            sum("test_acc" in t for t in tags),
-            [v for _, v in mlflow_series(out, "test/acc")],
-            sorted(int(t["epoch"]) for t in tags if "test_acc" not in t),
-        )
-    ops = records.neptune_ops(str(out))
-    uploads = [op["path"][2] for op in ops if op["type"] == "UploadFile" and op["path"][:2] == ["model", "checkpoints"]]
-    test_acc = [op["value"] for op in ops if op["type"] == "AssignFloat" and op["path"] == ["test", "acc"]]
-    return (
-        [s for s, _ in neptune_series(ops, "val/acc")],
-        [s for s, _ in neptune_series(ops, "train/batch_loss")],
-        uploads.count("final"),
-        test_acc,
-        sorted(int(u[len("epoch_") :]) for u in uploads if u != "final"),
-    )
-
-
 def test_hard_crash_before_any_state_says_nothing_to_continue_yet(tmp_path):
     crashed = run_script(
         "neptune_integration.py", [*CHAIN_ARGS, "--out-dir", tmp_path], tmp_path, fault=("step:2", "KILL")
@@ -211,10 +140,11 @@ def test_hard_crash_before_any_state_says_nothing_to_continue_yet(tmp_path):
     assert "Traceback" not in nothing.stderr
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_second_signal_during_a_slow_finish_stops_waiting(script, tmp_path):
+@EACH_TOOL
+def test_second_signal_during_a_slow_finish_stops_waiting(tool, tmp_path):
     """The tracker's finish hangs (as an upload to a slow server would): the first Ctrl-C is
     noted, the second stops waiting, says where the records are, and exits non-zero."""
+    script = tool.script
     proc = warm.Popen(
         [
             sys.executable,
@@ -251,32 +181,25 @@ def test_second_signal_during_a_slow_finish_stops_waiting(script, tmp_path):
     err_text = "".join(noted) + err_text
     assert proc.returncode == 130, err_text[-2000:]
     assert "stopped waiting" in err_text and "Traceback" not in err_text
-    assert {
-        "wandb_setup_script.py": "wandb sync",
-        "neptune_integration.py": "neptune sync",
-        "mlflow_tracking.py": "mlflow ui",
-    }[script] in out_text
-    assert record(script, tmp_path)[0] == [1]  # what was recorded before is there
+    # where the record is, and the tool's command that shows or uploads it
+    assert "saved offline in" in out_text and f"{tool.key} " in out_text.split("saved offline in")[1], out_text
+    assert record(tool, tmp_path)[0] == [1]  # what was recorded before is there
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_non_finite_loss_stops_and_marks_the_run_failed(script, tmp_path):
+@EACH_TOOL
+def test_non_finite_loss_stops_and_marks_the_run_failed(tool, tmp_path):
+    script = tool.script
     result = run_script(script, args(tmp_path, epochs=2, extra=["--lr", "1e6"]), tmp_path, **TOKENS)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "training loss became nan" in result.stderr.lower()
     assert result.stderr.strip().splitlines()[-1].startswith("error:")  # last, below the tracker's lines
-    if script == "wandb_setup_script.py":
-        [exit_record] = [r["exit"] for r in wandb_records(str(tmp_path)) if r["type"] == "exit"]
-        assert exit_record["exit_code"] == 1
-    elif script == "mlflow_tracking.py":
-        assert mlflow_record(tmp_path)[1].info.status == "FAILED"
-    else:
-        ops = neptune_ops(str(tmp_path))
-        assert neptune_assigned(ops, "sys/failed") is True and neptune_assigned(ops, "status") == "failed"
+    run = read_run(tool, tmp_path, segments=1)
+    assert run["ended"] == "failed", run["segments"]  # W&B: exit code 1; Neptune: sys/failed; MLflow: FAILED
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_full_disk_stops_cleanly_and_keeps_the_record(script, tmp_path):
+@EACH_TOOL
+def test_full_disk_stops_cleanly_and_keeps_the_record(tool, tmp_path):
+    script = tool.script
     # no file over 4 MB: the small model's first checkpoint (10 MB) is the first file it meets
     result = warm.run(
         [sys.executable, script, *map(str, args(tmp_path, epochs=1))],
@@ -290,7 +213,7 @@ def test_full_disk_stops_cleanly_and_keeps_the_record(script, tmp_path):
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "cannot write" in result.stderr and "epoch_1.pt" in result.stderr
-    epochs = recorded_epochs(script, tmp_path, 1)
+    epochs = recorded_epochs(tool, tmp_path, 1)
     assert [e["epoch"] for e in epochs] == [1]  # what was logged before the fault is all there
 
 
@@ -307,8 +230,9 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_full_disk_is_one_line(script, small_disk, tmp_path):
+@EACH_TOOL
+def test_a_full_disk_is_one_line(tool, small_disk, tmp_path):
+    script = tool.script
     result = run_script(
         script,
         [
@@ -345,7 +269,7 @@ def test_a_full_disk_is_one_line(script, small_disk, tmp_path):
 def test_a_tracker_that_cannot_write_is_one_line_last(tmp_path, capsys):
     """Where no small disk can be mounted: a tracker whose record write fails as on a full disk."""
 
-    class FullDisk(tracking.Tracker):
+    class FullDisk(base.Disabled):
         name = "FullDisk"
 
         def log_epoch(self, metrics, step, checkpoint):
@@ -357,7 +281,7 @@ def test_a_tracker_that_cannot_write_is_one_line_last(tmp_path, capsys):
     engine = alexnet.Engine(cfg, ds, FullDisk(None, run_dir), torch.device("cpu"), run_dir)
     os.makedirs(run_dir)
     engine.save_state()  # as after the first minute of a run: the line says how to continue
-    code = tracking.train(engine, engine.tracker, False)
+    code = lifecycle.train(engine, engine.tracker, False)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and "Traceback" not in "\n".join(err)
     assert err[-1].startswith("error: FullDisk could not write its record: No space left on device (")
@@ -365,12 +289,13 @@ def test_a_tracker_that_cannot_write_is_one_line_last(tmp_path, capsys):
     assert os.path.exists(engine.state_path)  # the resume state is kept
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_bad_resumes_are_refused_then_a_moved_run_resumes_from_its_own_files(script, uninterrupted, tmp_path):
+@EACH_TOOL
+def test_bad_resumes_are_refused_then_a_moved_run_resumes_from_its_own_files(tool, uninterrupted, tmp_path):
     """--resume with nothing to continue, with other flags and with a corrupt state is refused in one
     line; the stopped run's --out-dir is then moved with --moved-from (the old folder deleted) and
     resumed: it falls back to the state before the corrupt one, finishes from its own files, and
     records what an uninterrupted run records."""
+    script = tool.script
     old, new = tmp_path / "old", tmp_path / "elsewhere" / "new"
     nothing = run_script(script, args(old, extra=["--resume"]), tmp_path, **TOKENS)
     assert nothing.returncode == 2 and "nothing to continue yet" in nothing.stderr and "Traceback" not in nothing.stderr
@@ -395,7 +320,7 @@ def test_bad_resumes_are_refused_then_a_moved_run_resumes_from_its_own_files(scr
     resumed = run_script(script, args(new, extra=["--resume"]), tmp_path, **TOKENS)
     assert resumed.returncode == 0 and "resuming run" in resumed.stdout, resumed.stderr[-2000:]
     assert "continuing from the state saved before it" in resumed.stdout, resumed.stdout[-2000:]
-    epochs, steps, finals, test_acc, _ = record(script, new)
+    epochs, steps, finals, test_acc, _ = record(tool, new)
     assert (epochs, steps, finals) == ([1, 2, 3], [1, *range(3, 28, 3)], 1)  # each epoch and step once
     assert test_acc == [uninterrupted["summary"]["test/acc"]]
     assert not os.path.exists(old)
@@ -418,7 +343,7 @@ def test_resume_a_run_folder_outside_out_dir_continues_it_there(tmp_path):
     assert resumed.returncode == 0 and "resuming run" in resumed.stdout, resumed.stderr[-2000:]
     assert sorted(os.listdir(elsewhere / run)) == ["architecture.txt", "checkpoints", "history.json", "source"]
     assert not os.path.exists(os.path.join(ROOT, "runs", run))  # not a new folder under the default --out-dir
-    assert record("neptune_integration.py", elsewhere)[:2] == ([1, 2, 3], list(range(1, 13)))
+    assert record(trackers.get("neptune"), elsewhere)[:2] == ([1, 2, 3], list(range(1, 13)))
 
 
 def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
@@ -452,8 +377,8 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(tmp_path):
     assert f"is in use by pid {first.pid} on host " in refusal, refusal
     first.communicate(timeout=300)
     assert first.returncode == 0
-    assert record(script, tmp_path)[:2] == ([1, 2, 3], [1, *range(3, 28, 3)])
-    assert len(records.neptune_folders(str(tmp_path))) == 2  # the run's two segments; the refused one made none
+    assert record(trackers.get("neptune"), tmp_path)[:2] == ([1, 2, 3], [1, *range(3, 28, 3)])
+    assert len(neptune_record.folders(str(tmp_path))) == 2  # the run's two segments; the refused one made none
     assert sorted(os.listdir(tmp_path / run)) == ["architecture.txt", "checkpoints", "history.json", "source"]
 
 
@@ -488,9 +413,7 @@ def test_mlflow_runs_started_together_into_a_new_folder_each_record_one_run(n, t
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * n, "\n".join(e[-1500:] for e in errors)
     assert not any("Traceback" in e for e in errors)
-    from mlflow import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    client = mlflow_record.client(out)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == n and len({r.data.tags["run_id"] for r in runs}) == n
     assert all(r.info.status == "FINISHED" and r.data.metrics["epoch"] == 1 for r in runs)
@@ -505,7 +428,8 @@ def test_an_mlflow_run_that_loses_the_race_to_add_the_dataset_links_the_winners(
     result = run_script("mlflow_tracking.py", args(out, epochs=1), tmp_path, fault=("dataset-race", "INT"))
     assert result.returncode == 0 and "raced" in result.stdout, result.stderr
     assert "Traceback" not in result.stderr
-    _, run = mlflow_record(out)
+    client = mlflow_record.client(out)
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
     [dataset] = [d.dataset for d in run.inputs.dataset_inputs]
     with sqlite3.connect(out / "mlflow.db") as db:
         stored = db.execute("SELECT name, digest FROM datasets").fetchall()
@@ -519,5 +443,6 @@ def test_step_metrics_mlflows_queue_failed_to_write_are_written_again(tmp_path):
     out = tmp_path / "out"
     result = run_script("mlflow_tracking.py", args(out, epochs=2), tmp_path, fault=("metrics-lost", "INT"))
     assert result.returncode == 0 and "Failed to log run data" in result.stderr, result.stderr
-    assert [s for s, _ in mlflow_series(out, "train/batch_loss")] == [1, 3, 6, 9, 12, 15, 18]
-    assert [s for s, _ in mlflow_series(out, "epoch")] == [1, 2]
+    run = read_run(trackers.get("mlflow"), out)
+    assert [s for s, _ in run["steps"]] == [1, 3, 6, 9, 12, 15, 18]
+    assert [e["epoch"] for e in run["epochs"]] == [1, 2]

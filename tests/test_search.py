@@ -1,5 +1,5 @@
 """--search N: one Optuna search, recorded by each tool as it groups a search and read back with its
-own reader; the same trials in all three; continued after Ctrl-C or kill -9 with each trial once;
+own reader; the same trials in every tool's record; continued after Ctrl-C or kill -9 with each trial once;
 two processes sharing one search."""
 
 import glob
@@ -10,12 +10,10 @@ import sys
 
 import optuna
 import pytest
-import records
-import search as search_module
 import warm
-from conftest import ROOT, SCRIPTS, SMALL_MODEL, clean_env, run_script
+from conftest import EACH_TOOL, ROOT, SMALL_MODEL, TOOLS, clean_env, run_script
 
-from neptune_export import assigned, operations
+import search as search_module
 
 # The four trials end in every way a trial can, on any CPU (tests/faults.py search-endings): trial 0
 # completes, the pruner stops trials 1 and 2 after epoch 2, and trial 3's loss turns to NaN in epoch 2
@@ -44,8 +42,8 @@ FLAGS = [
 STATES = {0: "complete", 1: "pruned", 2: "pruned", 3: "failed"}
 
 
-def search(script, out, *extra):
-    result = run_script(script, [*FLAGS, "--out-dir", out, *extra], out, timeout=600, fault=ENDINGS)
+def search(tool, out, *extra):
+    result = run_script(tool.script, [*FLAGS, "--out-dir", out, *extra], out, timeout=600, fault=ENDINGS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
@@ -53,17 +51,14 @@ def search(script, out, *extra):
 @pytest.fixture(scope="module")
 def searches(tmp_path_factory):
     found = {}
-    for script in SCRIPTS:
-        out = tmp_path_factory.mktemp(script.split("_")[0])
-        found[script] = (out, search(script, out))
+    for tool in TOOLS:
+        out = tmp_path_factory.mktemp(tool.key)
+        found[tool.key] = (out, search(tool, out))
     return found
 
 
-READERS = dict(zip(SCRIPTS, (records.wandb_search, records.neptune_search, records.mlflow_search), strict=True))
-
-
-def read(script, out):
-    found = READERS[script](out)
+def read(tool, out):
+    found = tool.reader.read_search(str(out))
     return found["trials"], found["studies"]
 
 
@@ -86,10 +81,10 @@ def best_line(stdout):
     return next(line for line in stdout.splitlines() if line.startswith("best trial"))
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_each_tool_records_the_search_as_it_groups_one(searches, script):
-    out, stdout = searches[script]
-    trials, studies = read(script, out)
+@EACH_TOOL
+def test_each_tool_records_the_search_as_it_groups_one(searches, tool):
+    out, stdout = searches[tool.key]
+    trials, studies = read(tool, out)
     assert sorted(trials) == [0, 1, 2, 3]
     assert {n: t["state"] for n, t in trials.items()} == STATES
     assert [len(trials[n]["val_acc"]) for n in range(4)] == [3, 2, 2, 2]  # pruned after epoch 2; failed in it
@@ -100,40 +95,34 @@ def test_each_tool_records_the_search_as_it_groups_one(searches, script):
         assert trials[n]["val_acc"][: len(values)] == pytest.approx(values)
     [study] = studies
     assert study["best"] == 0 and best_line(stdout).startswith("best trial 0: val acc ")
-    if script == "wandb_setup_script.py":  # a group of runs, one of job_type study
-        assert {t["group"] for t in trials.values()} == {study["group"]}
-    elif script == "neptune_integration.py":  # one run holds the study, trial by trial
+    # grouped as the tool groups a search (W&B: a group; Neptune: the study's tag; MLflow: the parent
+    # run), the study's record closed when the search ended
+    assert {t["group"] for t in trials.values()} == {study["group"]} and study["closed"]
+    if "trials" in study:  # a study record that holds each trial itself (neptune-optuna's)
         assert sorted(study["trials"]) == [0, 1, 2, 3]
         for n in range(3):
             assert study["trials"][n]["params"] == pytest.approx(trials[n]["params"])
             assert study["trials"][n]["val_acc"] == pytest.approx(trials[n]["val_acc"])
-        assert [study["trials"][n]["state"] for n in range(4)] == [
-            None,
-            "<TrialState.PRUNED: 2>",
-            "<TrialState.PRUNED: 2>",
-            "<TrialState.FAIL: 3>",
-        ]
-    else:  # a parent run with a child run per trial, closed when the search ends
-        assert study["status"] == "FINISHED" and {t["parent"] for t in trials.values()} == {study["run_id"]}
+        assert [study["trials"][n]["state"] for n in range(4)] == [STATES[n] for n in range(4)]
     assert "train it to the end: " in stdout and "--lr " in stdout.split("train it to the end: ")[1]
 
 
-def test_the_three_tools_record_the_same_search(searches):
-    wandb, neptune, mlflow = (read(script, out)[0] for script, (out, _) in searches.items())
-    for n in range(4):
-        assert wandb[n]["params"] == neptune[n]["params"] == mlflow[n]["params"]  # as Optuna proposed them
-        assert wandb[n]["val_acc"] == pytest.approx(neptune[n]["val_acc"])
-        assert wandb[n]["val_acc"] == pytest.approx(mlflow[n]["val_acc"])
+def test_every_tool_records_the_same_search(searches):
+    first, *others = (read(tool, searches[tool.key][0])[0] for tool in TOOLS)
+    for trials in others:
+        for n in range(4):
+            assert trials[n]["params"] == first[n]["params"]  # as Optuna proposed them
+            assert trials[n]["val_acc"] == pytest.approx(first[n]["val_acc"])
     assert len({best_line(stdout) for _, stdout in searches.values()}) == 1
 
 
-def start(script, out, *extra):
+def start(tool, out, *extra):
     return warm.Popen(
         [
             sys.executable,
             os.path.join(ROOT, "tests", "faults.py"),
             *ENDINGS,
-            script,
+            tool.script,
             *map(str, [*FLAGS, "--out-dir", out, *extra]),
         ],
         cwd=ROOT,
@@ -146,34 +135,23 @@ def start(script, out, *extra):
     )
 
 
-def first_two_trials(script, out):
-    """What the record of trials 0 and 1 is made of, to compare before and after a resumed search."""
-    if script == "wandb_setup_script.py":
-        logs = [log for n in (0, 1) for log in glob.glob(f"{out}/wandb/*-trial-{n}*/run-*-trial-{n}.wandb")]
-    elif script == "neptune_integration.py":
-        logs = [
-            os.path.join(folder, name)
-            for f in records.neptune_folders(out)
-            if assigned(operations(f), "run_id").endswith(("-trial-0", "-trial-1"))
-            for folder, _, names in os.walk(f)
-            for name in names
-        ]
-    else:
-        return {n: t for n, t in read(script, out)[0].items() if n < 2}
-    assert len(logs) >= 2
-    return {log: open(log, "rb").read() for log in sorted(logs)}
+def first_two_trials(tool, out):
+    """What the record of trials 0 and 1 is made of (the files that hold each alone, byte for byte, and
+    what the reader reads of them), to compare before and after a resumed search."""
+    [name] = [os.path.basename(f) for f in glob.glob(os.path.join(out, "search-*")) if os.path.isdir(f)]
+    per_trial = [tool.reader.record_files(str(out), f"{name}-trial-{n}") for n in (0, 1)]
+    assert all(per_trial) or not any(per_trial)  # files of each run's own, or one store that all share
+    files = {f: open(f, "rb").read() for f in sum(per_trial, [])}
+    return files, {n: t for n, t in read(tool, out)[0].items() if n < 2}
 
 
-@pytest.mark.parametrize(
-    "script,signum",
-    [
-        ("wandb_setup_script.py", signal.SIGINT),
-        ("neptune_integration.py", signal.SIGKILL),
-        ("mlflow_tracking.py", signal.SIGKILL),
-    ],
-)
-def test_a_stopped_search_continues_each_trial_once(searches, script, signum, tmp_path):
-    proc = start(script, tmp_path)
+# The first tool's search is stopped with Ctrl-C, every other's with kill -9.
+STOPS = [(tool, signal.SIGKILL if i else signal.SIGINT) for i, tool in enumerate(TOOLS)]
+
+
+@pytest.mark.parametrize("tool,signum", STOPS, ids=[f"{t.key}-{s.name}" for t, s in STOPS])
+def test_a_stopped_search_continues_each_trial_once(searches, tool, signum, tmp_path):
+    proc = start(tool, tmp_path)
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -182,29 +160,30 @@ def test_a_stopped_search_continues_each_trial_once(searches, script, signum, tm
             break
     proc.communicate(timeout=120)
     assert proc.returncode == (130 if signum == signal.SIGINT else -9), "".join(seen)
-    before = first_two_trials(script, tmp_path)
-    stdout = search(script, tmp_path, "--resume")
+    before = first_two_trials(tool, tmp_path)
+    assert sorted(before[1]) == [0, 1]
+    stdout = search(tool, tmp_path, "--resume")
     assert not [line for line in stdout.splitlines() if line.startswith(("trial 0:", "trial 1:"))]  # not trained again
-    assert first_two_trials(script, tmp_path) == before  # their records untouched
-    trials, studies = read(script, tmp_path)
-    uninterrupted, _ = read(script, searches[script][0])
+    assert first_two_trials(tool, tmp_path) == before  # their records untouched
+    trials, studies = read(tool, tmp_path)
+    uninterrupted, _ = read(tool, searches[tool.key][0])
     assert sorted(trials) == [0, 1, 2, 3] and len(studies) == 1
     for n in range(4):  # each epoch once: the interrupted trial's record continues where it was
         assert trials[n]["val_acc"] == pytest.approx(uninterrupted[n]["val_acc"])
         assert trials[n]["state"] == STATES[n]
-    assert journal(tmp_path) == journal(searches[script][0])  # the same endings and values, as the same computation
-    assert best_line(stdout) == best_line(searches[script][1])
+    assert journal(tmp_path) == journal(searches[tool.key][0])  # the same endings and values, as the same computation
+    assert best_line(stdout) == best_line(searches[tool.key][1])
 
 
-@pytest.mark.parametrize("script", ["wandb_setup_script.py", "mlflow_tracking.py"])
-def test_two_processes_share_one_search(searches, script, tmp_path):
-    procs = [start(script, tmp_path) for _ in range(2)]
+@pytest.mark.parametrize("tool", TOOLS[::2], ids=[t.key for t in TOOLS[::2]])  # every other: both cores, a while
+def test_two_processes_share_one_search(searches, tool, tmp_path):
+    procs = [start(tool, tmp_path) for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(out + err for out, err in outputs)
     started = [line.split(":")[0] for out, _ in outputs for line in out.splitlines() if ": lr " in line]
     assert sorted(started) == [f"trial {n}" for n in range(4)]  # none trained twice
     assert all(any(line.startswith("trial") for line in out.splitlines()) for out, _ in outputs)  # both worked
-    trials, studies = read(script, tmp_path)
+    trials, studies = read(tool, tmp_path)
     assert sorted(trials) == [0, 1, 2, 3] and all(t["segments"] == 1 for t in trials.values())
     assert len(studies) == 1  # the study recorded once, by the process that ended it
     assert sum(out.count("best trial") for out, _ in outputs) >= 1  # the process that ends the search says it

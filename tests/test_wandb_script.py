@@ -7,18 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import (
-    ROOT,
-    WANDB_KEY,
-    answer_prompt,
-    files_containing,
-    quick_args,
-    run_script,
-    wandb_epochs,
-    wandb_records,
-)
+from conftest import ROOT, WANDB_KEY, answer_prompt, files_containing, quick_args, record, run_script
 
 import alexnet
+import trackers
+from trackers import base, wandb_record
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +25,16 @@ def offline_run(cifar_dir, tmp_path_factory):
     [run_dir] = [d for d in os.listdir(out) if d[0].isdigit()]
     with open(out / run_dir / "history.json") as f:
         history = json.load(f)
-    return dict(result=result, home=home, out=out, records=wandb_records(str(out)), history=history)
+    return dict(result=result, home=home, out=out, records=wandb_record.records(str(out)), history=history)
 
 
 def of_type(records, kind):
     return [r[kind] for r in records if r["type"] == kind]
+
+
+def wandb_epochs(records):
+    """The history rows that hold an epoch's metrics."""
+    return [r["history"]["item"] for r in records if r["type"] == "history" and "epoch" in r["history"]["item"]]
 
 
 def test_every_epoch_equals_the_engine_history(offline_run):
@@ -146,12 +144,7 @@ def test_final_state_with_summary_reader(offline_run):
     [log] = [
         os.path.join(dp, f) for dp, _, fs in os.walk(offline_run["out"] / "wandb") for f in fs if f.endswith(".wandb")
     ]
-    wandb_cli = os.path.join(os.path.dirname(sys.executable), "wandb")
-    state = json.loads(
-        subprocess.run(
-            [wandb_cli, "leet", "inspect", "--summary", "--json", log], capture_output=True, text=True, check=True
-        ).stdout
-    )
+    state = json.loads(wandb_record.leet("--summary", log))  # W&B's own reader of the run's final state
     assert state["state"] == "finished"
     for key, value in offline_run["history"]["summary"].items():  # test/* and best/*
         assert state["summary"][key] == pytest.approx(value), key
@@ -185,14 +178,11 @@ def test_prompt_on_a_terminal_hides_the_key_and_rejects_an_unverifiable_one(tmp_
 def test_a_record_that_cannot_be_read_back_is_an_error_not_an_empty_record(content, tmp_path):
     """A resumed run reads its earlier segments through `wandb leet inspect`: a read that fails (a
     missing or damaged log) raises, so nothing recorded before is logged again."""
-    import tracking
-    import wandb_setup_script
-
     log = tmp_path / "run-x.wandb"
     if content:
         log.write_bytes(content)
-    with pytest.raises(tracking.RecordError, match=rf"cannot read W&B's record of the earlier segment {log}"):
-        wandb_setup_script.leet_records(str(log))
+    with pytest.raises(base.RecordError, match=rf"cannot read W&B's record of the earlier segment {log}"):
+        wandb_record.leet_records(str(log))
 
 
 def test_a_log_read_once_is_known_until_it_changes(offline_run, tmp_path):
@@ -200,13 +190,11 @@ def test_a_log_read_once_is_known_until_it_changes(offline_run, tmp_path):
     log again only when its size or modification time changed."""
     import shutil
 
-    import wandb_setup_script
-
     [log] = glob.glob(str(offline_run["out"] / "wandb" / "offline-run-*" / "*.wandb"))
     copy = tmp_path / os.path.basename(os.path.dirname(log)) / os.path.basename(log)
     copy.parent.mkdir()
     shutil.copy2(log, copy)  # its own modification time changes below, not the module's run's
-    read = wandb_setup_script.SegmentsRead(str(tmp_path))
+    read = wandb_record.SegmentsRead(str(tmp_path))
     held = read.holds(str(copy))
     assert (sorted(held.epochs), held.final, held.results) == ([1, 2, 3], True, True)
     read.save()
@@ -216,21 +204,21 @@ def test_a_log_read_once_is_known_until_it_changes(offline_run, tmp_path):
     known[copy.parent.name]["epochs"] = [7]  # what only the kept entry says: proves it is what is used
     with open(tmp_path / "wandb-segments.json", "w") as f:
         json.dump(known, f)
-    assert wandb_setup_script.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {7}
+    assert wandb_record.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {7}
     stat = os.stat(copy)
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))  # the log changed: read again
-    assert wandb_setup_script.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {1, 2, 3}
+    assert wandb_record.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {1, 2, 3}
     for other_shape in ([], {copy.parent.name: []}, {copy.parent.name: {"mark": known[copy.parent.name]["mark"]}}):
         with open(tmp_path / "wandb-segments.json", "w") as f:  # JSON of another shape: read as if none
             json.dump(other_shape, f)
-        assert wandb_setup_script.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {1, 2, 3}
+        assert wandb_record.SegmentsRead(str(tmp_path)).holds(str(copy)).epochs == {1, 2, 3}
 
 
 def test_a_segment_begun_in_the_same_second_as_another_is_read_on_resume(tmp_path):
     """wandb.init adds -1 to a segment's folder name when a segment of the same run began in the same
     second (set_sync_dir_suffix: a restart straight after a failed start). A resume reads that
     segment's log too: every step and epoch recorded once."""
-    from test_resume import CHAIN_ARGS, TOKENS, record
+    from test_resume import CHAIN_ARGS, TOKENS
 
     out, script = tmp_path / "D", "wandb_setup_script.py"
     stopped = run_script(script, [*CHAIN_ARGS, "--out-dir", out], tmp_path, fault=("step:6", "INT"), **TOKENS)
@@ -239,8 +227,35 @@ def test_a_segment_begun_in_the_same_second_as_another_is_read_on_resume(tmp_pat
     os.rename(folder, folder + "-1")  # the name wandb.init gives it after a same-second segment
     again = run_script(script, [*CHAIN_ARGS, "--out-dir", out, "--resume"], tmp_path, **TOKENS)
     assert again.returncode == 0 and "its record holds steps to 6, epochs [1]" in again.stdout, again.stdout
-    epochs, steps, finals, _, _ = record(script, out)
+    epochs, steps, finals, _, _ = record(trackers.get("wandb"), out)
     assert (epochs, steps, finals) == ([1, 2, 3], list(range(1, 13)), 1)
+
+
+def test_each_earlier_segment_is_read_once_then_known(tmp_path):
+    """A resume reads each earlier segment's log with `wandb leet inspect` once and keeps what it holds
+    in the run folder (wandb-segments.json): after three segments, the first is known by its size and
+    modification time; the second only if its writer had finished when it was read (a kill -9 can
+    leave wandb-core flushing it)."""
+    from test_resume import CHAIN_ARGS, TOKENS
+
+    out, script = tmp_path / "D", "wandb_setup_script.py"
+    for i, fault in enumerate((("step:6", "INT"), ("epoch:2", "KILL"))):
+        argv = [*CHAIN_ARGS, "--out-dir", out, *(["--resume"] if i else [])]
+        stopped = run_script(script, argv, tmp_path, fault=fault, **TOKENS)
+        assert stopped.returncode in (130, -9), stopped.stderr[-2000:]
+    again = run_script(script, [*CHAIN_ARGS, "--out-dir", out, "--resume"], tmp_path, **TOKENS)
+    assert again.returncode == 0, again.stderr[-2000:]
+    [run] = [d for d in os.listdir(out) if d[0].isdigit()]
+    with open(out / run / "wandb-segments.json") as f:
+        known = json.load(f)
+    logs = wandb_record.logs(str(out))
+    names = [os.path.basename(os.path.dirname(log)) for log in logs]
+    assert len(logs) == 3
+    # every log but the last is known; the one before it only if its writer had finished when read
+    assert set(names[:-2]) <= set(known) <= set(names[:-1])
+    for log, name in zip(logs[:-2], names[:-2], strict=True):
+        assert known[name]["mark"] == [os.stat(log).st_size, os.stat(log).st_mtime_ns]
+    assert record(trackers.get("wandb"), out)[:3] == ([1, 2, 3], list(range(1, 13)), 1)
 
 
 PRESS_TWICE = """
