@@ -114,17 +114,24 @@ def repoint(text, old, new):
 
 def repoint_sqlite(path, old, new):
     """Every text value of the SQLite database at `path` with the folder `old` re-pointed to `new`
-    (`repoint`): a local tracker store that keeps absolute paths."""
+    (`repoint`): a local tracker store that keeps absolute paths. A value stored as bytes (JSON a
+    client wrote as a blob) stays bytes."""
     import sqlite3
+
+    def repointed(value):
+        if isinstance(value, bytes):
+            return repoint(value.decode(), old, new).encode()
+        return repoint(value, old, new)
 
     with sqlite3.connect(path) as db:
         for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
             for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
                 if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
                     rows = db.execute(
-                        f'SELECT rowid, "{column[1]}" FROM "{table}" WHERE "{column[1]}" LIKE ?', (f"%{old}%",)
+                        f'SELECT rowid, "{column[1]}" FROM "{table}" WHERE CAST("{column[1]}" AS TEXT) LIKE ?',
+                        (f"%{old}%",),
                     ).fetchall()
                     db.executemany(
                         f'UPDATE "{table}" SET "{column[1]}" = ? WHERE rowid = ?',
-                        [(repoint(text, old, new), rowid) for rowid, text in rows],
+                        [(repointed(value), rowid) for rowid, value in rows],
                     )

@@ -72,6 +72,7 @@ TOOLS = (
     Tool("wandb", "W&B", "wandb_setup_script.py", "wandb"),
     Tool("neptune", "Neptune", "neptune_integration.py", "neptune"),
     Tool("mlflow", "MLflow", "mlflow_tracking.py", "mlflow"),
+    Tool("trackio", "Trackio", "trackio_tracking.py", "trackio"),
 )
 
 
