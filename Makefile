@@ -2,9 +2,10 @@
 #                 then build a report of those runs: $(OUT)/report.pdf
 # make search     one hyperparameter search of TRIALS trials per tool offline, trained with the flags
 #                 SEARCH, and the default recipe trained with the same flags: $(OUT)/search/
-# make benchmark  the engine's and the trackers' costs, with intervals (18-21 min on 2 CPU cores): $(OUT)/benchmark.json
+# make benchmark  the engine's and the trackers' costs, with intervals: $(OUT)/benchmark.json
 # make evidence   replace report/evidence with the runs (and benchmark, and searches) in $(OUT)
 # make report     rebuild the committed report/report.pdf from report/evidence alone
+# make docs       print the figures of README.md and docs/ from report/evidence
 # make lint       ruff check and ruff format --check (configured in pyproject.toml)
 # make test       set up, then run the test suite
 # make test-ddp   the two-process torchrun launch of each script, 30 times in a row (about an hour)
@@ -14,7 +15,7 @@ DATA ?= data
 OUT ?= runs
 ARGS ?=
 SEARCH ?= --train-size 5000 --epochs 4 --batch-size 128
-TRIALS ?= 6
+TRIALS ?= 20
 
 .venv/installed: requirements.txt
 	python3 -m venv .venv
@@ -47,6 +48,9 @@ evidence: .venv/installed
 report: .venv/installed
 	$(PY) report/build.py --pdf report/report.pdf
 
+docs: .venv/installed
+	$(PY) report/docs.py
+
 lint: .venv/installed
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
@@ -57,4 +61,4 @@ test: .venv/installed
 test-ddp: .venv/installed
 	DDP_REPEATS=30 $(PY) -m pytest -q -x tests/test_ddp.py -k again_and_again
 
-.PHONY: run search benchmark evidence report lint test test-ddp
+.PHONY: run search benchmark evidence report docs lint test test-ddp

@@ -54,9 +54,9 @@ def build_parser(tracker_class):
     p.add_argument(
         "--mode",
         choices=["online", "offline", "disabled"],
-        default="online",
+        default=None,
         help=f"online: sync to a {tool} server; offline: record locally, sync later; "
-        "disabled: no tracking (default: online)",
+        f"disabled: no tracking (default: {tracker_class.mode_help})",
     )
     p.add_argument("--project", default=None, help=tracker_class.project_help)
     p.add_argument("--name", default=None, help="run name (default: the tracker's)")
@@ -181,6 +181,7 @@ def build_parser(tracker_class):
         "torchrun restart and a scheduler's requeue (W&B's resume=\"allow\"). One process "
         "trains a run at a time: a second is refused, naming the first",
     )
+    tracker_class.add_arguments(p)
     return p
 
 
@@ -199,6 +200,11 @@ def main(key, argv=None):
     parser = build_parser(tracker_class)
     args = parser.parse_args(argv)
     given = given_flags(parser, argv, args)
+    if args.mode is None:  # the tool's own setting decides, as if given: a resumed run follows it too
+        args.mode, setting = tracker_class.default_mode()
+        given.add("mode")
+        if setting:
+            ranks.rank0_print(f"{tracker_class.name}: --mode {args.mode}, from {setting}")
     sys.stdout.reconfigure(line_buffering=True)  # epoch lines appear as they happen in a log file
     if args.search:
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:

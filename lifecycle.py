@@ -5,6 +5,7 @@ Exit codes: 0 done (or nothing to continue), 1 the run failed (the loss diverged
 checkpoint could not be written), 2 a user's mistake (one line says which), 128+N stopped by signal N.
 """
 
+import contextlib
 import os
 import secrets
 import sys
@@ -19,6 +20,7 @@ import ranks
 import resume
 from trackers import base
 from trackers.base import RecordError, UsageError
+from trackers.queued import Queued
 
 
 def make_config(args):
@@ -107,10 +109,16 @@ def run(tracker_class, args, given):
         if ranks.RANK == 0:  # credentials are asked for and checked before the data is loaded
             try:
                 lock = durable.FolderLock(run_dir, "the run folder")  # one process trains a run; held to the end
+                last_exit(args.out_dir, "running")
                 saved = read_state(state_path) if state_path else None
                 if saved:
-                    resume.restore_flags(args, saved, given)
-                tracker = (tracker_class if args.mode != "disabled" else base.Disabled)(args, run_dir)
+                    for line in resume.restore_flags(args, saved, given):
+                        print(line)
+                tracker = (
+                    Queued(tracker_class(args, run_dir)) if args.mode != "disabled" else base.Disabled(args, run_dir)
+                )
+                if tracker.settings:
+                    print(f"{tracker.name}: your settings kept: {', '.join(tracker.settings)}")
             finally:  # the other processes wait through the token prompt for rank 0's run id, or None
                 ranks.from_rank0(tracker.run_id if tracker else None)
             run_id = saved["config"]["run_id"] if saved else tracker.run_id
@@ -155,16 +163,41 @@ def run(tracker_class, args, given):
     except KeyboardInterrupt:
         code = ranks.rank0_error("interrupted before training started; nothing was recorded", 130)
     else:
-        code = train(engine, tracker, saved is not None)
+        ended = (lambda code: last_exit(args.out_dir, code)) if lock else (lambda code: None)
+        code = train(engine, tracker, saved is not None, ended)
         engine = None  # its DDP wrapper holds the process group
     if lock:
+        last_exit(args.out_dir, code)
         lock.release()
     ranks.leave_process_group()
     return code
 
 
-def train(engine, tracker, resumed):
-    """Open the tracker's run, train, close the run whatever happened; returns the exit code."""
+LAST_EXIT = ".last-exit"  # in --out-dir: how the last run there ended, for a scheduler's requeue (docs/clusters.md)
+CONTINUE = {"running", 75, 130, 143}  # a resume state is there to continue from; any other: done, or look
+
+
+def last_exit(out_dir, status):
+    """The run's exit status, or "running" while it trains (left so by a kill -9 or a lost machine),
+    written by the process that trains it, where a job script reads it: torchrun's own status cannot
+    tell a preempted run from a failed one (it exits 1 either way). Where it cannot be written (a full
+    disk), it is removed: a job script then stops for a person to look."""
+    path = os.path.join(out_dir, LAST_EXIT)
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(f"{status}\n")
+
+    try:
+        durable.write_atomically(path, write)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+def train(engine, tracker, resumed, ended=lambda code: None):
+    """Open the tracker's run, train, close the run whatever happened; returns the exit code (`ended`
+    is told it first, where the process ends here)."""
     status, code, failure, abandoned, lost, started = "failed", 1, None, None, False, False
     with engine.stop.deferred():  # a signal now waits for the step, the checkpoint and the tracker's flush
         try:
@@ -209,7 +242,7 @@ def train(engine, tracker, resumed):
                 raise
             # Another process of the launch died: torchrun stops the others and starts them all again
             # with this command line; the last resume state is where they go on (--resume auto).
-            status, code, lost = "interrupted", 1, True
+            status, code, lost = "interrupted", 75, True  # EX_TEMPFAIL: continue me
         except tracker.write_errors as e:  # the tracker could not write its record: a full disk, a folder gone
             failure = _write_failure(e, engine, tracker)
         finally:
@@ -240,6 +273,7 @@ def train(engine, tracker, resumed):
         ranks.rank0_print(f"{abandoned}; what it recorded so far is kept locally (above)", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
+        ended(code)
         os._exit(code)
     return ranks.end_together(code)
 

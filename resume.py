@@ -24,6 +24,7 @@ MUST_MATCH = [
 ]
 # How and where a run is trained, not what: a resumed run takes these from its command line.
 NOT_RESTORED = {"resume", "moved_from", "out_dir", "device", "compile", "search"}
+IDENTITY = {"project", "name", "tags", "notes", "entity", "registered_model"}  # what the tracker's run is known by
 
 
 class Finished(Exception):
@@ -73,10 +74,29 @@ def fall_back(path, unreadable):
 
 
 def restore_flags(args, saved, given):
-    """A resumed run's own flags, from its resume state, where the command line does not give them."""
+    """A resumed run's own flags, from its resume state, where the command line does not give them.
+    One given again with another value: refused if it names the tracker's run (IDENTITY), refused
+    later by check_resumable if it changes the training (MUST_MATCH), else applied; the lines that
+    say what was applied."""
+    applied = []
     for key, value in saved["config"].items():
-        if hasattr(args, key) and key not in given and key not in NOT_RESTORED:
+        if not hasattr(args, key) or key in NOT_RESTORED:
+            continue
+        if key not in given:
             setattr(args, key, value)
+        elif getattr(args, key) != value and key in IDENTITY:
+            raise UsageError(
+                f"--resume: {_flag(key, getattr(args, key))} differs from the run's {_flag(key, value)}: "
+                "a run keeps the name it was tracked under; drop the flag"
+            )
+        elif getattr(args, key) != value and key not in MUST_MATCH:
+            applied.append(f"--resume: {_flag(key, getattr(args, key))} applied (the run had {_flag(key, value)})")
+    return applied
+
+
+def _flag(key, value):
+    words = value if isinstance(value, list) else [] if value is None else [value]
+    return " ".join([f"--{key.replace('_', '-')}", *map(str, words)])
 
 
 def check_resumable(cfg, saved):

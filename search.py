@@ -28,6 +28,7 @@ import lifecycle
 import ranks
 import resume
 from trackers import base
+from trackers.queued import Queued
 
 # What is searched, around the recipe as fitted to the data (or the --lr given): the peak rate and
 # the weight decay on log scales, label smoothing and the warmup. Flags name them, so the best
@@ -277,9 +278,12 @@ def train_trial(tracker_class, args, base, study, trial, folder, dataset, device
         state_path = os.path.join(run_dir, alexnet.Engine.RESUME_FILE)
         try:
             saved = lifecycle.read_state(state_path) if os.path.exists(state_path) else None
-            recorder = TrialRecorder(
-                (tracker_class if args.mode != "disabled" else base.Disabled)(trial_args, run_dir), trial
+            tracker = (
+                Queued(tracker_class(trial_args, run_dir))
+                if args.mode != "disabled"
+                else base.Disabled(trial_args, run_dir)
             )
+            recorder = TrialRecorder(tracker, trial)
             engine = alexnet.Engine(cfg, dataset, recorder, device, run_dir, stop_early=trial.stop_early)
             if saved:
                 engine.restore(saved)

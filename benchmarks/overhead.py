@@ -39,6 +39,7 @@ import data
 import lifecycle
 import trackers
 from trackers import base
+from trackers.queued import Queued
 
 TOOLS = tuple(tool.key for tool in trackers.TOOLS)
 TICK = os.sysconf("SC_CLK_TCK")
@@ -206,7 +207,8 @@ def wandb_watch_tracker():
 
 
 def open_tracker(kind, out_dir, cfg, model):
-    """A fresh offline run of the tool's tracker (the script's own class), started; (tracker, seconds)."""
+    """A fresh offline run of the tool's tracker, started; (tracker, seconds). A tool's tracker is the
+    script's own: its adapter behind the logging thread (trackers/queued.py), as lifecycle.py opens it."""
     cls = tracker_class(kind)
     args = cli.build_parser(cls).parse_args(
         ["--mode", "offline" if kind != "none" else "disabled", "--out-dir", out_dir]
@@ -215,7 +217,7 @@ def open_tracker(kind, out_dir, cfg, model):
     cfg = dict(cfg, run_id=f"bench-{kind}-{time.time_ns()}")
     run_dir = os.path.join(out_dir, cfg["run_id"])
     os.makedirs(run_dir, exist_ok=True)
-    tracker = cls(args, run_dir)
+    tracker = Queued(cls(args, run_dir)) if kind in (*TOOLS, "wandb_watch") else cls(args, run_dir)
     t0 = time.perf_counter()
     tracker.start(cfg, model)
     return tracker, time.perf_counter() - t0

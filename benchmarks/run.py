@@ -1,16 +1,20 @@
 """What the engine and the trackers cost, measured side by side in one process.
 
-    python benchmarks/run.py --quick --json     # `make benchmark`: 18-21 minutes on 2 CPU cores
+    python benchmarks/run.py --quick --json     # `make benchmark` (its minutes: "seconds" in its JSON)
     python benchmarks/run.py --device cuda      # on a GPU machine (benchmarks/gpu.sh runs it)
 
 - engine vs bare loop: seconds per training step of the engine (data indexing, batched
   augmentation, normalization, seeding, metric sums) / a bare PyTorch loop on a fixed batch
   with the same optimizer, alternated over repeats, medians;
-- tracker overhead (benchmarks/overhead.py): training time with each tool's tracker offline over
+- what a tool adds to an epoch at a GPU's pace (benchmarks/critical_path.py): an epoch of 176
+  simulated steps of 2, 5 and 10 ms with the scripts' calls and a new model version, against the
+  same epoch untracked, in milliseconds per epoch with a 95% interval, by phase, with the tool's
+  background CPU; and the engine's own epoch end (a checkpoint's write);
+- tracker overhead on a CPU step (benchmarks/overhead.py): training time with each tool's tracker offline over
   time with none, at the default --log-every and at every step, in interleaved blocks with an A/A
   control and 95% intervals; each tool's own CPU and memory; its run start, epoch end and finish;
   a cProfile of Neptune's every-step calls; the load sweep (1 to 1,000 values a call at up to 250
-  calls a second, read back from each record); a projection of the costs onto a GPU step;
+  calls a second, read back from each record);
 - augmentation: batched uint8 augmentation + normalization vs the study's per-image PIL pipeline
   through a DataLoader, both on one thread (and on the GPU, when there is one).
 A tracker whose client is not installed is skipped and said so. With --json, stdout is one JSON
@@ -34,6 +38,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import critical_path  # noqa: E402  (benchmarks/critical_path.py)
 import overhead  # noqa: E402  (benchmarks/overhead.py)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -49,6 +54,7 @@ CIFAR_MEAN_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)  # normalizatio
 
 
 DEFAULT_LOG_EVERY = 50  # the scripts' --log-every default
+VAL_IMAGES = round(50000 * alexnet.RECIPES["default"]["val_fraction"])  # the validation at each epoch's end
 EPOCH_STEPS = math.ceil(
     50000 * (1 - alexnet.RECIPES["default"]["val_fraction"]) / alexnet.RECIPES["default"]["batch_size"]
 )
@@ -99,7 +105,8 @@ def config(batch, epochs=1, log_every=50, seed=0):
 
 
 def engine_step_seconds(device, batch, steps):
-    """The engine's training epoch of `steps` batches, per step; the first epoch is the warm-up."""
+    """The engine's training epoch of `steps` batches, per step (the first epoch is the warm-up), and
+    its evaluation of the job's 5,000 validation images, in those steps."""
     ds = data.load("synthetic", None, train_size=batch * steps * 10 // 9, val_fraction=0.1)
     engine = alexnet.Engine(config(batch, epochs=2), ds, base.Disabled(None, "unused"), device, "")
     engine.train_one_epoch(1)
@@ -107,7 +114,12 @@ def engine_step_seconds(device, batch, steps):
     t0 = time.perf_counter()
     engine.train_one_epoch(2)
     sync(device)
-    return (time.perf_counter() - t0) / engine.steps_per_epoch
+    step_s = (time.perf_counter() - t0) / engine.steps_per_epoch
+    t0 = time.perf_counter()
+    engine.evaluate(engine.data.val)
+    sync(device)
+    per_image = (time.perf_counter() - t0) / len(engine.data.val)
+    return step_s, VAL_IMAGES * per_image / step_s
 
 
 def augment_throughput(images, repeats):
@@ -194,23 +206,26 @@ def main():
         "--rounds",
         type=cli.positive(int),
         default=None,
-        help="rounds of blocks at the default interval (default 400 on a CPU, 40 on a GPU; every step: a quarter)",
+        help="rounds of blocks at the default interval (default 200 on a CPU, 40 on a GPU; every step: a quarter)",
+    )
+    p.add_argument(
+        "--epoch-rounds",
+        type=cli.positive(int),
+        nargs=len(critical_path.PACES_MS),
+        default=list(critical_path.ROUNDS),
+        metavar="N",
+        help=f"rounds of the simulated GPU epochs at {', '.join(map(str, critical_path.PACES_MS))} ms a step "
+        f"(default {' '.join(map(str, critical_path.ROUNDS))})",
     )
     p.add_argument(
         "--compare-watch",
         action="store_true",
         help="also measure W&B with wandb.watch(log='all') in place of the script's epoch-end histograms",
     )
-    p.add_argument(
-        "--step-ms",
-        type=cli.positive(float),
-        default=4.0,
-        help="the GPU step time the costs are projected onto (default 4 ms: an H100 step at batch 256)",
-    )
     p.add_argument("--out-dir", default=None, help="where the trackers write (default: a temporary folder, removed)")
     a = p.parse_args()
-    if a.rounds == 1:
-        p.error("--rounds: an interval needs at least 2 rounds")
+    if a.rounds == 1 or 1 in a.epoch_rounds:
+        p.error("--rounds, --epoch-rounds: an interval needs at least 2 rounds")
     if a.json:  # the clients print to stdout (Neptune's log lines): only the JSON line goes there
         sys.stdout.flush()
         result_out = os.fdopen(os.dup(1), "w")
@@ -231,15 +246,19 @@ def main():
     t_begin = time.perf_counter()
 
     batch, steps = 256, (6 if a.quick else 20) if cpu else 100
-    pairs = []
+    pairs, evaluation = [], []
     for _ in range(repeats):
-        pairs.append((engine_step_seconds(device, batch, steps), bare_step_seconds(device, batch, steps)))
+        step_s, evaluation_steps = engine_step_seconds(device, batch, steps)
+        pairs.append((step_s, bare_step_seconds(device, batch, steps)))
+        evaluation.append(evaluation_steps)
     res["engine_step_s"] = statistics.median(e for e, _ in pairs)
+    res["engine_evaluation_steps"] = statistics.median(evaluation)
     res["bare_step_s"] = statistics.median(b for _, b in pairs)
     res["engine_vs_bare_step_ratio"] = median_ratio(pairs)
     say(
         f"step at batch {batch}: engine {res['engine_step_s'] * 1e3:.1f} ms, bare loop "
-        f"{res['bare_step_s'] * 1e3:.1f} ms, ratio {res['engine_vs_bare_step_ratio']:.3f}"
+        f"{res['bare_step_s'] * 1e3:.1f} ms, ratio {res['engine_vs_bare_step_ratio']:.3f}; the epoch end's "
+        f"evaluation of {VAL_IMAGES} images takes {res['engine_evaluation_steps']:.1f} training steps' time"
     )
 
     tools = [k for k in overhead.TOOLS if available(k)]
@@ -249,7 +268,7 @@ def main():
     # seconds, so rounds of one step per variant put every tracked step beside untracked ones (blocks
     # of 10 steps needed four times the rounds for the same interval). On a GPU, blocks of 50 steps.
     t_batch, t_steps = (32, 1) if cpu else (256, 50)
-    rounds = a.rounds or (400 if cpu else 40)  # on these cores: an interval of about ±1.2% at the default
+    rounds = a.rounds or (200 if cpu else 40)  # on these cores: an interval of about ±1.7% at the default
     rng = random.Random(0)
     bench = overhead.Bench(device, t_batch, t_steps, out_dir)
     res["method"] = {
@@ -320,7 +339,25 @@ def main():
             tools, SWEEP_KEYS, SWEEP_RATES, SWEEP_S, os.path.join(out_dir, "load"), bench.own, say
         ),
     }
-    res["projection"] = projection(res, a.step_ms, tools)
+
+    say(
+        f"what each tool adds to an epoch of {critical_path.EPOCH_STEPS} simulated GPU steps (a wait of "
+        f"{', '.join(map(str, critical_path.PACES_MS))} ms), against the same epoch untracked"
+    )
+    res["critical_path"] = critical_path.measure(tools, os.path.join(out_dir, "epoch"), a.epoch_rounds, say, bench.own)
+    res["critical_path"]["engine"]["evaluation_steps"] = res["engine_evaluation_steps"]
+    say(
+        f"  the engine's own epoch end: a checkpoint's write {res['critical_path']['engine']['checkpoint_write_ms']:.0f} "
+        f"ms, and the evaluation, {res['engine_evaluation_steps']:.1f} training steps' time"
+    )
+    for tool in tools:
+        c = res["critical_path"][tool]
+        say(
+            f"  {NAMES[tool]}: +{c['ms_per_epoch']:.1f} ms per epoch [{c['ci95'][0]:.1f}, {c['ci95'][1]:.1f}] at "
+            f"{c['at_step_ms']} ms a step; ratio "
+            + ", ".join(f"{r:.4f} at {p} ms" for p, r in c["ratio_at_step_ms"].items())
+            + f"; its own threads' CPU {c['background_cpu_ms_per_epoch']:.0f} ms per epoch"
+        )
 
     if not cpu:
         res["augment_device_img_s"] = device_augment_throughput(device)
@@ -337,25 +374,6 @@ def main():
     say(f"hardware: {json.dumps(res['hardware'])}; {res['seconds'] / 60:.1f} minutes")
     if a.json:
         print(json.dumps(res), file=result_out, flush=True)
-
-
-def projection(res, step_ms, tools):
-    """Each tool's cost per step at a GPU step of `step_ms`, from the calls measured here: the training
-    thread waits for its logging calls; its background work is assumed to run on free cores."""
-    out = {"step_ms": step_ms, "label": "projection, not a measurement", "tools": {}}
-    points = res["load_sweep"]["points"]
-    for tool in tools:
-        every = res["trackers"][tool]["every_step"]["call_ms"]  # the mean of the every-step phase's calls
-        by_keys = {
-            p["keys"]: p["call_ms_median"] for p in points if p["tool"] == tool and p["rate"] == max(SWEEP_RATES)
-        }
-        default_ms = every / DEFAULT_LOG_EVERY + 1e3 * res["trackers"][tool]["default"]["epoch_end_s"] / EPOCH_STEPS
-        out["tools"][tool] = {
-            "default_ratio": 1 + default_ms / step_ms,
-            "every_step_ratio": 1 + every / step_ms,
-            "every_step_ratio_by_keys": {k: 1 + ms / step_ms for k, ms in by_keys.items()},
-        }
-    return out
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ measurements it shows, into report/evidence/ (a few MB), from which `make report
 
     python report/collect.py --runs runs --bench runs/benchmark.json      # replaces report/evidence
     python report/collect.py --bench runs/benchmark.json                  # replaces only benchmark.json
+    python report/collect.py --runs runs --tool trackio                   # replaces only Trackio's run
 
 --runs holds the job as `make run` writes it (a folder per tool, named by its key). Besides copying
 the records (each tool's reader knows what of its record it reads) this measures the runs' disk use,
@@ -46,8 +47,8 @@ def tree_size(paths):
     return total, files
 
 
-def copy_records(runs, evidence):
-    for tool in trackers.TOOLS:
+def copy_records(runs, evidence, tools):
+    for tool in tools:
         shutil.rmtree(os.path.join(evidence, tool.key), ignore_errors=True)
         tool.reader.copy_record(os.path.join(runs, tool.key), os.path.join(evidence, tool.key))
 
@@ -79,9 +80,9 @@ def copy_searches(searches, evidence):
         )
 
 
-def footprint(runs):
+def footprint(runs, tools_):
     tools = {}
-    for tool in trackers.TOOLS:
+    for tool in tools_:
         out = os.path.join(runs, tool.key)
         checkpoints = glob.glob(os.path.join(out, "[0-9]*", "checkpoints", "*.pt"))
         size, files = tree_size(
@@ -249,6 +250,16 @@ def write_benchmark(bench, evidence):
     durable.write_atomically(os.path.join(evidence, "benchmark.json"), write)
 
 
+def provenance():
+    """The commit of the checkout that collects (and, run from the clone that made them, made the runs),
+    and whether its files differ from that commit."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    )
+    return {"commit": head or None, "changed_files": bool(dirty.stdout.strip()), "collected": time.strftime("%Y-%m-%d")}
+
+
 def main():
     p = argparse.ArgumentParser(description="Collect the report's evidence from real runs into report/evidence.")
     p.add_argument("--runs", help="holds a folder per tool (wandb/, neptune/, ...) as `make run` writes them")
@@ -256,11 +267,18 @@ def main():
     p.add_argument("--search", help="holds a folder per tool and default/ as `make search` writes them")
     p.add_argument("--evidence", default=os.path.join(HERE, "evidence"), help="default: report/evidence")
     p.add_argument(
+        "--tool",
+        choices=[t.key for t in trackers.TOOLS],
+        help="with --runs: replace only this tool's record, footprint and viewer capture (the others stay)",
+    )
+    p.add_argument(
         "--torchrun-only",
         action="store_true",
         help="replace only torchrun.json (the torchrun launches need no real run; --runs is not read)",
     )
     a = p.parse_args()
+    if a.tool and not a.runs:
+        p.error("--tool needs --runs")
     if a.torchrun_only:
         found = torchrun_launches()  # before the file is opened: a stopped collection leaves it whole
         with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
@@ -283,15 +301,26 @@ def main():
         write_benchmark(bench, a.evidence)
         return
     os.makedirs(a.evidence, exist_ok=True)
-    copy_records(a.runs, a.evidence)
+    tools = [trackers.get(a.tool)] if a.tool else trackers.TOOLS
+    copy_records(a.runs, a.evidence, tools)
+    made = provenance()
+    commits = (build.optional(a.evidence, "commit.json", json.load) or {}) if a.tool else {}
+    commits = {**commits.get("tools", {}), **{t.name: made for t in tools}}
+    with open(os.path.join(a.evidence, "commit.json"), "w") as f:
+        json.dump({"tools": commits}, f, indent=1)
     if a.search:
         copy_searches(a.search, a.evidence)
+    found = footprint(a.runs, tools)
+    if a.tool:
+        kept = build.optional(a.evidence, "footprint.json", json.load) or {"tools": {}}
+        found["tools"] = {**kept["tools"], **found["tools"]}
     with open(os.path.join(a.evidence, "footprint.json"), "w") as f:
-        json.dump(footprint(a.runs), f, indent=1)
-    for tool in trackers.TOOLS:  # each tool's own viewer on its run, where it has one
+        json.dump(found, f, indent=1)
+    for tool in tools:  # each tool's own viewer on its run, where it has one
         tool.show(os.path.join(a.runs, tool.key), a.evidence)
-    with open(os.path.join(a.evidence, "export.txt"), "w") as f:
-        f.write(export_summary(a.runs))
+    if any(t.key == "neptune" for t in tools):
+        with open(os.path.join(a.evidence, "export.txt"), "w") as f:
+            f.write(export_summary(a.runs))
     with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
         json.dump(torchrun_launches(), f, indent=1)
     if bench:

@@ -21,6 +21,10 @@ PHASE is where the signal is sent to the process itself:
               as a run started at the same moment into the same folder does; prints "raced"
   metrics-lost  no signal (SIGNAL is ignored), MLflow offline only: the first batch of step metrics
               MLflow's background queue writes fails, as in a store locked past its timeout
+  queued:N    epoch N's model version and metrics are handed to the tracker's logging thread and
+              held there, not stored, until the resume state of epoch N is written (the training
+              goes on meanwhile); then the signal
+  queued:final  the final model version and the results are handed to the logging thread, not stored
   search-endings  no signal (SIGNAL is ignored), --search only: every ending a trial can have, on any
               CPU: the pruner stops trials 1 and 2 at epoch 2 (and no other), and trial 3's weights
               turn to NaN as its epoch 2 begins, so its loss diverges there (a failed trial)
@@ -151,10 +155,36 @@ elif phase == "metrics-lost":
 
     @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "before_cursor_execute")
     def locked(conn, cursor, statement, parameters, context, executemany):
-        queue = threading.current_thread() is not threading.main_thread()
+        queue = threading.current_thread().name.startswith("MLflowBatchLoggingWorkerPool")  # MLflow's own queue
         if queue and not failed and statement.lstrip().startswith("INSERT INTO metrics"):
             failed.append(True)
             raise sqlalchemy.exc.OperationalError(statement, parameters, sqlite3.OperationalError("database is locked"))
+elif phase == "queued" and n == "final":
+    Tracker.log_results = before(Tracker.log_results)
+elif phase == "queued":
+    import threading
+
+    state_written = threading.Event()
+
+    def noting(fn):
+        def wrapped(self):
+            fn(self)
+            if len(self.history) >= int(n):
+                state_written.set()
+
+        return wrapped
+
+    def held(fn):
+        def wrapped(self, metrics, step, checkpoint=None, state=None):
+            if metrics["epoch"] == int(n) and checkpoint:  # on the logging thread: the training goes on
+                state_written.wait(120)
+                fault()
+            return fn(self, metrics, step, checkpoint, state)
+
+        return wrapped
+
+    alexnet.Engine.save_state = noting(alexnet.Engine.save_state)
+    Tracker.log_epoch = held(Tracker.log_epoch)
 elif phase == "search-endings":
     import optuna
     import torch

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -239,3 +240,80 @@ def test_resume_alone_brings_back_the_runs_own_flags(tmp_path):
     resumed = run_script(script, ["--mode", "offline", "--resume", out / run], tmp_path)
     assert resumed.returncode == 0 and "resuming run" in resumed.stdout, resumed.stderr[-2000:]
     assert record(tool, out) == record(tool, tmp_path / "plain")
+
+
+def requeue_decision(last):
+    """What docs/clusters.md's Slurm script does after torchrun, given `.last-exit` (None: no file):
+    its own lines, run by bash with scontrol stubbed; (its exit status, whether it requeued)."""
+    with open(os.path.join(ROOT, "docs", "clusters.md")) as f:
+        page = f.read()
+    script = page.split("# requeue: begin\n", 1)[1].split("# requeue: end", 1)[0]
+    script = "\n".join(line[4:] for line in script.splitlines())  # the doc's indentation
+    with tempfile.TemporaryDirectory() as out:
+        if last is not None:
+            with open(os.path.join(out, ".last-exit"), "w") as f:
+                f.write(f"{last}\n")
+        stub = f"scontrol() {{ echo requeued >> {out}/requeued; }}\nout={out}\nSLURM_JOB_ID=1\n"
+        result = subprocess.run(["bash", "-c", stub + script], capture_output=True, text=True)
+        return result.returncode, os.path.exists(os.path.join(out, "requeued"))
+
+
+@pytest.mark.parametrize(
+    "last,requeued",
+    [
+        ("0", False),
+        ("143", True),
+        ("130", True),
+        ("75", True),
+        ("running", True),
+        ("1", False),
+        ("2", False),
+        (None, False),
+    ],
+)
+def test_the_documented_job_script_requeues_exactly_what_can_continue(last, requeued):
+    code, did = requeue_decision(last)
+    assert did == requeued and (code == 0) == (last == "0")
+
+
+def test_sigterm_to_torchrun_itself_then_the_requeued_job_finishes_the_run(tmp_path):
+    """Slurm signals the job step: torchrun gets SIGTERM, passes it on, and exits with a status of
+    its own; `.last-exit` says 143 (continue), and the requeued job's same command line finishes the
+    run, recording each epoch and model version once."""
+    tool, out = trackers.get("neptune"), tmp_path / "D"
+    command = [*torchrun(1, "--standalone"), tool.script, *map(str, ARGS), "--resume", "auto", "--out-dir", str(out)]
+    launch = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in launch.stdout:
+            if line.startswith("epoch 1/3"):
+                launch.send_signal(signal.SIGTERM)  # to torchrun alone
+                break
+        _, stderr = launch.communicate(timeout=300)
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+    assert launch.returncode != 0, stderr[-3000:]  # torchrun's own status: 1 on 2.14, not the workers' 143
+    assert (out / ".last-exit").read_text() == "143\n", stderr[-3000:]
+    assert requeue_decision("143") == (1, True)
+    again = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=clean_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert again.returncode == 0 and "resuming run" in again.stdout, again.stderr[-3000:]
+    assert (out / ".last-exit").read_text() == "0\n"
+    epochs, steps, finals, _, versions = record(tool, out)
+    assert (epochs, steps, finals) == ([1, 2, 3], STEPS, 1) and len(versions) == len(set(versions))

@@ -32,6 +32,7 @@ CHAIN = [
     ("checkpoint", "KILL", -9),
     ("test", "INT", 130),
     ("test", "KILL", -9),
+    ("queued:final", "KILL", -9),
     ("version:final", "KILL", -9),
     ("finish", "KILL", -9),
     ("finish", "INT", 0),
@@ -60,6 +61,24 @@ def test_a_fault_at_every_phase_then_resume_records_each_epoch_once(tool, tmp_pa
     assert epochs == [1, 2, 3] and steps == list(range(1, 13)) and finals == 1, (epochs, steps, finals)
     assert versions == want[4]  # each epoch's model version once
     assert test_acc == want[3]
+
+
+@EACH_TOOL
+def test_a_kill_9_with_a_model_version_queued_and_not_stored_then_resume_records_it_once(tool, tmp_path):
+    """A tool's calls are made on a logging thread of its own (trackers/queued.py): epoch 1's model
+    version and metrics are held there, not stored, until epoch 1's resume state is written, then kill
+    -9. The state says epoch 1 is done, the record lacks it: --resume logs it from the state, once."""
+    script = tool.script
+    plain = run_script(script, [*CHAIN_ARGS, "--out-dir", tmp_path / "plain"], tmp_path, **TOKENS)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    out = tmp_path / "D"
+    killed = run_script(script, [*CHAIN_ARGS, "--out-dir", out], tmp_path, fault=("queued:1", "KILL"), **TOKENS)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert glob.glob(str(out / "*" / "resume.pt")), "no resume state was written before the kill"
+    again = run_script(script, [*CHAIN_ARGS, "--out-dir", out, "--resume"], tmp_path, **TOKENS)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "its record holds steps to" in again.stdout and "epochs none" in again.stdout, again.stdout[-2000:]
+    assert record(tool, out) == record(tool, tmp_path / "plain")  # each epoch, step and version once
 
 
 # The reproduction of a kill -9 soon after a resume-state write, at the default interval (the first

@@ -146,7 +146,7 @@ def read_back(uri, out):
     client = MlflowClient(uri, uri)
     experiment = client.get_experiment_by_name("alexnet-cifar10")
     [run] = client.search_runs([experiment.experiment_id], f"tags.run_id = '{our_run_id(out)}'")
-    return dict(client=client, run=run, model=f"alexnet-cifar10-{our_run_id(out)}")
+    return dict(client=client, run=run, model="alexnet-cifar10")  # one registered model: the experiment's
 
 
 def engine_history(out):
@@ -245,17 +245,24 @@ def test_params_dataset_and_run_state(which, request):
 def test_model_versions_in_the_registry(which, request, tmp_path):
     record = request.getfixturevalue(which)
     client, summary = record["client"], record["history"]["summary"]
-    versions = sorted(client.search_model_versions(f"name = '{record['model']}'"), key=lambda v: int(v.version))
+    rid = record["run"].info.run_id
+    versions = sorted(client.search_model_versions(f"run_id = '{rid}'"), key=lambda v: int(v.version))
     bests = best_epochs(record["history"])  # a version per new best epoch, then the final one
-    assert len(versions) == len(bests) + 1 and all(v.run_id == record["run"].info.run_id for v in versions)
-    final = versions[-1]  # the newest: MLflow's reserved "latest"
-    aliases = client.get_registered_model(record["model"]).aliases
-    assert aliases == {"best": final.version, "final": final.version}
+    assert len(versions) == len(bests) + 1 and {v.name for v in versions} == {record["model"]}
+    assert {v.tags["run_id"] for v in versions} == {our_run_id(record["out"])}
+    final = versions[-1]  # this run's newest
+    finals = [v for v in client.search_model_versions(f"name = '{record['model']}'") if "test_acc" in v.tags]
+    champion = client.get_model_version_by_alias(record["model"], "champion")  # the best final of every run
+    assert float(champion.tags["test_acc"]) == max(float(v.tags["test_acc"]) for v in finals)
     assert final.tags["test_acc"] == str(summary["test/acc"]) and final.tags["epoch"] == str(summary["best/epoch"])
     epochs = [int(v.tags["epoch"]) for v in versions[:-1]]
     assert epochs == bests  # one version per new best epoch
     for v in versions:  # each version's file holds the epoch it was registered for
-        path = client.download_artifacts(v.run_id, f"checkpoints/{v.source.rsplit('/', 1)[1]}", str(tmp_path))
+        if v.source.startswith("file://"):  # offline: the checkpoint where the engine wrote it
+            path = v.source[len("file://") :]
+            assert path.startswith(str(record["out"])) and "/checkpoints/" in path
+        else:  # online: uploaded into the run's artifacts
+            path = client.download_artifacts(v.run_id, f"checkpoints/{v.source.rsplit('/', 1)[1]}", str(tmp_path))
         assert alexnet.load_checkpoint(path)["epoch"] == int(v.tags["epoch"])
         assert float(v.tags["val_acc"]) == pytest.approx(alexnet.load_checkpoint(path)["val_acc"])
 
@@ -301,8 +308,13 @@ def test_interrupt_then_resume_continues_the_same_mlflow_run(tmp_path):
     assert series(record, "val/acc") == [(e["epoch"], pytest.approx(e["val/acc"])) for e in engine]
     assert [step for step, _ in series(record, "epoch")] == [1, 2, 3]  # each epoch once
     assert [step for step, _ in series(record, "train/batch_loss")] == [1, *range(3, 3 * 9 + 1, 3)]  # 576 images / 64
-    versions = record["client"].search_model_versions(f"name = '{record['model']}'")
-    assert record["client"].get_registered_model(record["model"]).aliases["final"] == max(v.version for v in versions)
+    versions = record["client"].search_model_versions(f"run_id = '{record['run'].info.run_id}'")
+    assert [v.tags["epoch"] for v in versions if "test_acc" in v.tags] == [str(record_best(engine))]  # one final
+    assert record["client"].get_model_version_by_alias(record["model"], "champion").run_id == record["run"].info.run_id
+
+
+def record_best(epochs):
+    return max(epochs, key=lambda e: e["val/acc"])["epoch"]
 
 
 def online(tmp_path):
@@ -389,14 +401,21 @@ def test_a_web_server_that_is_not_mlflow(tmp_path):
 
 
 def test_same_flags_as_the_other_scripts(capsys):
+    """Every script has the shared flags; besides them, only the flags its adapter adds (add_arguments)."""
+    import argparse
     import importlib
 
-    flags = []
+    shared = []
     for tool in TOOLS:
         with pytest.raises(SystemExit):
             importlib.import_module(tool.script[: -len(".py")]).main(["--help"])
-        flags.append(sorted(w.strip("[],") for w in capsys.readouterr().out.split() if w.startswith(("--", "[--"))))
-    assert all(f == flags[0] for f in flags) and "--resume" in flags[0]
+        flags = {w.strip("[],") for w in capsys.readouterr().out.split() if w.startswith(("--", "[--"))}
+        own = argparse.ArgumentParser(add_help=False)
+        tool.tracker.add_arguments(own)
+        own_flags = {o for action in own._actions for o in action.option_strings}
+        assert own_flags <= flags, tool.name
+        shared.append(sorted(flags - own_flags))
+    assert all(f == shared[0] for f in shared) and "--resume" in shared[0]
 
 
 def test_mlflow_and_neptune_record_the_same_epochs_on_the_same_seed(offline_run, cifar_dir, tmp_path):

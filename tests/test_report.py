@@ -15,8 +15,6 @@ from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "report"))
 import build  # noqa: E402
-import probes  # noqa: E402
-import records  # noqa: E402
 import rubric  # noqa: E402
 
 import trackers  # noqa: E402
@@ -32,12 +30,7 @@ def pdf_text(path):
 
 @pytest.fixture(scope="module")
 def evidence():
-    return rubric.Evidence(
-        records.read_all(EVIDENCE),
-        probes.probe_all(),
-        build.read_benchmark(os.path.join(EVIDENCE, "benchmark.json")),
-        rubric.load_external(),
-    )
+    return build.evidence(EVIDENCE, build.read_benchmark(os.path.join(EVIDENCE, "benchmark.json")))
 
 
 def test_the_committed_pdf_is_what_the_committed_evidence_builds(tmp_path):
@@ -63,14 +56,73 @@ def test_the_report_states_the_real_job_and_each_tools_test_accuracy(evidence):
     for tool in rubric.TOOLS:
         acc = recs[tool]["summary"]["test/acc"]
         assert acc >= 0.78 and f"{tool} {acc * 100:.2f}%" in text
+    study = rubric.load_study()
+    assert study["source"] in text.replace(" ", "")  # the study's report, cited
     for name, _, _ in rubric.CRITERIA:  # the tenth, hyperparameter optimization integration, among them
         assert name in text
+        quoted = (study["criteria"][name]["definition"] or study["criteria"][name]["definition_elsewhere"]).split(". ")[
+            0
+        ]
+        assert " ".join(quoted.split()[:8]) in text  # its own definition, quoted
     for name, (w, n) in rubric.STUDY.items():  # the study's own ratings beside ours
-        assert name in text and (w is None or f"{name} {w} {n}" in text)
+        assert (w, n) == tuple(study["criteria"][name]["ratings"][t] for t in ("W&B", "Neptune"))
+
+
+def test_the_body_is_at_most_eight_pages_and_page_one_is_the_decision(evidence):
+    pages = [page.extract_text() for page in pypdf.PdfReader(os.path.join(ROOT, "report", "report.pdf")).pages]
+    [appendix] = [i for i, p in enumerate(pages) if "Appendix: the evidence in detail" in p]
+    assert appendix <= 8, f"the body takes {appendix} pages"
+    first = " ".join(pages[0].split())
+    assert "Neptune in 2026" in first and "Which tool, for which situation" in first
+    for tool, made in json.load(open(os.path.join(EVIDENCE, "commit.json")))["tools"].items():
+        assert tool in first and (not made["commit"] or f"runs made at commit {made['commit'][:10]}" in first)
+    for situation, fit, _, _ in rubric.decide(evidence, build.evaluate(evidence)[0]):
+        assert situation in first and (not fit or fit[0] in first)
+
+
+def test_every_cited_fact_has_its_source_and_the_date_it_was_read():
+    with open(rubric.FACTS) as f:
+        facts = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    for key, per_tool in facts.items():
+        assert set(per_tool) == set(rubric.TOOLS), key
+        for tool, e in per_tool.items():
+            assert e["source"].startswith("https://") and re.fullmatch(r"\d{4}-\d{2}-\d{2}", e["checked"]), (key, tool)
+            assert e["says"] and isinstance(e["holds"], bool), (key, tool)
+    study = rubric.load_study()
+    assert study["source"].startswith("https://github.com/") and study["checked"]
+
+
+def test_a_changed_cited_fact_and_a_changed_measurement_change_the_page_and_the_rating(evidence, tmp_path):
+    facts, rates, cells = build.evaluate(evidence)
+    page = build.document(evidence.records, evidence, facts, rates, cells, EXTRAS, str(tmp_path), EVIDENCE)
+    assert rates["Collaboration"]["W&B"] == 3
+    closed = copy.deepcopy(evidence)
+    closed.external["access_control"]["W&B"]["holds"] = False  # as if W&B published no access control
+    facts2, rates2, cells2 = build.evaluate(closed)
+    assert rates2["Collaboration"]["W&B"] == 2
+    page2 = build.document(closed.records, closed, facts2, rates2, cells2, EXTRAS, str(tmp_path), EVIDENCE)
+    assert page2 != page and decision(closed, facts2)["A team that wants a hosted service"] != "W&B"
+    slow = copy.deepcopy(evidence)
+    tool = rubric.TOOLS[0]
+    c = slow.bench["critical_path"][rubric.BENCH_PREFIX[tool]]
+    c["ms_per_epoch"], c["ci95"] = 42.0, [40.0, 44.0]
+    for p in c["by_step_ms"].values():
+        p["ms_per_epoch"], p["ci95"] = 42.0, [40.0, 44.0]
+    facts3, rates3, cells3 = build.evaluate(slow)
+    assert rates3["Usability"][tool] == 2 and rates["Usability"][tool] == 3
+    page3 = build.document(slow.records, slow, facts3, rates3, cells3, EXTRAS, str(tmp_path), EVIDENCE)
+    assert "+42.0 ms [+40.0, +44.0]" in page3 and "+42.0 ms" not in page
+
+
+EXTRAS = {"footprint": None, "leet": None, "torchrun": None, "export": None, "search_default": None}
+
+
+def decision(ev, facts):
+    return {situation: fit[0] if fit else None for situation, fit, _, _ in rubric.decide(ev, facts)}
 
 
 def test_the_readme_headline_is_the_committed_evidences(evidence):
-    """The README's headline table (test accuracy per record, rubric totals, costs) is what the evidence gives."""
+    """The README's headline table (test accuracy per record, costs) is what the evidence gives."""
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     _, rates, _ = build.evaluate(evidence)

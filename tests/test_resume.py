@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ import data
 import lifecycle
 import trackers
 from trackers import base, mlflow_record, neptune_record
+from trackers.queued import Queued
 
 COMPARED = ["epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr"]
 TOKENS = {"WANDB_API_KEY": WANDB_KEY, "NEPTUNE_API_TOKEN": NEPTUNE_TOKEN}
@@ -269,21 +271,28 @@ def test_a_full_disk_is_one_line(tool, small_disk, tmp_path):
 def test_a_tracker_that_cannot_write_is_one_line_last(tmp_path, capsys):
     """Where no small disk can be mounted: a tracker whose record write fails as on a full disk."""
 
+    closed = []
+
     class FullDisk(base.Disabled):
         name = "FullDisk"
 
-        def log_epoch(self, metrics, step, checkpoint):
+        def log_epoch(self, metrics, step, checkpoint=None, state=None):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(self.run_dir, "record"))
+
+        def finish(self, status, exit_code):
+            closed.append((status, threading.current_thread().name))
 
     cfg = dict(alexnet.RECIPES["default"], hidden=256, epochs=2, batch_size=64, log_every=5, seed=0)
     ds = data.load("synthetic", None, train_size=256, val_fraction=0.1, seed=0)
     run_dir = str(tmp_path / "run")
-    engine = alexnet.Engine(cfg, ds, FullDisk(None, run_dir), torch.device("cpu"), run_dir)
+    # As the scripts make their calls: on the logging thread, where the write fails.
+    engine = alexnet.Engine(cfg, ds, Queued(FullDisk(None, run_dir)), torch.device("cpu"), run_dir)
     os.makedirs(run_dir)
     engine.save_state()  # as after the first minute of a run: the line says how to continue
     code = lifecycle.train(engine, engine.tracker, False)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and "Traceback" not in "\n".join(err)
+    assert closed == [("failed", "FullDisk calls")]  # the run is closed, by its thread, as failed
     assert err[-1].startswith("error: FullDisk could not write its record: No space left on device (")
     assert "continue with:" in err[-1] and "--resume" in err[-1]
     assert os.path.exists(engine.state_path)  # the resume state is kept

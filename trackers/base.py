@@ -69,6 +69,7 @@ class Tracker(abc.ABC):
 
     name = None
     project_help = None
+    mode_help = "online"  # --mode's default, as default_mode decides it
     write_errors = (OSError,)
 
     def __init__(self, args, run_dir):
@@ -78,6 +79,26 @@ class Tracker(abc.ABC):
         self.args = args
         self.run_dir = run_dir  # this run's folder; its name is the run id
         self.run_id = os.path.basename(run_dir)
+        self.settings = []  # the user's own settings of the tool that changed this run, said at its start
+
+    @classmethod
+    def add_arguments(cls, parser):
+        """The tool's own flags, beside the ones every script shares (none by default)."""
+        return parser
+
+    @staticmethod
+    def default_mode():
+        """--mode when it is not given, from the tool's own settings: (mode, the setting that chose it, or None)."""
+        return "online", None
+
+    def keep_or_set(self, defaults):
+        """Each variable of `defaults` (name: our value) set to our value unless the user set it: the
+        user's own is kept, and said at the run's start."""
+        for var, value in defaults.items():
+            if os.environ.get(var):
+                self.settings.append(f"{var}={os.environ[var]}")
+            else:
+                os.environ[var] = value
 
     @abc.abstractmethod
     def start(self, config, model):
@@ -98,9 +119,16 @@ class Tracker(abc.ABC):
         """Per-step metrics at global optimizer step `step`."""
 
     @abc.abstractmethod
-    def log_epoch(self, metrics, step, checkpoint=None):
+    def log_epoch(self, metrics, step, checkpoint=None, state=None):
         """Per-epoch metrics (they include "epoch"), at the global step the epoch ended on, and the
-        epoch's new best model version (`Checkpoint`) if it has one, logged before the metrics."""
+        epoch's new best model version (`Checkpoint`) if it has one, logged before the metrics;
+        `state` is what `epoch_state` took at the epoch's end (None: take it now)."""
+
+    def epoch_state(self):
+        """What log_epoch needs of the model as the epoch left it, taken on the training thread when
+        log_epoch is handed to the logging thread (trackers/queued.py): the model trains on meanwhile.
+        Keep it cheap; None for a tool that needs nothing."""
+        return None
 
     @abc.abstractmethod
     def log_model(self, checkpoint):
@@ -161,7 +189,7 @@ class Disabled(Tracker):
     def log_metrics(self, metrics, step):
         pass
 
-    def log_epoch(self, metrics, step, checkpoint=None):
+    def log_epoch(self, metrics, step, checkpoint=None, state=None):
         pass
 
     def log_model(self, checkpoint):

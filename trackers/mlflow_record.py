@@ -41,10 +41,15 @@ def stored(operation):
     return all(f.done() and f.exception() is None for f in operation._operation_futures)
 
 
-def held(mlflow_client, run_id, model_name):
+def versions_of(mlflow_client, run_id):
+    """The model versions the MLflow run `run_id` registered (into one model, with other runs'), oldest first."""
+    return sorted(mlflow_client.search_model_versions(f"run_id = '{run_id}'"), key=lambda v: int(v.version))
+
+
+def held(mlflow_client, run_id):
     """What a reopened run holds: its steps, epochs, model versions and whether its results are there
     (the tag "results", set last)."""
-    versions = [v.tags for v in mlflow_client.search_model_versions(f"name = '{model_name}'")]
+    versions = [v.tags for v in versions_of(mlflow_client, run_id)]
     return Recorded(
         steps={m.step for m in mlflow_client.get_metric_history(run_id, "train/batch_loss")},
         epochs={int(m.value) for m in mlflow_client.get_metric_history(run_id, "epoch")},
@@ -102,11 +107,11 @@ def read_run(out_dir):
                 "image": path,
             }
         )
-    [model] = c.search_registered_models(f"tags.run_id = '{run.data.tags['run_id']}'") or [None]
-    versions = sorted(c.search_model_versions(f"name = '{model.name}'"), key=lambda v: int(v.version)) if model else []
+    versions = versions_of(c, rid)
     aliases = {}
-    for alias, version in model.aliases.items() if model else []:
-        aliases.setdefault(int(version), []).append(alias)
+    for name in sorted({v.name for v in versions}):
+        for alias, version in c.get_registered_model(name).aliases.items():
+            aliases.setdefault((name, int(version)), []).append(alias)
     system = {k: history(k) for k in metrics if k.startswith("system/")}
     times = sorted(t for points in system.values() for _, _, t in points)
     gaps = [(b - a) / 1000 for a, b in itertools.pairwise(times)]
@@ -128,7 +133,7 @@ def read_run(out_dir):
                 "epoch": int(ver.tags["epoch"]),
                 "final": "test_acc" in ver.tags,
                 "metadata": {k: _number(v) for k, v in ver.tags.items()},
-                "aliases": aliases.get(int(ver.version), []),
+                "aliases": aliases.get((ver.name, int(ver.version)), []),
             }
             for ver in versions
         ],
@@ -148,7 +153,7 @@ def read_run(out_dir):
             "hash_note": "its digest is the one the script passes; MLflow hashed no file",
             "hash_at_sync": False,
         },
-        "models_kind": "Model Registry versions of one registered model",
+        "models_kind": "versions of one registered model that every run of the experiment adds to",
         "classes": classes,
         "confusion": np.array(counts, dtype=int) if counts else np.zeros((0, 0), dtype=int),
         "confusion_chart": False,
@@ -249,7 +254,7 @@ def repoint_store(old, new):
     return f"re-pointed 1 MLflow store from {old} to {new}"
 
 
-FOOTPRINT = "its SQLite store and artifacts, with a copy of each model version"
+FOOTPRINT = "its SQLite store and artifacts; model files by path (offline)"
 
 
 def copy_record(src, dst, search=False):

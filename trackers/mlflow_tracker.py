@@ -24,14 +24,21 @@ import durable
 from trackers import base, mlflow_record, run_files, studies
 
 EXPERIMENT = "alexnet-cifar10"
+CHAMPION = "champion"  # the alias of the best final version across runs, as MLflow's docs name it
 CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
 
 
 def local_folders(out_dir):
     """Importing mlflow writes its telemetry installation id under $XDG_CONFIG_HOME (else ~/.config),
-    and matplotlib its cache under MPLCONFIGDIR: both under `out_dir`, set before mlflow is imported."""
-    os.environ["XDG_CONFIG_HOME"] = os.path.join(out_dir, ".mlflow-config")
-    os.environ.setdefault("MPLCONFIGDIR", os.path.join(out_dir, ".matplotlib"))
+    and matplotlib its cache under MPLCONFIGDIR: both under `out_dir` unless the user set them (set
+    before mlflow is imported). The variables left to us, with our values."""
+    ours = {
+        var: os.path.join(out_dir, sub)
+        for var, sub in (("XDG_CONFIG_HOME", ".mlflow-config"), ("MPLCONFIGDIR", ".matplotlib"))
+        if not os.environ.get(var)
+    }
+    os.environ.update(ours)
+    return ours
 
 
 def write_errors():
@@ -82,14 +89,54 @@ def register_version(client, model, source, run_id, tags, aliases, model_tags=No
     return version
 
 
+def champion(client, model, version, test_acc):
+    """The alias "champion" moved to `version` if its test accuracy is at least the champion's: the
+    best final version of all the runs that registered into `model`."""
+    import mlflow
+
+    try:
+        held = client.get_model_version_by_alias(model, CHAMPION)
+    except mlflow.exceptions.MlflowException:  # no champion yet: RESOURCE_DOES_NOT_EXIST
+        held = None
+    if held is None or test_acc >= float(held.tags.get("test_acc", "-inf")):
+        client.set_registered_model_alias(model, CHAMPION, version)
+        return True
+    return False
+
+
 class MlflowTracker(base.Tracker):
     name = "MLflow"
     project_help = f"MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else '{EXPERIMENT}')"
+    mode_help = "online if MLFLOW_TRACKING_URI names a server, else offline"
+
+    @classmethod
+    def add_arguments(cls, parser):
+        parser.add_argument(
+            "--registered-model",
+            default=None,
+            metavar="NAME",
+            help="the Model Registry's model each run adds its versions to (default: the experiment's name)",
+        )
+
+    @staticmethod
+    def default_mode():
+        """MLflow has no mode setting: a tracking server named in MLFLOW_TRACKING_URI means online; without
+        one MLflow records locally, and so does the script."""
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        return ("online", f"MLFLOW_TRACKING_URI={uri}") if uri else ("offline", None)
 
     def __init__(self, args, run_dir):
         super().__init__(args, run_dir)
         self.queued = collections.deque()  # (metrics, step, timestamp, MLflow's operation) per queued call
-        local_folders(args.out_dir)
+        ours = local_folders(args.out_dir)
+        self.settings += [f"{var}={os.environ[var]}" for var in ("XDG_CONFIG_HOME", "MPLCONFIGDIR") if var not in ours]
+        if not args.project:  # the experiment MLflow's own settings name, online (offline: a new store)
+            names = (
+                ("MLFLOW_EXPERIMENT_NAME",)
+                if args.mode == "offline"
+                else ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+            )
+            self.settings += [f"{var}={os.environ[var]}" for var in names if os.environ.get(var)][:1]
         import mlflow
         import mlflow.data.code_dataset_source
         import mlflow.data.dataset_source_registry
@@ -211,8 +258,8 @@ class MlflowTracker(base.Tracker):
         logged = self.run.data.params
         mlflow.log_params({key: value for key, value in config.items() if key not in logged})
         mlflow.log_artifact(run_files.architecture_file(self.run_dir, model, config["model_params"]))
-        # One registered model per run, so its aliases best and final name this run's versions.
-        self.model_name = f"{EXPERIMENT}-{self.run_id}"
+        # One registered model for the experiment's runs, each adding its versions (tagged with its run id).
+        self.model_name = a.registered_model or self.client.get_experiment(experiment).name
 
     def _open_experiment(self, study=None):
         """The experiment's id, and the run of the search `study` if this run is one of its trials:
@@ -221,6 +268,8 @@ class MlflowTracker(base.Tracker):
 
         a = self.args
         name = a.project or os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+        # MLflow's own setting, an experiment's id on the user's server: online only (offline is a new store).
+        chosen = None if a.project or a.mode == "offline" else os.environ.get("MLFLOW_EXPERIMENT_ID")
         # Runs started together into a new folder: one creates the store (its migrations race), the
         # experiment and the study's run, the others wait for it.
         with (
@@ -231,9 +280,18 @@ class MlflowTracker(base.Tracker):
             if a.mode == "offline":
                 create_store(self.store)
             self.client = mlflow.MlflowClient()
-            experiment = experiment_id(
-                self.client, name, Path(self.artifacts).as_uri() if a.mode == "offline" else None
-            )
+            if chosen:
+                try:
+                    experiment = self.client.get_experiment(chosen).experiment_id
+                except mlflow.exceptions.MlflowException:
+                    raise base.UsageError(
+                        f"MLFLOW_EXPERIMENT_ID={chosen}: no such experiment in {mlflow.get_tracking_uri()}; "
+                        "unset it or give --project"
+                    ) from None
+            else:
+                experiment = experiment_id(
+                    self.client, name, Path(self.artifacts).as_uri() if a.mode == "offline" else None
+                )
             if not study:
                 return experiment, None
             found = self.client.search_runs([experiment], f"tags.run_id = '{study}-study'", max_results=1)
@@ -283,7 +341,7 @@ class MlflowTracker(base.Tracker):
         return []
 
     def recorded(self):
-        return mlflow_record.held(self.client, self.run.info.run_id, self.model_name)
+        return mlflow_record.held(self.client, self.run.info.run_id)
 
     def log_dataset(self, info, files):
         import mlflow
@@ -329,7 +387,7 @@ class MlflowTracker(base.Tracker):
             except mlflow.exceptions.MlflowException:
                 mlflow.log_metrics(metrics, step=step, timestamp=timestamp)
 
-    def log_epoch(self, metrics, step, checkpoint=None):
+    def log_epoch(self, metrics, step, checkpoint=None, state=None):
         import mlflow
 
         # First what an epoch on record implies is recorded too: its steps and its model version.
@@ -341,20 +399,25 @@ class MlflowTracker(base.Tracker):
     def log_model(self, checkpoint):
         import mlflow
 
-        mlflow.log_artifact(checkpoint.path, "checkpoints")  # each version is its own file, never rewritten
-        tags = {"epoch": checkpoint.epoch, "val_acc": checkpoint.val_acc}
+        if self.args.mode == "offline":  # the file where it lies, as the other tools reference it: never rewritten
+            source = Path(checkpoint.path).as_uri()
+        else:  # a server cannot read this machine's disk: the file is uploaded into the run's artifacts
+            mlflow.log_artifact(checkpoint.path, "checkpoints")
+            source = f"{self.run.info.artifact_uri}/checkpoints/{os.path.basename(checkpoint.path)}"
+        tags = {"run_id": self.run_id, "epoch": checkpoint.epoch, "val_acc": checkpoint.val_acc}
         if checkpoint.final:
             tags["test_acc"] = checkpoint.test_acc
-        register_version(
+        version = register_version(
             self.client,
             self.model_name,
-            f"{self.run.info.artifact_uri}/checkpoints/{os.path.basename(checkpoint.path)}",
+            source,
             self.run.info.run_id,
             tags,
-            ["best"] + ["final"] * checkpoint.final,
-            model_tags={"run_id": self.run_id},
-            description=f"AlexNet on CIFAR-10, run {self.run_id}",
+            [],
+            description="AlexNet on CIFAR-10: each run's new best versions and its final one (tag run_id)",
         )
+        if checkpoint.final and champion(self.client, self.model_name, version, checkpoint.test_acc):
+            self.champion = version
 
     def log_results(self, evaluation, checkpoint, summary, step):
         import mlflow
@@ -394,21 +457,22 @@ class MlflowTracker(base.Tracker):
     def where(self):
         run = self.run.info
         try:  # a search's trial registers no model
-            registered = bool(self.client.search_registered_models(f"name = '{self.model_name}'"))
+            versions = [str(v.version) for v in mlflow_record.versions_of(self.client, run.run_id)]
         except self.write_errors:  # a store that failed: say what a run normally has
-            registered = True
+            versions = []
+        registry = (
+            f"\n  registered model {self.model_name}: this run's versions {', '.join(versions)} (tag run_id); "
+            f"models:/{self.model_name}@{CHAMPION} is the best final version of every run, "
+            f"models:/{self.model_name}/latest the newest"
+            + (" (this run's final version is the champion)" if getattr(self, "champion", None) else "")
+            if versions
+            else ""
+        )
         if self.args.mode == "online":
             page = f"{self.uri.rstrip('/')}/#/experiments/{run.experiment_id}/runs/{run.run_id}"
-            return f"MLflow run: {page if self.uri.startswith('http') else f'{run.run_id} in {self.uri}'}" + (
-                f"\n  registered model: {self.model_name} (aliases best and final; the newest version is "
-                f"models:/{self.model_name}/latest)"
-                if registered
-                else ""
-            )
+            return f"MLflow run: {page if self.uri.startswith('http') else f'{run.run_id} in {self.uri}'}" + registry
         return (
-            f"MLflow run {run.run_id} saved offline in {self.store} (artifacts in {self.artifacts}"
-            + (f"; the Model Registry works on this SQLite store: model {self.model_name}" if registered else "")
-            + ")\n"
+            f"MLflow run {run.run_id} saved offline in {self.store} (artifacts in {self.artifacts})" + registry + "\n"
             f"  look at it: mlflow ui --backend-store-uri sqlite:///{self.store} "
             f"--default-artifact-root {self.artifacts}\n"
             "  share it:   MLflow has no sync command; run the same flags with --mode online and "

@@ -438,15 +438,18 @@ def _apply(run, op, kind, path, at, upload_dir):
     return None
 
 
-def folders(out_dir, run_id=None):
-    """The offline operation logs' folders under --out-dir (of one run id, or all), oldest first:
-    one per segment, tied by the scripts' run_id field (Neptune 1.14 keeps no custom_run_id offline)."""
+def folders(out_dir, run_id=None, data_dir=None):
+    """The offline operation logs' folders under --out-dir (or Neptune's `data_dir`, the user's
+    NEPTUNE_DATA_DIRECTORY) of one run id, or all, oldest first: one per segment, tied by the scripts'
+    run_id field (Neptune 1.14 keeps no custom_run_id offline)."""
 
     def created(folder):
         with open(os.path.join(folder, "metadata.json")) as f:
             return json.load(f)["createdAt"]
 
-    found = sorted(glob.glob(os.path.join(out_dir, ".neptune", "offline", "run__*")), key=created)
+    found = sorted(
+        glob.glob(os.path.join(data_dir or os.path.join(out_dir, ".neptune"), "offline", "run__*")), key=created
+    )
     return [f for f in found if run_id is None or assigned(operations(f), "run_id") == run_id]
 
 

@@ -19,20 +19,30 @@ from trackers import base, neptune_record, run_files
 
 TOKEN_PLACE = "the Neptune app's user menu (bottom left) > Get your API token"
 PROJECT = re.compile(r"^[\w.-]+/[\w.-]+$")
+MODES = {"async": "online", "sync": "online", "offline": "offline", "debug": "disabled"}  # NEPTUNE_MODE's
 
 
 class NeptuneTracker(base.Tracker):
     name = "Neptune"
     project_help = "Neptune project as workspace/project (default: NEPTUNE_PROJECT; needed online)"
+    mode_help = "NEPTUNE_MODE's (offline; debug: disabled; async, sync: online), else online"
+
+    @staticmethod
+    def default_mode():
+        mode = os.environ.get("NEPTUNE_MODE")
+        return (MODES[mode], f"NEPTUNE_MODE={mode}") if mode in MODES else ("online", None)
 
     def __init__(self, args, run_dir):
         super().__init__(args, run_dir)
-        # Neptune's data directory and matplotlib's cache stay under --out-dir, so
-        # `neptune sync --path <out-dir>` works from that folder alone and home stays clean.
-        self.data_dir = os.path.join(args.out_dir, ".neptune")
-        os.environ["NEPTUNE_DATA_DIRECTORY"] = self.data_dir
+        # Neptune's data directory and matplotlib's cache stay under --out-dir unless the user's
+        # NEPTUNE_DATA_DIRECTORY says otherwise, so `neptune sync --path <out-dir>` works from that
+        # folder alone and home stays clean.
+        self.keep_or_set({"NEPTUNE_DATA_DIRECTORY": os.path.join(args.out_dir, ".neptune")})
+        self.data_dir = os.environ["NEPTUNE_DATA_DIRECTORY"]
         os.environ.setdefault("MPLCONFIGDIR", os.path.join(args.out_dir, ".matplotlib"))
         self.project = args.project or os.environ.get("NEPTUNE_PROJECT")
+        if not args.project and self.project:
+            self.settings.append(f"NEPTUNE_PROJECT={self.project}")
         self.token = None
         self.held = neptune_record.Held(base.Recorded(), set(), set())  # what earlier segments hold
         if args.mode == "online":
@@ -56,7 +66,7 @@ class NeptuneTracker(base.Tracker):
 
     def start(self, config, model, timeout_s=45):
         a = self.args
-        self.earlier = neptune_record.folders(a.out_dir, self.run_id) if a.mode == "offline" else []
+        self.earlier = neptune_record.folders(a.out_dir, self.run_id, self.data_dir) if a.mode == "offline" else []
         # Offline, Neptune records the source files' glob and reads the files at `neptune sync`:
         # copies in the run folder travel with it.
         source = run_files.copy_source(self.run_dir)
@@ -124,7 +134,7 @@ class NeptuneTracker(base.Tracker):
         self.held = neptune_record.held(self.earlier)
         return self.held.recorded
 
-    def log_epoch(self, metrics, step, checkpoint=None):
+    def log_epoch(self, metrics, step, checkpoint=None, state=None):
         if checkpoint:
             self.log_model(checkpoint)
         for key, value in sorted(metrics.items(), key=lambda kv: kv[0] == "epoch"):  # "epoch" last
@@ -228,9 +238,23 @@ class NeptuneTracker(base.Tracker):
         url = getattr(self, "url", None)  # an online run's, known once the run has closed
         if self.args.mode == "online":
             return f"Neptune run: {url or 'see the Neptune server'}"
+        segments = len(getattr(self, "earlier", [])) + 1
         return (
             f"Neptune run saved offline in {self.data_dir}\n"
-            f"  upload it: neptune sync --path {self.args.out_dir} --project WORKSPACE/PROJECT"
+            + (
+                f"  it has {segments} segments (one per start): `neptune sync` uploads each as a run of its own "
+                f"(offline, Neptune 1.14 keeps no custom run id), each with the field run_id = {self.run_id}; "
+                f"`neptune status` lists them as {segments} offline runs. One run from all of them: "
+                f"neptune_export.py {self.args.out_dir} --to wandb (or --to mlflow)\n"
+                if segments > 1
+                else ""
+            )
+            + (
+                f"  upload it: neptune sync --path {self.data_dir} --project WORKSPACE/PROJECT"
+                if os.path.basename(self.data_dir) == ".neptune"
+                else f"  upload it: `neptune sync --path` takes only a folder named .neptune: link {self.data_dir} "
+                "as DIR/.neptune, then neptune sync --path DIR/.neptune --project WORKSPACE/PROJECT"
+            )
         )
 
     relocate = staticmethod(neptune_record.repoint_logs)  # --moved-from

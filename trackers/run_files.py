@@ -31,27 +31,57 @@ def architecture_file(run_dir, model, params):
     return path
 
 
-def weight_histograms(model, bins=64):
-    """What wandb.watch(model, log="all") records, under its names: a histogram (counts, bin edges) of
-    every parameter and of its gradient from the epoch's last step, binned on the model's device.
-    Once per epoch, so the histograms line up with the epochs and the model versions; on an H100 one
-    set took about 0.01 s, one wandb.watch histogram step about 0.5 s (docs/costs.md, "Histograms")."""
-    import numpy as np
+HISTOGRAM_SAMPLE = 16_384  # values of each tensor a histogram bins (all of a smaller tensor's): 64 bins of ~256
+SAMPLE_BLOCK = 256  # consecutive values: 1 KB read at once (float32); 64 blocks a tensor
+_SAMPLED = {}  # (tensor name, size, device) -> the blocks of its sample, by index
 
-    histograms = {}
+
+def weight_sample(model):
+    """The values the epoch's histograms bin: of every parameter and of its gradient from the epoch's
+    last step, up to HISTOGRAM_SAMPLE values each: SAMPLE_BLOCK consecutive values at each of blocks
+    drawn once (seed 0) and kept, so every epoch bins the same positions. Taken on the training
+    device with one gather a tensor, of whole blocks: a copy of a few megabytes read a block at a
+    time (single values drawn across the 186 MB of the study's tensors cost a cache miss each)."""
+    import torch
+
+    sample = {}
     for name, p in model.named_parameters():
         for kind, t in (("parameters", p), ("gradients", p.grad)):
             if t is None:
                 continue
-            t = t.detach().float()
-            lo, hi = (v.item() for v in t.aminmax())
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                continue  # a diverged run: nothing meaningful to bin
-            if hi <= lo:  # a constant tensor (zero-initialized biases): numpy's convention
-                lo, hi = lo - 0.5, hi + 0.5
-            counts = t.histc(bins=bins, min=lo, max=hi).cpu().numpy()
-            histograms[f"{kind}/{name}"] = (counts, np.linspace(lo, hi, bins + 1))
-    return histograms
+            flat = t.detach().reshape(-1)
+            if flat.numel() <= HISTOGRAM_SAMPLE:
+                sample[f"{kind}/{name}"] = flat.clone()
+                continue
+            blocks = flat.numel() // SAMPLE_BLOCK
+            key = (name, flat.numel(), str(flat.device))
+            if key not in _SAMPLED:  # in increasing order: a gather that reads memory forward is faster
+                drawn = torch.randperm(blocks, generator=torch.Generator().manual_seed(0))[
+                    : HISTOGRAM_SAMPLE // SAMPLE_BLOCK
+                ]
+                _SAMPLED[key] = drawn.sort().values.to(flat.device)
+            rows = flat[: blocks * SAMPLE_BLOCK].view(blocks, SAMPLE_BLOCK)
+            sample[f"{kind}/{name}"] = rows.index_select(0, _SAMPLED[key]).reshape(-1)
+    return sample
+
+
+def histograms(sample, bins=64):
+    """What wandb.watch(model, log="all") records, under its names: a histogram (counts, bin edges) of
+    every tensor of `weight_sample`. Once per epoch, so the histograms line up with the epochs and
+    the model versions (docs/costs.md, "Histograms")."""
+    import numpy as np
+
+    found = {}
+    for name, t in sample.items():
+        t = t.float()
+        lo, hi = (v.item() for v in t.aminmax())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            continue  # a diverged run: nothing meaningful to bin
+        if hi <= lo:  # a constant tensor (zero-initialized biases): numpy's convention
+            lo, hi = lo - 0.5, hi + 0.5
+        counts = t.histc(bins=bins, min=lo, max=hi).cpu().numpy()
+        found[name] = (counts, np.linspace(lo, hi, bins + 1))
+    return found
 
 
 def confusion_figure(evaluation):

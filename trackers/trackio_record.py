@@ -25,7 +25,7 @@ from trackers.reading import EPOCH_KEYS, SEARCH_PARAMS, SUMMARY_KEYS, copy_tree,
 FOLDER = "trackio"  # Trackio's folder under --out-dir, unless the user's TRACKIO_DIR names another
 RECORD_PATHS = (FOLDER,)
 PROJECT = "alexnet-cifar10"
-FOOTPRINT = "its SQLite store, media files and a copy of each model version in its artifact store"
+FOOTPRINT = "its SQLite store and media files; model files by reference"
 _NUMBERS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}  # how Trackio stores them
 
 
@@ -204,7 +204,7 @@ def read_run(out_dir):
             "hash_note": "a sha256 of each data file in the artifact's manifest",
             "hash_at_sync": False,
         },
-        "models_kind": "versions of a model artifact, copied into Trackio's content-addressed store",
+        "models_kind": "versions of a model artifact, each a checksummed reference to its file",
         "classes": classes,
         "confusion": np.array([[row[c] for c in classes] for row in counts], dtype=int)
         if counts
@@ -328,7 +328,7 @@ def repoint_store(old, new):
 
 
 def copy_record(src, dst, search=False):
-    """The Trackio folder (its stores, media and artifact blobs: model versions included, in the store)."""
+    """The Trackio folder (its stores, media and artifact blobs; model versions are references)."""
     copy_tree(os.path.join(store(src), ""), os.path.join(dst, FOLDER), skip=(".lock",))
     if search:  # a search's readers read the store alone
         shutil.rmtree(os.path.join(dst, FOLDER, "artifacts"), ignore_errors=True)

@@ -37,9 +37,19 @@ def local_folders(out_dir):
 class TrackioTracker(base.Tracker):
     name = "Trackio"
     project_help = f"Trackio project (default: '{PROJECT}')"
+    mode_help = "online if TRACKIO_SPACE_ID or TRACKIO_SERVER_URL is set, else offline"
+
+    @staticmethod
+    def default_mode():
+        """Trackio has no mode setting: a Space or server named in its variables means online; without one
+        Trackio records locally, and so does the script."""
+        remote = next((f"{k}={os.environ[k]}" for k in REMOTE if os.environ.get(k)), None)
+        return ("online", remote) if remote else ("offline", None)
 
     def __init__(self, args, run_dir):
         super().__init__(args, run_dir)
+        if os.environ.get("TRACKIO_DIR"):
+            self.settings.append(f"TRACKIO_DIR={os.environ['TRACKIO_DIR']}")
         local_folders(args.out_dir)
         self.project = args.project or PROJECT
         self.remote = {}
@@ -76,9 +86,10 @@ class TrackioTracker(base.Tracker):
                 f"Trackio could not open the run: {base.first_line(e)}; run with --mode offline to track locally"
             ) from None
         self.model = model  # its histograms are logged at each epoch's end
+        run_files.weight_sample(model)  # the histograms' positions, drawn now rather than at the first epoch's end
         self.last_step = 0
         if not exists:  # a Trackio run, and its config, are stored with its first row
-            trackio.log({"model/params": config["model_params"]}, step=0)
+            self.run.log({"model/params": config["model_params"]}, step=0)
 
     def recorded(self):
         return trackio_record.recorded(self.folder, self.project, self.run_id)
@@ -95,21 +106,26 @@ class TrackioTracker(base.Tracker):
             with open(path, "w") as f:
                 json.dump(info, f, indent=1)
             dataset.add_file(path)
-        trackio.log_artifact(dataset, aliases=[f"v-{info['version']}"])
+        self.run.log_artifact(dataset, aliases=[f"v-{info['version']}"])
 
     def log_metrics(self, metrics, step):
-        import trackio
 
-        trackio.log({**metrics, "global_step": step}, step=step)
+        self.run.log({**metrics, "global_step": step}, step=step)
         self.last_step = step
 
-    def log_epoch(self, metrics, step, checkpoint=None):
+    def epoch_state(self):
+        return run_files.weight_sample(self.model)  # the histograms' values, as the epoch left them
+
+    def log_epoch(self, metrics, step, checkpoint=None, state=None):
         import trackio
 
         if checkpoint:
             self.log_model(checkpoint)
-        histograms = {k: trackio.Histogram(np_histogram=v) for k, v in run_files.weight_histograms(self.model).items()}
-        trackio.log({**metrics, **histograms}, step=step)
+        histograms = {
+            k: trackio.Histogram(np_histogram=v)
+            for k, v in run_files.histograms(state or run_files.weight_sample(self.model)).items()
+        }
+        self.run.log({**metrics, **histograms}, step=step)
         self.last_step = step
 
     def log_model(self, checkpoint):
@@ -120,8 +136,10 @@ class TrackioTracker(base.Tracker):
         if checkpoint.final:
             meta["test_acc"] = checkpoint.test_acc
         model = trackio.Artifact(f"model-{self.run_id}", type="model", metadata=meta)
-        model.add_file(checkpoint.path, name="model.pt")  # copied into Trackio's content-addressed store
-        trackio.log_artifact(model, aliases=aliases)
+        # Checksummed where it lies, not copied (the engine never rewrites a version's file): a copy of
+        # 93 MB at each new best took the training thread's cores. `trackio sync` sends the checksum.
+        model.add_reference(f"file://{checkpoint.path}", name="model.pt")
+        self.run.log_artifact(model, aliases=aliases)
 
     def log_results(self, evaluation, checkpoint, summary, step):
         import trackio
@@ -132,7 +150,7 @@ class TrackioTracker(base.Tracker):
         fig.canvas.draw()
         picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
         plt.close(fig)
-        trackio.log(
+        self.run.log(
             {
                 "test/confusion_matrix": trackio.Image(picture, caption="Test confusion matrix (rows: true class)"),
                 "test/confusion_matrix_counts": trackio.Table(
@@ -155,7 +173,7 @@ class TrackioTracker(base.Tracker):
         )
         if checkpoint:
             self.log_model(checkpoint)
-        trackio.log(dict(summary), step=step + 1)  # last: the reader takes test/acc as all of the above there
+        self.run.log(dict(summary), step=step + 1)  # last: the reader takes test/acc as all of the above there
         self.last_step = step + 1
 
     def finish(self, status, exit_code):
@@ -163,21 +181,20 @@ class TrackioTracker(base.Tracker):
 
         if not hasattr(self, "run"):
             return
-        trackio.log({"run/status": status, "run/exit_code": exit_code}, step=self.last_step)
+        self.run.log({"run/status": status, "run/exit_code": exit_code}, step=self.last_step)
         if status == "failed":
-            trackio.alert(title="run failed", text=f"exit code {exit_code}", level=trackio.AlertLevel.ERROR)
-        trackio.finish()  # waits until every row is in the store
+            self.run.alert(title="run failed", text=f"exit code {exit_code}", level=trackio.AlertLevel.ERROR)
+        self.run.finish()  # waits until every row is in the store
 
     def log_trial(self, outcome):
-        import trackio
 
-        trackio.log(studies.trial_values(outcome), step=self.last_step)
+        self.run.log(studies.trial_values(outcome), step=self.last_step)
 
     def log_study(self, study):
         """The study as one run of the trials' group: the trials as a table, the best trial as a row."""
         import trackio
 
-        trackio.init(
+        run = trackio.init(
             project=self.project,
             name=self.run_id,
             group=study.study_name,
@@ -186,8 +203,8 @@ class TrackioTracker(base.Tracker):
             embed=False,
         )
         columns, rows = studies.trials_table(study)
-        trackio.log({"trials": trackio.Table(columns=columns, data=rows), **studies.best_values(study)}, step=0)
-        trackio.finish()
+        run.log({"trials": trackio.Table(columns=columns, data=rows), **studies.best_values(study)}, step=0)
+        run.finish()
         return [
             f"Trackio has no study or sweep type: this search ran on Optuna, its trials the runs of group "
             f"{study.study_name}, the study a run of that group holding the trials as a table"

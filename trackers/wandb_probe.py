@@ -9,7 +9,7 @@ from trackers.wandb_tracker import local_folders
 def probe(work):
     os.environ.update(WANDB_MODE="offline")
     os.environ.pop("WANDB_API_KEY", None)
-    local_folders(work)
+    os.environ.update(local_folders(work))
     import wandb
     from wandb.cli.cli import cli
 

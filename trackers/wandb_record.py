@@ -154,9 +154,15 @@ def recorded(run_dir, earlier):
 
 
 def staged(out_dir, local_path):
-    """Where a W&B table's file is under out_dir (the --out-dir of its run): W&B stages them in .wandb-data
-    until `wandb sync`, and the manifest names the path it had then, wherever the record is now."""
-    return os.path.join(out_dir, ".wandb-data", local_path.split(f"{os.sep}.wandb-data{os.sep}", 1)[1])
+    """Where a W&B table's file is now: W&B stages them in its data folder until `wandb sync`, and the
+    manifest names the path it had then. Our default data folder is .wandb-data under out_dir (the
+    --out-dir of its run), found wherever the run folder has moved; a user's WANDB_DATA_DIR stays put."""
+    marker = f"{os.sep}.wandb-data{os.sep}"
+    if marker in local_path:
+        moved = os.path.join(out_dir, ".wandb-data", local_path.split(marker, 1)[1])
+        if os.path.exists(moved):
+            return moved
+    return local_path
 
 
 def _ended(code):

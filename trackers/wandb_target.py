@@ -20,7 +20,7 @@ class Target:
     def __init__(self, args):
         self.out = os.path.abspath(args.out_dir)
         self.project = args.project
-        local_folders(self.out)  # nothing in the home folder, as the W&B script
+        os.environ.update(local_folders(self.out))  # its --out-dir holds all: nothing in the home folder
         os.makedirs(self.out, exist_ok=True)
 
     @staticmethod

@@ -5,6 +5,7 @@ for the test evaluation, and a search's trials as a group of runs."""
 import getpass
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,26 +18,47 @@ from trackers import base, run_files, studies, wandb_record
 KEY_URL = "https://wandb.ai/authorize"
 
 
+MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+
+
 def local_folders(out_dir):
-    """Everything W&B writes locally (run logs, artifact staging, caches) under `out_dir`, so `wandb
-    sync` works from that folder alone and the home folder stays clean."""
-    for var, sub in [
-        ("WANDB_DIR", ""),
-        ("WANDB_CACHE_DIR", ".wandb-cache"),
-        ("WANDB_CONFIG_DIR", ".wandb-config"),
-        ("WANDB_DATA_DIR", ".wandb-data"),
-        ("WANDB_ARTIFACT_DIR", ".wandb-artifacts"),
-    ]:
-        os.environ[var] = os.path.join(out_dir, sub)
+    """Where W&B writes locally (run logs, artifact staging, caches): under `out_dir` unless the user's
+    own variable says otherwise, so `wandb sync` works from that folder alone and home stays clean."""
+    return {
+        var: os.path.join(out_dir, sub)
+        for var, sub in [
+            ("WANDB_DIR", ""),
+            ("WANDB_CACHE_DIR", ".wandb-cache"),
+            ("WANDB_CONFIG_DIR", ".wandb-config"),
+            ("WANDB_DATA_DIR", ".wandb-data"),
+            ("WANDB_ARTIFACT_DIR", ".wandb-artifacts"),
+        ]
+    }
 
 
 class WandbTracker(base.Tracker):
     name = "W&B"
     project_help = "W&B project (default: WANDB_PROJECT, else 'alexnet-cifar10')"
+    mode_help = "WANDB_MODE's (offline, dryrun, disabled, online), else online"
+
+    @classmethod
+    def add_arguments(cls, parser):
+        parser.add_argument(
+            "--entity", default=None, help="W&B entity: a team or user (default: WANDB_ENTITY, else yours)"
+        )
+
+    @staticmethod
+    def default_mode():
+        mode = os.environ.get("WANDB_MODE")
+        return (MODES[mode], f"WANDB_MODE={mode}") if mode in MODES else ("online", None)
 
     def __init__(self, args, run_dir):
         super().__init__(args, run_dir)
-        local_folders(args.out_dir)
+        self.keep_or_set(local_folders(args.out_dir))
+        self.log_root = os.environ["WANDB_DIR"]  # W&B writes its logs under <log_root>/wandb
+        for flag, var in (("entity", "WANDB_ENTITY"), ("project", "WANDB_PROJECT")):
+            if not getattr(args, flag) and os.environ.get(var):
+                self.settings.append(f"{var}={os.environ[var]}")
         if args.mode == "online":
             self._authenticate()
 
@@ -91,16 +113,17 @@ class WandbTracker(base.Tracker):
 
     def start(self, config, model):
         a = self.args
-        earlier = wandb_record.logs(a.out_dir, self.run_id)
+        earlier = wandb_record.logs(self.log_root, self.run_id)
         try:
             self.run = wandb.init(
                 project=self._project(),
+                entity=a.entity,  # None: WANDB_ENTITY, else the key's default entity
                 name=a.name,
                 tags=a.tags,
                 notes=a.notes,
                 config=config,
                 mode=a.mode,
-                dir=a.out_dir,
+                dir=self.log_root,
                 id=self.run_id,
                 resume="allow",
                 group=config.get("study"),
@@ -125,6 +148,7 @@ class WandbTracker(base.Tracker):
         for pattern in run_files.SOURCES:
             self.run.save(os.path.join(source, pattern), base_path=self.run.dir, policy="now")
         self.model = model  # its histograms are logged at each epoch's end
+        run_files.weight_sample(model)  # the histograms' positions, drawn now rather than at the first epoch's end
         self.epoch_metrics_defined = False
 
     def recorded(self):
@@ -150,14 +174,20 @@ class WandbTracker(base.Tracker):
     def log_metrics(self, metrics, step):
         self.run.log({**metrics, "global_step": step}, step=step)
 
-    def log_epoch(self, metrics, step, checkpoint=None):
+    def epoch_state(self):
+        return run_files.weight_sample(self.model)  # the histograms' values, as the epoch left them
+
+    def log_epoch(self, metrics, step, checkpoint=None, state=None):
         if checkpoint:
             self.log_model(checkpoint)
         if not self.epoch_metrics_defined:  # per-epoch metrics plot against "epoch"
             for key in metrics.keys() - {"epoch"}:
                 self.run.define_metric(key, step_metric="epoch")
             self.epoch_metrics_defined = True
-        histograms = {k: wandb.Histogram(np_histogram=v) for k, v in run_files.weight_histograms(self.model).items()}
+        histograms = {
+            k: wandb.Histogram(np_histogram=v)
+            for k, v in run_files.histograms(state or run_files.weight_sample(self.model)).items()
+        }
         self.run.log({**metrics, **histograms}, step=step, commit=True)
         for key in histograms:  # thousands of bins would bury test/acc in the summary (`wandb leet`);
             del self.run.summary[key]  # define_metric(summary="none") misses names with dots, as these
@@ -255,10 +285,12 @@ class WandbTracker(base.Tracker):
     def where(self):
         if self.args.mode == "online":
             return f"W&B run: {self.url}"
+        segments = [os.path.dirname(log) for log in self.earlier] + [self.folder]  # one folder per start
         return (
-            f"W&B run saved offline in {self.folder}\n"
-            f"  look at it: wandb leet {self.folder}\n"
-            f"  upload it:  wandb sync {self.folder}"
+            f"W&B run saved offline in {self.folder}"
+            + (f" and {len(segments) - 1} earlier segment folder(s) of the same run id" if len(segments) > 1 else "")
+            + f"\n  look at it: wandb leet {self.folder}\n"
+            f"  upload it:  wandb sync {' '.join(shlex.quote(s) for s in segments)}"
         )
 
     relocate = staticmethod(wandb_record.repoint_logs)  # --moved-from

@@ -1,0 +1,181 @@
+"""What a tool adds to an epoch's wall time at a GPU's pace: its whole epoch, measured on the training
+thread, with everything the tool does at its default settings.
+
+The pace is simulated, and says so: a step is a wait that releases the interpreter's lock, as a
+CUDA synchronisation does, of 2, 5 or 10 ms; an epoch is the job's 176 steps (45,000 images at batch
+256). A tracked epoch makes the scripts' calls: the per-step metrics at the first step and every
+50th (--log-every's default), then the epoch's end with the real model's new best checkpoint (the
+study's AlexNet, 93 MB, a new file each epoch, written beforehand: the engine's cost, measured on
+its own) and, for W&B and Trackio, its histograms. The tool's tracker is the scripts' own: its
+adapter behind its logging thread (trackers/queued.py), so what that thread does while the next
+steps run (hashing or copying the version, a client's bookkeeping holding the interpreter's lock)
+slows those steps: each block is the epoch and then as many steps again with no call, timed to its
+end. Blocks alternate in a random order within each round: no tracker, then each tool; a tool's cost
+is its block's time minus the round's untracked block's, in milliseconds per epoch, with the median's
+95% interval over the rounds (from the order statistics). Also, by phase: the training thread's time in the step calls and in
+the epoch's end call (the rest is what the logging thread's work took from the steps), and the CPU
+the tool's own threads and processes use per epoch.
+"""
+
+import gc
+import os
+import random
+import shutil
+import statistics
+import time
+
+import overhead
+
+import alexnet
+from trackers import base
+
+PACES_MS = (2, 5, 10)
+ROUNDS = (60, 40, 30)  # per pace: fewer where a block is longer
+EPOCH_STEPS = 176  # 45,000 training images at batch 256
+LOG_EVERY = 50  # the scripts' --log-every default
+TAIL_S = 0.5  # the steps after the epoch, with no call: longer than any tool's logging thread takes for an epoch
+
+
+def _epoch(tracker, pace_s, epoch, checkpoint):
+    """One simulated epoch and as many steps again: (its seconds, the step calls', the epoch end call's)."""
+    first = (epoch - 1) * EPOCH_STEPS
+    calls_s = end_s = 0.0
+    t0 = time.perf_counter()
+    for i in range(1, EPOCH_STEPS + 1):
+        time.sleep(pace_s)
+        if tracker and (i == 1 or i % LOG_EVERY == 0):
+            c = time.perf_counter()
+            tracker.log_metrics({"train/batch_loss": 2.0 / i, "train/batch_acc": 0.1 + i / 1e3}, first + i)
+            calls_s += time.perf_counter() - c
+    if tracker:
+        c = time.perf_counter()
+        tracker.log_epoch(
+            {"epoch": epoch, "train/loss": 1.0, "train/acc": 0.5, "val/loss": 1.1, "val/acc": 0.5, "lr": 0.01},
+            first + EPOCH_STEPS,
+            checkpoint,
+        )
+        end_s = time.perf_counter() - c
+    for _ in range(round(TAIL_S / pace_s)):  # the next epoch's steps, no call: the logging thread's work lands here
+        time.sleep(pace_s)
+    return time.perf_counter() - t0, calls_s, end_s
+
+
+def measure(tools, out_dir, rounds_by_pace, say, own):
+    """`critical_path` of benchmark.json: per tool, its added milliseconds per epoch and their interval
+    (at the slowest pace, the default 2 ms being the tightest), by phase and pace, its ratio at each pace,
+    its background CPU; and the engine's own epoch end (a checkpoint's write)."""
+    import ctypes
+
+    import torch
+
+    # Less noise in every block alike: the waits end within microseconds of their time (Linux's timer
+    # slack, 50 us by default, added 0.15 ms to each 2 ms wait here), and the collector leaves the
+    # millions of objects the clients' imports made alone (a full collection here took tens of ms).
+    ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK: 1 ns, this thread
+    gc.collect()
+    gc.freeze()
+    model = alexnet.AlexNet()  # the study's width: its checkpoints are the real 93 MB
+    model(torch.zeros(2, 3, 32, 32)).sum().backward()  # gradients, for the histograms
+    cfg = dict(alexnet.RECIPES["default"], log_every=LOG_EVERY, dataset_version="synthetic", model_params=23_272_266)
+    rng = random.Random(0)
+    blocks, write_s, versions = [], [], 0
+    for tool in tools:  # one tool's run open at a time: no other tool's background work in its blocks
+        tracker = overhead.open_tracker(tool, os.path.join(out_dir, f"epoch-{tool}"), cfg, model)[0]
+        own.claim(tool)
+        for pace_ms, rounds in zip(PACES_MS, rounds_by_pace, strict=True):
+            for r in range(rounds):
+                # A new best version each epoch: a new file of new weights (the engine's work), written
+                # before the round's two blocks, either of which may come first.
+                versions += 1
+                with torch.no_grad():
+                    model.classifier[-1].bias.add_(1e-3)
+                written = base.Checkpoint(os.path.join(out_dir, "checkpoints", f"epoch_{versions}.pt"), versions, 0.5)
+                t = time.perf_counter()
+                alexnet.save_checkpoint(written.path, model, epoch=versions, val_acc=0.5, config=cfg)
+                write_s.append(time.perf_counter() - t)
+                time.sleep(0.2)
+                for variant in rng.sample(["none", tool], 2):
+                    checkpoint = written if variant == tool else None
+                    before = own.sample()
+                    seconds, calls_s, end_s = _epoch(
+                        tracker if checkpoint else None, pace_ms / 1e3, versions or 1, checkpoint
+                    )
+                    backlog = False
+                    if checkpoint:
+                        t = time.perf_counter()
+                        tracker.wait()  # what its logging thread still had to do: not the next block's
+                        backlog = time.perf_counter() - t > 0.001
+                        own.claim(tool)
+                    after = own.sample()
+                    blocks.append(
+                        {
+                            "tool": tool,
+                            "variant": variant,
+                            "pace_ms": pace_ms,
+                            "round": r,
+                            "s": seconds,
+                            "calls_s": calls_s,
+                            "epoch_end_s": end_s,
+                            "backlog": backlog,
+                            "background_cpu_s": overhead.cpu_between(before, after, tool) if checkpoint else 0.0,
+                        }
+                    )
+            shutil.rmtree(os.path.join(out_dir, "checkpoints"), ignore_errors=True)  # the tools keep their own
+            say(f"  {tool}: what it adds to an epoch at {pace_ms} ms a step: {rounds} rounds")
+        tracker.finish("completed", 0)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return {
+        "method": {
+            "pace": "simulated: a step is a wait that releases the interpreter's lock, as a CUDA synchronisation does",
+            "step_ms": list(PACES_MS),
+            "epoch_steps": EPOCH_STEPS,
+            "log_every": LOG_EVERY,
+            "rounds": dict(zip(map(str, PACES_MS), rounds_by_pace, strict=True)),
+            "block": f"one epoch of calls, then {TAIL_S:g} s of steps with none, timed to its end; one tool's run "
+            "open at a time, its blocks and untracked ones in a random order each round",
+            "interval": "the median's 95% interval from the order statistics, over the per-round differences from "
+            "the untracked block",
+            "model": "the study's AlexNet (23,272,266 parameters): a new 93 MB checkpoint each epoch",
+        },
+        "engine": {"checkpoint_write_ms": 1e3 * statistics.median(write_s)},
+        **{tool: summary(blocks, tool) for tool in tools},
+    }
+
+
+def median_interval(values):
+    """The median and its 95% interval from the order statistics (the binomial's, distribution-free)."""
+    from math import comb
+
+    x, n = sorted(values), len(values)
+    k = 0  # the most order statistics that may be cut from each end, keeping 95%
+    while sum(comb(n, i) for i in range(k + 2)) / 2**n <= 0.025:
+        k += 1
+    return statistics.median(x), [x[k], x[n - 1 - k]]
+
+
+def summary(blocks, tool):
+    by_pace, ratio, phases, background, backlog = {}, {}, {}, [], 0
+    for pace in PACES_MS:
+        rounds = sorted({b["round"] for b in blocks if b["tool"] == tool and b["pace_ms"] == pace})
+        mine = {b["round"]: b for b in blocks if b["tool"] == tool and b["variant"] == tool and b["pace_ms"] == pace}
+        none = {b["round"]: b for b in blocks if b["tool"] == tool and b["variant"] == "none" and b["pace_ms"] == pace}
+        added = [1e3 * (mine[r]["s"] - none[r]["s"]) for r in rounds]
+        median, ci = median_interval(added)
+        by_pace[str(pace)] = {"ms_per_epoch": median, "ci95": ci, "per_round": added}
+        ratio[str(pace)] = 1 + median / (pace * EPOCH_STEPS)  # an epoch's wall time, with it over without
+        calls = statistics.fmean(1e3 * mine[r]["calls_s"] for r in rounds)
+        end = statistics.fmean(1e3 * mine[r]["epoch_end_s"] for r in rounds)
+        phases[str(pace)] = {"step_calls_ms": calls, "epoch_end_ms": end, "logging_thread_ms": median - calls - end}
+        background += [1e3 * mine[r]["background_cpu_s"] for r in rounds]
+        backlog += sum(mine[r]["backlog"] for r in rounds)
+    worst = max(by_pace, key=lambda p: by_pace[p]["ci95"][1])  # the pace where it costs most, said as its figure
+    return {
+        "ms_per_epoch": by_pace[worst]["ms_per_epoch"],
+        "ci95": by_pace[worst]["ci95"],
+        "at_step_ms": int(worst),
+        "by_step_ms": by_pace,
+        "by_phase": phases,
+        "ratio_at_step_ms": ratio,
+        "background_cpu_ms_per_epoch": statistics.median(background),
+        "epochs_with_work_left_after_the_next": backlog,
+    }
