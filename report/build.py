@@ -225,9 +225,10 @@ def par(text):
     return f"#par({s(text)})\n\n"
 
 
-def heading(text, level=1, label=None):
-    """A heading; with `label`, others refer to it as "Section N" (see `ref`)."""
-    return f"#heading(level: {level}, {s(text)})" + (f" <{label}>" if label else "") + "\n"
+def heading(text, level=1, label=None, numbered=True):
+    """A heading; with `label`, others refer to it as "Section N" (see `ref`); page 1's are not numbered."""
+    numbering = "" if numbered else "numbering: none, "
+    return f"#heading(level: {level}, {numbering}{s(text)})" + (f" <{label}>" if label else "") + "\n"
 
 
 def ref(label):
@@ -534,7 +535,7 @@ def decision_page(recs, ev, facts, extras, runs):
             "self-host through Neptune's support, or move: this project's neptune_export.py moves Neptune's local runs "
             "into W&B or MLflow, a resumed run's segments as one run."
         ),
-        heading("Which tool, for which situation", 2, "sec-decision"),
+        heading("Which tool, for which situation", 2, numbered=False),
     ]
     rows = []
     for situation, fit, _, asked in rubric.decide(ev, facts):
@@ -559,7 +560,7 @@ def decision_page(recs, ev, facts, extras, runs):
             "fact; the sections named give its evidence."
         )
     )
-    out.append(heading("Measured", 2))
+    out.append(heading("Measured", 2, numbered=False))
     fp = (extras.get("footprint") or {}).get("tools", {})
     cp = (ev.bench or {}).get("critical_path", {})
     rows = []
@@ -618,8 +619,9 @@ def study_section(facts, rates):
     rows = []
     for name, _, _ in rubric.CRITERIA:
         c = study["criteria"][name]
-        quote = c["definition"] or c.get("definition_elsewhere") or "not defined"
-        first = quote.split(". ")[0].rstrip(".") + "."
+        elsewhere = c.get("definition_elsewhere")  # the study never defines it; its own repository does
+        quote = c["definition"] or (elsewhere and elsewhere["text"]) or "not defined"
+        first = quote.split(". ")[0].rstrip(".") + "." + (" (its repository's README)" if not c["definition"] else "")
         then = rubric.STUDY[name]
         rows.append(
             [

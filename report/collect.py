@@ -159,13 +159,13 @@ def tracked(tool, out):
     }
 
 
-def torchrun_launches(processes=2):
+def torchrun_launches(tools, processes=2):
     """Each script under torchrun: a launch left alone, and one whose rank-1 worker is killed in
     epoch 2 (--max-restarts 1 --resume auto), as each tool recorded them."""
     found, restarted = {}, {}
     env = {k: v for k, v in os.environ.items() if not k.startswith(tuple(f"{t.key.upper()}_" for t in trackers.TOOLS))}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    for tool in trackers.TOOLS:
+    for tool in tools:
         script = tool.script
         with tempfile.TemporaryDirectory(prefix="torchrun-") as out:
             result = subprocess.run(
@@ -269,7 +269,8 @@ def main():
     p.add_argument(
         "--tool",
         choices=[t.key for t in trackers.TOOLS],
-        help="with --runs: replace only this tool's record, footprint and viewer capture (the others stay)",
+        help="with --runs: replace only this tool's record, footprint, viewer capture and torchrun launches "
+        "(the others stay)",
     )
     p.add_argument(
         "--torchrun-only",
@@ -280,7 +281,7 @@ def main():
     if a.tool and not a.runs:
         p.error("--tool needs --runs")
     if a.torchrun_only:
-        found = torchrun_launches()  # before the file is opened: a stopped collection leaves it whole
+        found = torchrun_launches(trackers.TOOLS)  # before the file is opened: a stopped collection leaves it whole
         with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
             json.dump(found, f, indent=1)
         return
@@ -321,8 +322,13 @@ def main():
     if any(t.key == "neptune" for t in tools):
         with open(os.path.join(a.evidence, "export.txt"), "w") as f:
             f.write(export_summary(a.runs))
+    launched = torchrun_launches(tools)
+    if a.tool:
+        kept = build.optional(a.evidence, "torchrun.json", json.load)
+        launched["tools"] = {**kept["tools"], **launched["tools"]}
+        launched["restarted"]["tools"] = {**kept["restarted"]["tools"], **launched["restarted"]["tools"]}
     with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
-        json.dump(torchrun_launches(), f, indent=1)
+        json.dump(launched, f, indent=1)
     if bench:
         write_benchmark(bench, a.evidence)
     elif os.path.exists(

@@ -7,7 +7,8 @@ PHASE is where the signal is sent to the process itself:
   dataset     the dataset has just been logged
   step:N      during global optimizer step N
   epoch:N     epoch N's metrics have just been logged (the state of epoch N is not saved yet)
-  version:N   epoch N's model version has just been logged, its metrics not yet
+  version:N   epoch N's model version has just been logged, its metrics not yet (the resume state of
+              epoch N waits for it: the order of a tool logging on the training thread)
   version:final  the final model version has just been logged, the summary (its marker) not yet
   state:N     the resume state of epoch N's end has just been written, the tracker's records
               maybe still in its client's buffers
@@ -52,14 +53,35 @@ def fault():
     os.kill(os.getpid(), getattr(signal, f"SIG{SIGNAL}"))
 
 
-def after(fn, when=lambda *a, **k: True):
+def after(fn, when=lambda *a, **k: True, then=None):
+    """fn, then the fault where `when` holds; then the event `then` is set (see state_waits)."""
+
     def wrapped(*args, **kwargs):
         result = fn(*args, **kwargs)
         if when(*args, **kwargs):
             fault()
+            if then is not None:
+                then.set()
         return result
 
     return wrapped
+
+
+def state_waits(epoch):
+    """The resume state of `epoch` is written only once the returned event is set: a call the tracker
+    makes on its logging thread comes first, as when a tool logged on the training thread."""
+    import threading
+
+    done = threading.Event()
+    save_state = alexnet.Engine.save_state
+
+    def wrapped(self):
+        if len(self.history) == epoch and self.partial is None:
+            done.wait(120)
+        save_state(self)
+
+    alexnet.Engine.save_state = wrapped
+    return done
 
 
 def before(fn, when=lambda *a, **k: True):
@@ -102,13 +124,16 @@ elif phase == "version":
         lambda self, checkpoint: (
             checkpoint.final if n == "final" else not checkpoint.final and checkpoint.epoch == int(n)
         ),
+        then=state_waits(int(n)) if n != "final" else None,
     )
 elif phase == "state":
     alexnet.Engine.save_state = after(
         alexnet.Engine.save_state, lambda self: len(self.history) == int(n) and self.partial is None
     )
 elif phase == "epoch":
-    Tracker.log_epoch = after(Tracker.log_epoch, lambda self, metrics, *a: metrics["epoch"] == int(n))
+    Tracker.log_epoch = after(
+        Tracker.log_epoch, lambda self, metrics, *a: metrics["epoch"] == int(n), then=state_waits(int(n))
+    )
 elif phase == "checkpoint":
     alexnet.save_checkpoint = half_written(alexnet.save_checkpoint)
 elif phase == "test":

@@ -179,7 +179,7 @@ def test_a_neptune_run_exported_to_mlflow_equals_the_native_mlflow_run(native, t
         assert got[0][key] == want[0][key], key
     assert got[1] == want[1]  # final values
     assert got[2] == want[2] and len(want[2]) >= 2  # one registry version per model version, same tags
-    assert got[3] == want[3] and set(want[3]) == {"best", "final"}
+    assert got[3] == want[3] and set(want[3]) == {"champion"}  # the alias of the best final version
     assert len(got[4]) == 1 and got[4][0].dataset.digest
     client, run = mlflow_run(tmp_path / "export")
     _, native_run = mlflow_run(native / "mlflow")

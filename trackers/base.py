@@ -86,10 +86,14 @@ class Tracker(abc.ABC):
         """The tool's own flags, beside the ones every script shares (none by default)."""
         return parser
 
-    @staticmethod
-    def default_mode():
+    mode_variable = None  # the tool's own variable that picks its mode (WANDB_MODE), if it has one
+    modes = {}  # that variable's values, as --mode's
+
+    @classmethod
+    def default_mode(cls):
         """--mode when it is not given, from the tool's own settings: (mode, the setting that chose it, or None)."""
-        return "online", None
+        mode = os.environ.get(cls.mode_variable) if cls.mode_variable else None
+        return (cls.modes[mode], f"{cls.mode_variable}={mode}") if mode in cls.modes else ("online", None)
 
     def keep_or_set(self, defaults):
         """Each variable of `defaults` (name: our value) set to our value unless the user set it: the

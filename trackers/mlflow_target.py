@@ -10,8 +10,15 @@ from collections import Counter
 from pathlib import Path
 
 from trackers import base
-from trackers.mlflow_record import STATUS
-from trackers.mlflow_tracker import create_store, experiment_id, local_folders, register_version, write_errors
+from trackers.mlflow_record import STATUS, versions_of
+from trackers.mlflow_tracker import (
+    champion,
+    create_store,
+    experiment_id,
+    local_folders,
+    register_version,
+    write_errors,
+)
 
 
 class Target:
@@ -47,9 +54,9 @@ class Target:
             return found[0].info.run_id
         for partial in self.client.search_runs([self.experiment], f"tags.`neptune.export_of` = '{run.key}'"):
             print(f"replacing an incomplete export of {run.key}: MLflow run {partial.info.run_id}")
+            for version in versions_of(self.client, partial.info.run_id):  # its model versions too
+                self.client.delete_model_version(version.name, version.version)
             self.client.delete_run(partial.info.run_id)
-        if self.client.search_registered_models(f"name = '{self.model_prefix}-{run.key}'"):
-            self.client.delete_registered_model(f"{self.model_prefix}-{run.key}")
         return None
 
     def write(self, run):
@@ -173,15 +180,19 @@ class Target:
     def log_version(self, rid, tmp, run, path, content):
         name = f"{path.rpartition('/')[2]}.{run.files[path]['ext']}"
         self.log_file(rid, tmp, f"checkpoints/{name}", content)
-        register_version(
+        # As the MLflow script registers: one model (the experiment's name), each version tagged with its
+        # run id, the alias champion on the best final version of all the runs moved into it.
+        meta = {k: str(v) for k, v in run.version_meta.get(path, {}).items()}
+        version = register_version(
             self.client,
-            f"{self.model_prefix}-{run.key}",
+            self.model_prefix,
             f"{self.client.get_run(rid).info.artifact_uri}/checkpoints/{name}",
             rid,
-            {k: str(v) for k, v in run.version_meta.get(path, {}).items()},
-            [ns.rpartition("/")[2] for ns, named in run.pointers.items() if named == path],  # its names at the end
-            model_tags={"run_id": run.key},
+            {"run_id": run.key, **meta},
+            [],
         )
+        if "test_acc" in meta:  # the final version
+            champion(self.client, self.model_prefix, version, float(meta["test_acc"]))
 
     def done(self, written):
         if self.uri.startswith("sqlite:///"):

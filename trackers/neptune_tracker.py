@@ -27,10 +27,8 @@ class NeptuneTracker(base.Tracker):
     project_help = "Neptune project as workspace/project (default: NEPTUNE_PROJECT; needed online)"
     mode_help = "NEPTUNE_MODE's (offline; debug: disabled; async, sync: online), else online"
 
-    @staticmethod
-    def default_mode():
-        mode = os.environ.get("NEPTUNE_MODE")
-        return (MODES[mode], f"NEPTUNE_MODE={mode}") if mode in MODES else ("online", None)
+    mode_variable = "NEPTUNE_MODE"
+    modes = MODES
 
     def __init__(self, args, run_dir):
         super().__init__(args, run_dir)

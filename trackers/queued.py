@@ -125,9 +125,7 @@ class Queued:
         if self._worker is None:  # the run never opened
             self.tracker.finish(status, exit_code)
             return
-        try:
-            self._wait_for("finish", status, exit_code)
-        finally:
-            self._worker.join()
-            self._worker = None
+        worker, self._worker = self._worker, None
+        self._wait_for("finish", status, exit_code)  # a second Ctrl-C stops the wait (Abandoned): no join then
+        worker.join()
         self._raise_failure()

@@ -47,10 +47,8 @@ class WandbTracker(base.Tracker):
             "--entity", default=None, help="W&B entity: a team or user (default: WANDB_ENTITY, else yours)"
         )
 
-    @staticmethod
-    def default_mode():
-        mode = os.environ.get("WANDB_MODE")
-        return (MODES[mode], f"WANDB_MODE={mode}") if mode in MODES else ("online", None)
+    mode_variable = "WANDB_MODE"
+    modes = MODES
 
     def __init__(self, args, run_dir):
         super().__init__(args, run_dir)
