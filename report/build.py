@@ -585,21 +585,20 @@ def decision_page(recs, ev, facts, extras, runs):
     test = {t: recs[t]["summary"].get("test/acc") for t in TOOLS}
     same = None not in test.values() and len({round(v, 6) for v in test.values()}) == 1
     w = recs[TOOLS[0]]
-    out.append(
-        par(
-            f"The job: the study's CIFAR-10 AlexNet, {plural(len(w['epochs']), 'epoch')} on "
-            f"{w['train_images']:,} training images, the same command with each tool's script, offline, on "
-            f"{w['config'].get('cpu', 'a CPU')}. "
-            + (
-                "Every record holds the same test accuracy: on a CPU the engine computes the same numbers whatever "
-                "tracks it, so a difference between records is a difference between the tools."
-                if same
-                else "The records' test accuracies differ (see the appendix)."
-            )
-            + " The GPU-paced epoch is simulated: 176 steps of 2, 5 and 10 ms that release the interpreter's lock, "
-            "as a CUDA synchronisation does (@sec-costs); the figure is at the pace where the tool costs most."
+    text = (
+        f"The job: the study's CIFAR-10 AlexNet, {plural(len(w['epochs']), 'epoch')} on "
+        f"{w['train_images']:,} training images, the same command with each tool's script, offline, on "
+        f"{w['config'].get('cpu', 'a CPU')}. "
+        + (
+            "Every record holds the same test accuracy: on a CPU the engine computes the same numbers whatever "
+            "tracks it, so a difference between records is a difference between the tools."
+            if same
+            else "The records' test accuracies differ (see the appendix)."
         )
+        + " The GPU-paced epoch is simulated: 176 steps of 2, 5 and 10 ms that release the interpreter's lock, "
+        "as a CUDA synchronisation does; the figure is at the pace where the tool costs most ("
     )
+    out.append(f"#par[#{s(text)}#ref(<sec-costs>)#[).]]\n\n")
     return out
 
 
@@ -1218,10 +1217,8 @@ def costs_section(b, work):
         par(
             f"At the default interval, {', '.join(found) if found else 'no tool'} "
             f"{'shows' if len(found) <= 1 else 'show'} a training-time difference outside its interval on this "
-            f"machine. The tools' own work, counted directly (its calls on the training thread, its threads, its "
-            f"processes: "
-            + "; ".join(f"{t}: {', '.join(tr[PREFIX[t]]['default']['threads_and_processes']) or 'none'}" for t in TOOLS)
-            + f"), is largest for {most} ({seconds(own[most])} of CPU per epoch)"
+            f"machine. The tools' own work, counted directly (its calls on the training thread, its threads and "
+            f"processes, named in the appendix), is largest for {most} ({seconds(own[most])} of CPU per epoch)"
             + (
                 "; with the training on fewer threads than cores it runs beside the training, as on a GPU machine with "
                 "cores to spare; where every core trains, it is taken from the training."
@@ -1235,6 +1232,16 @@ def costs_section(b, work):
 
 def costs_appendix(b, work, footprint):
     out = [heading("Costs in detail")]
+    out.append(
+        par(
+            "The threads and processes each tool runs beside the training (their CPU is the tool's own work): "
+            + "; ".join(
+                f"{t}: {', '.join(b['trackers'][PREFIX[t]]['default']['threads_and_processes']) or 'none'}"
+                for t in TOOLS
+            )
+            + "."
+        )
+    )
     if "profile" in b:
         out.append(par(profiled(b["profile"]["neptune_every_step"])))
     rows, top = sweep_rows(b)

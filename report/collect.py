@@ -250,12 +250,11 @@ def write_benchmark(bench, evidence):
     durable.write_atomically(os.path.join(evidence, "benchmark.json"), write)
 
 
-def provenance():
-    """The commit of the checkout that collects (and, run from the clone that made them, made the runs),
-    and whether its files differ from that commit."""
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+def provenance(checkout):
+    """The commit of `checkout` (the clone that made the runs), and whether its files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout, capture_output=True, text=True
     )
     return {"commit": head or None, "changed_files": bool(dirty.stdout.strip()), "collected": time.strftime("%Y-%m-%d")}
 
@@ -266,6 +265,12 @@ def main():
     p.add_argument("--bench", help="benchmarks/run.py --json output to include")
     p.add_argument("--search", help="holds a folder per tool and default/ as `make search` writes them")
     p.add_argument("--evidence", default=os.path.join(HERE, "evidence"), help="default: report/evidence")
+    p.add_argument(
+        "--made-in",
+        default=ROOT,
+        metavar="CHECKOUT",
+        help="the clone whose code made the runs, for the commit the report names (default: this one)",
+    )
     p.add_argument(
         "--tool",
         choices=[t.key for t in trackers.TOOLS],
@@ -304,7 +309,7 @@ def main():
     os.makedirs(a.evidence, exist_ok=True)
     tools = [trackers.get(a.tool)] if a.tool else trackers.TOOLS
     copy_records(a.runs, a.evidence, tools)
-    made = provenance()
+    made = provenance(a.made_in)
     commits = (build.optional(a.evidence, "commit.json", json.load) or {}) if a.tool else {}
     commits = {**commits.get("tools", {}), **{t.name: made for t in tools}}
     with open(os.path.join(a.evidence, "commit.json"), "w") as f:

@@ -45,10 +45,10 @@ class Evidence:
     onboarding: dict = None  # benchmarks/onboarding.py --json, or None
 
 
-FACTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "facts.json")
+FACTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "facts.json")
 
 
-def load_external(path=FACTS):
+def load_external(path=FACTS_FILE):
     with open(path) as f:
         return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
 

@@ -18,10 +18,11 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import build  # noqa: E402  (report/build.py)
 import overhead  # noqa: E402
 
+import trackers  # noqa: E402
 from trackers import base  # noqa: E402
 
 EVIDENCE = os.path.join(ROOT, "report", "evidence", "benchmark.json")
-TOOLS = ("wandb", "neptune", "mlflow")
+TOOLS = tuple(tool.key for tool in trackers.TOOLS)  # their names in benchmark.json
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +42,20 @@ def test_the_committed_benchmark_has_each_ratio_with_its_interval(bench):
             again = overhead.summary(bench["blocks"][label], tool)
             assert s["ratio"] == pytest.approx(again["ratio"]) and s["ci95"] == pytest.approx(again["ci95"])
         assert (o[tool]["default"]["ci95"][1] - o[tool]["default"]["ci95"][0]) / 2 <= 0.015
-    assert o["aa_control"]["ci95"][0] <= 1.0 <= o["aa_control"]["ci95"][1]
+    # The A/A control (no tracker against no tracker) is the noise floor the report prints beside every
+    # verdict. A 95% interval misses the true 1.0 in one benchmark of twenty by chance, so the test asks
+    # that it lie within 3% of 1.0: a design whose order or warm-up favoured one side would exceed it.
+    lo, hi = o["aa_control"]["ci95"]
+    assert 0.97 <= lo <= o["aa_control"]["ratio"] <= hi <= 1.03
     again = overhead.summary(bench["blocks"]["default"], "aa_control")
     assert o["aa_control"]["ratio"] == pytest.approx(again["ratio"]) and o["aa_control"]["ci95"] == pytest.approx(
         again["ci95"]
     )
     for label in ("default", "every_step"):  # blocks of every variant in every round, times as measured
         rounds = {b["round"] for b in bench["blocks"][label]}
-        assert len(bench["blocks"][label]) == len(rounds) * 5 and all(b["train_s"] > 0 for b in bench["blocks"][label])
+        assert len(bench["blocks"][label]) == len(rounds) * (len(TOOLS) + 2) and all(
+            b["train_s"] > 0 for b in bench["blocks"][label]
+        )
 
 
 def test_the_committed_load_sweep_covers_each_tool_from_1_to_1000_keys(bench):

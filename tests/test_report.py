@@ -60,9 +60,8 @@ def test_the_report_states_the_real_job_and_each_tools_test_accuracy(evidence):
     assert study["source"] in text.replace(" ", "")  # the study's report, cited
     for name, _, _ in rubric.CRITERIA:  # the tenth, hyperparameter optimization integration, among them
         assert name in text
-        quoted = (study["criteria"][name]["definition"] or study["criteria"][name]["definition_elsewhere"]).split(". ")[
-            0
-        ]
+        c = study["criteria"][name]
+        quoted = (c["definition"] or c["definition_elsewhere"]["text"]).split(". ")[0]
         assert " ".join(quoted.split()[:8]) in text  # its own definition, quoted
     for name, (w, n) in rubric.STUDY.items():  # the study's own ratings beside ours
         assert (w, n) == tuple(study["criteria"][name]["ratings"][t] for t in ("W&B", "Neptune"))
@@ -81,7 +80,7 @@ def test_the_body_is_at_most_eight_pages_and_page_one_is_the_decision(evidence):
 
 
 def test_every_cited_fact_has_its_source_and_the_date_it_was_read():
-    with open(rubric.FACTS) as f:
+    with open(rubric.FACTS_FILE) as f:
         facts = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
     for key, per_tool in facts.items():
         assert set(per_tool) == set(rubric.TOOLS), key
