@@ -13,6 +13,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 
+USER_ENVIRONMENT = dict(os.environ)  # as the process started: what the user set, before any tracker sets its own
+
 
 class UsageError(Exception):
     """A mistake the user can fix (bad flag, missing token, unwritable folder): one line, exit 2."""
@@ -96,11 +98,12 @@ class Tracker(abc.ABC):
         return (cls.modes[mode], f"{cls.mode_variable}={mode}") if mode in cls.modes else ("online", None)
 
     def keep_or_set(self, defaults):
-        """Each variable of `defaults` (name: our value) set to our value unless the user set it: the
-        user's own is kept, and said at the run's start."""
+        """Each variable of `defaults` (name: our value) set to our value unless the user set it (in the
+        environment the process started with): the user's own is kept, and said at the run's start. A
+        value set for an earlier run of this process (a benchmark opens many) is ours, and replaced."""
         for var, value in defaults.items():
-            if os.environ.get(var):
-                self.settings.append(f"{var}={os.environ[var]}")
+            if USER_ENVIRONMENT.get(var):
+                self.settings.append(f"{var}={USER_ENVIRONMENT[var]}")
             else:
                 os.environ[var] = value
 
