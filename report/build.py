@@ -1253,6 +1253,7 @@ def costs_appendix(b, work, footprint):
             f"calls a second for {b['load_sweep']['seconds']:g} s; between calls the thread sleeps, as while a GPU "
             "computes a step. The record is then read back with the tool's own reader. The table is at "
             f"{top} calls a second (a {1000 / top:g} ms step); the figure has every point."
+            + (f" This sweep was {b['load_sweep']['measured_apart']}." if b["load_sweep"].get("measured_apart") else "")
         )
     )
     out.append(
