@@ -145,6 +145,9 @@ def become(request, stdio):
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    import trackers.base
+
+    trackers.base.USER_ENVIRONMENT = dict(os.environ)  # the environment it starts with, as a fresh import reads it
     fresh_temporary_folders()
     random.seed()  # from the OS's entropy, as a new interpreter's: not the server's state, shared by every fork
     numpy.random.seed()

@@ -31,11 +31,12 @@ CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_
 def local_folders(out_dir):
     """Importing mlflow writes its telemetry installation id under $XDG_CONFIG_HOME (else ~/.config),
     and matplotlib its cache under MPLCONFIGDIR: both under `out_dir` unless the user set them (set
-    before mlflow is imported). The variables left to us, with our values."""
+    before mlflow is imported). The variables left to us, with our values; as in Tracker.keep_or_set, a
+    value set for an earlier run of this process is ours, not the user's."""
     ours = {
         var: os.path.join(out_dir, sub)
         for var, sub in (("XDG_CONFIG_HOME", ".mlflow-config"), ("MPLCONFIGDIR", ".matplotlib"))
-        if not os.environ.get(var)
+        if not base.USER_ENVIRONMENT.get(var)
     }
     os.environ.update(ours)
     return ours
