@@ -16,14 +16,16 @@ being opened, logged to or closed when it first appeared (the training thread an
 before any tool starts). Memory: its child processes' peak resident set; this process's growth.
 
 Load: a tool's tracker logs `keys` values per call at `rate` calls per second (the rest of each
-interval is slept, as a GPU step would leave the CPU free) for a few seconds; the record is read
-back with the tool's own reader to count what arrived.
+interval is slept, as a GPU step would leave the CPU free) for a few seconds, each point in a fresh
+process of its own; the record is read back with the tool's own reader to count what arrived.
 """
 
+import concurrent.futures
 import contextlib
 import cProfile
 import io
 import math
+import multiprocessing
 import os
 import pstats
 import random
@@ -472,24 +474,37 @@ def load_point(kind, keys, rate, seconds, out_dir, model, cfg, own):
     }
 
 
-def sweep(tools, keys_list, rates, seconds, out_dir, own, say):
-    """Every (tool, keys, rate) point, in a random order (seeded), each with its own folder."""
-    model = alexnet.AlexNet()
+def load_config(model):
     args = cli.build_parser(base.Disabled).parse_args(["--mode", "disabled"])
-    cfg = dict(
+    return dict(
         lifecycle.make_config(args),
         **alexnet.RECIPES["default"],
         log_every=1,
         dataset_version="synthetic",
         model_params=alexnet.count_params(model),
     )
+
+
+def load_point_apart(kind, keys, rate, seconds, out_dir, environment):
+    """load_point in a process of its own, started from the user's `environment`, as a job is: a tool
+    that reads its settings when imported (Trackio its TRACKIO_DIR) then writes where this point says."""
+    os.environ.clear()
+    os.environ.update(environment)
+    base.USER_ENVIRONMENT = dict(environment)
+    model = alexnet.AlexNet()
+    return load_point(kind, keys, rate, seconds, out_dir, model, load_config(model), OwnWork())
+
+
+def sweep(tools, keys_list, rates, seconds, out_dir, say):
+    """Every (tool, keys, rate) point, in a random order (seeded), each with its own folder and process."""
     points = [(t, k, r) for t in tools for k in keys_list for r in rates]
     random.Random(0).shuffle(points)
     out = []
+    spawn = multiprocessing.get_context("spawn")
     for i, (tool, keys, rate) in enumerate(points):
-        p = load_point(
-            tool, keys, rate, seconds, os.path.join(out_dir, f"load-{i}-{tool}-{keys}-{rate}"), model, cfg, own
-        )
+        folder = os.path.abspath(os.path.join(out_dir, f"load-{i}-{tool}-{keys}-{rate}"))
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as apart:
+            p = apart.submit(load_point_apart, tool, keys, rate, seconds, folder, base.USER_ENVIRONMENT).result()
         out.append(p)
         say(
             f"  load {i + 1}/{len(points)}: {tool} {keys} keys at {rate}/s: {p['achieved_rate']:.0f}/s, call "

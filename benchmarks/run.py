@@ -335,9 +335,7 @@ def main():
         "seconds": SWEEP_S,
         "keys": SWEEP_KEYS,
         "rates": SWEEP_RATES,
-        "points": overhead.sweep(
-            tools, SWEEP_KEYS, SWEEP_RATES, SWEEP_S, os.path.join(out_dir, "load"), bench.own, say
-        ),
+        "points": overhead.sweep(tools, SWEEP_KEYS, SWEEP_RATES, SWEEP_S, os.path.join(out_dir, "load"), say),
     }
 
     say(

@@ -101,14 +101,22 @@ def model_metadata(ev, tool):
     return {"epoch", "val_acc", "test_acc"} <= set(keys), f"final version's metadata: {', '.join(keys) or 'none'}"
 
 
-def probe_or_external(ev, tool, probe, fact):
+PROBED_FIRST = {
+    "self_hosted_server": "server_here",
+    "reports_on_server": "reports_here",
+    "registry_on_server": "registry_online",
+}
+"""A cited fact read only for a tool whose probe could not ask it here (fact: probe)."""
+
+
+def probe_or_external(ev, tool, fact):
     """What the tool's probe found where it asks it here, else the dated external fact."""
-    found = ev.probes[tool].get(probe)
+    found = ev.probes[tool].get(PROBED_FIRST[fact])
     return (found["accepted"], said(found)) if found else external(ev, fact, tool)
 
 
 def server_to_share(ev, tool):
-    return probe_or_external(ev, tool, "server_here", "self_hosted_server")
+    return probe_or_external(ev, tool, "self_hosted_server")
 
 
 def hosted_service(ev, tool):
@@ -135,7 +143,7 @@ def pytorch_in_base_client(ev, tool):
 
 
 def reports(ev, tool):
-    return probe_or_external(ev, tool, "reports_here", "reports_on_server")
+    return probe_or_external(ev, tool, "reports_on_server")
 
 
 def report_from_code(ev, tool):
@@ -464,7 +472,7 @@ def registry_offline(ev, tool):
 
 
 def registry_online(ev, tool):
-    return probe_or_external(ev, tool, "registry_online", "registry_on_server")
+    return probe_or_external(ev, tool, "registry_on_server")
 
 
 def resume_online(ev, tool):

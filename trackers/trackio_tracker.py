@@ -48,8 +48,8 @@ class TrackioTracker(base.Tracker):
 
     def __init__(self, args, run_dir):
         super().__init__(args, run_dir)
-        if os.environ.get("TRACKIO_DIR"):
-            self.settings.append(f"TRACKIO_DIR={os.environ['TRACKIO_DIR']}")
+        if base.USER_ENVIRONMENT.get("TRACKIO_DIR"):
+            self.settings.append(f"TRACKIO_DIR={base.USER_ENVIRONMENT['TRACKIO_DIR']}")
         local_folders(args.out_dir)
         self.project = args.project or PROJECT
         self.remote = {}
