@@ -302,7 +302,7 @@ def curves_figure(recs, path):
         ax.set(xlabel="epoch", ylabel=label)
         epoch_axis(ax)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     pyplot.close(fig)
@@ -335,17 +335,18 @@ def per_class_figure(recs, path):
     pyplot = plt()
     classes = recs["W&B"]["classes"]
     fig, ax = pyplot.subplots(figsize=(7.2, 2.4))
+    width = 0.8 / len(TOOLS)
     for i, tool in enumerate(TOOLS):
         ax.bar(
-            [x + (i - 1) * 0.27 for x in range(len(classes))],
+            [x + (i - (len(TOOLS) - 1) / 2) * width for x in range(len(classes))],
             [recs[tool]["per_class_acc"].get(c, 0) for c in classes],
-            0.27,
+            width,
             color=COLORS[tool],
             label=tool,
         )
     ax.set_xticks(range(len(classes)), classes)
     ax.set(ylabel="test accuracy", ylim=(0, 1))
-    ax.legend(fontsize=6, ncol=3)
+    ax.legend(fontsize=7, ncol=len(TOOLS), loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     pyplot.close(fig)
@@ -398,7 +399,9 @@ def histogram_figure(histograms, names, path):
 def load_figure(bench, path):
     """The load sweep: the caller's time per call and the tool's background CPU, by keys per call."""
     pyplot = plt()
-    fig, (a, b) = pyplot.subplots(1, 2, figsize=(7.2, 2.6))
+    from matplotlib.lines import Line2D
+
+    fig, (a, b) = pyplot.subplots(1, 2, figsize=(7.2, 2.9))
     points = bench["load_sweep"]["points"]
     styles = dict(zip(bench["load_sweep"]["rates"], ("-", "--", ":"), strict=False))
     for t in TOOLS:
@@ -426,8 +429,10 @@ def load_figure(bench, path):
     for ax, ylabel in ((a, "caller's time per call (ms, median)"), (b, "background CPU (s per s)")):
         ax.set(xscale="log", xlabel="values per logging call", ylabel=ylabel)
     a.set_yscale("log")
-    a.legend(fontsize=5, ncol=3)
-    fig.tight_layout()
+    keys = [Line2D([], [], color=COLORS[t], lw=2, label=t) for t in TOOLS]
+    keys += [Line2D([], [], color="grey", ls=style, label=f"{rate} calls/s") for rate, style in styles.items()]
+    fig.legend(handles=keys, loc="lower center", ncol=len(keys), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path)
     pyplot.close(fig)
 
@@ -1597,32 +1602,39 @@ def importances(trials):
     return {"epoch": epoch, "trials": len(reached), **ranked}
 
 
-def search_figure(trials, numbers, path):
+def search_figure(trials, numbers, agree, path):
+    from matplotlib.lines import Line2D
+
     pyplot = plt()
     fig, (left, right) = pyplot.subplots(1, 2, figsize=(7.2, 2.8))
     for tool in TOOLS:
         _, style, ms = STYLES[tool]
         best, so_far = [], 0.0
         for n in numbers:
-            so_far = max(so_far, max(trials[tool][n]["val_acc"]))
+            so_far = max(so_far, max(trials[tool][n]["val_acc"], default=0.0))
             best.append(so_far)
         left.plot(numbers, best, style, color=COLORS[tool], ms=ms, lw=2, label=tool)
     left.set(xlabel="trial", ylabel="best validation accuracy so far", title="Optimization history")
+    left.legend(fontsize=7)
+    ends = {"complete": ("-", "tab:green"), "pruned": ("--", "tab:gray"), "failed": (":", "tab:red")}
     for n in numbers:
         t = trials["W&B"][n]
-        right.plot(
-            range(1, len(t["val_acc"]) + 1),
-            t["val_acc"],
-            "-" if t["state"] == "complete" else "--",
-            marker="o",
-            ms=3,
-            label=f"trial {n} ({t['state']})",
-        )
-    right.set(xlabel="epoch", ylabel="validation accuracy", title="Each trial (W&B's record; others equal)")
+        style, color = ends.get(t["state"], (":", "black"))
+        right.plot(range(1, len(t["val_acc"]) + 1), t["val_acc"], style, color=color, marker="o", ms=2.5, lw=1)
+    seen = sorted(
+        {trials["W&B"][n]["state"] for n in numbers if trials["W&B"][n]["state"] in ends}, key=list(ends).index
+    )
+    right.legend(
+        handles=[Line2D([], [], ls=ends[e][0], color=ends[e][1], marker="o", ms=2.5, label=e) for e in seen], fontsize=7
+    )
+    right.set(
+        xlabel="epoch",
+        ylabel="validation accuracy",
+        title="Each trial (W&B's record" + ("; the others equal)" if agree else ")"),
+    )
     epoch_axis(right)
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path)
     pyplot.close(fig)
@@ -1691,12 +1703,12 @@ def search_section(recs, ev, facts, default, work):
         )
     )
     path = os.path.join(work, "search.svg")
-    search_figure(trials, numbers, path)
+    search_figure(trials, numbers, agree, path)
     out.append(
         figure(
             path,
             "The search as each tool recorded it: the best validation accuracy after each trial "
-            "(left) and each trial's validation accuracy by epoch, pruned trials dashed (right).",
+            "(left) and each trial's validation accuracy by epoch, by how the trial ended (right).",
         )
     )
     ranked = {t: importances(trials[t]) for t in TOOLS}

@@ -53,31 +53,33 @@ def copy_records(runs, evidence, tools):
         tool.reader.copy_record(os.path.join(runs, tool.key), os.path.join(evidence, tool.key))
 
 
-def copy_searches(searches, evidence):
+def copy_searches(searches, evidence, tools=None):
     """Each tool's record of its search and the default recipe's run with the same flags, under
-    evidence/search/ (with what each reader left out of its copy, counted)."""
+    evidence/search/ (with what each reader left out of its copy, counted). With `tools`, only their
+    records are replaced: the others and the default recipe's run stay."""
     dst = os.path.join(evidence, "search")
-    shutil.rmtree(dst, ignore_errors=True)
+    if tools is None:
+        shutil.rmtree(dst, ignore_errors=True)
+        default = max(glob.glob(os.path.join(searches, "default", "*", "history.json")), key=os.path.getmtime)
+        with open(default) as f:
+            history = json.load(f)
+        kept = {
+            "config": history["config"],
+            "val_acc": [e["val/acc"] for e in history["epochs"]],
+            "epoch_time_s": [e["epoch_time_s"] for e in history["epochs"]],
+            "summary": history["summary"],
+        }
+    else:
+        with open(os.path.join(dst, "default.json")) as f:
+            kept = json.load(f)
     left_out = {}
-    for tool in trackers.TOOLS:
+    for tool in tools or trackers.TOOLS:
+        shutil.rmtree(os.path.join(dst, tool.key), ignore_errors=True)
         left_out.update(
             tool.reader.copy_record(os.path.join(searches, tool.key), os.path.join(dst, tool.key), search=True)
         )
-    default = max(glob.glob(os.path.join(searches, "default", "*", "history.json")), key=os.path.getmtime)
-    with open(default) as f:
-        history = json.load(f)
     with open(os.path.join(dst, "default.json"), "w") as f:
-        json.dump(
-            {
-                **left_out,
-                "config": history["config"],
-                "val_acc": [e["val/acc"] for e in history["epochs"]],
-                "epoch_time_s": [e["epoch_time_s"] for e in history["epochs"]],
-                "summary": history["summary"],
-            },
-            f,
-            indent=1,
-        )
+        json.dump({**kept, **left_out}, f, indent=1)
 
 
 def footprint(runs, tools_):
@@ -274,8 +276,8 @@ def main():
     p.add_argument(
         "--tool",
         choices=[t.key for t in trackers.TOOLS],
-        help="with --runs: replace only this tool's record, footprint, viewer capture and torchrun launches "
-        "(the others stay)",
+        help="with --runs: replace only this tool's record, footprint, viewer capture and torchrun launches; "
+        "with --search alone: only its search (the others stay)",
     )
     p.add_argument(
         "--torchrun-only",
@@ -283,15 +285,15 @@ def main():
         help="replace only torchrun.json (the torchrun launches need no real run; --runs is not read)",
     )
     a = p.parse_args()
-    if a.tool and not a.runs:
-        p.error("--tool needs --runs")
+    if a.tool and not (a.runs or a.search):
+        p.error("--tool needs --runs or --search")
     if a.torchrun_only:
         found = torchrun_launches(trackers.TOOLS)  # before the file is opened: a stopped collection leaves it whole
         with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
             json.dump(found, f, indent=1)
         return
     if a.search and not a.runs and not a.bench:  # the searches alone: the other evidence stays
-        copy_searches(a.search, a.evidence)
+        copy_searches(a.search, a.evidence, [trackers.get(a.tool)] if a.tool else None)
         return
     if not a.runs and not a.bench:
         p.error("--runs is required (or --torchrun-only, or --search or --bench alone)")
