@@ -532,6 +532,14 @@ def commit_line(runs):
     return "; ".join(f"{', '.join(ts)}: runs {key}" for key, ts in groups.items())
 
 
+def choice_text(fit, together, name):
+    """The tools that fit a situation: those the measure cannot tell apart from the best, named
+    together ("A or B"), then the others in their order."""
+    lead = [name(t) for t in fit[:together]]
+    text = lead[0] if len(lead) == 1 else ", ".join(lead[:-1]) + " or " + lead[-1]
+    return text + (f" (then {', '.join(fit[together:])})" if fit[together:] else "")
+
+
 def decision_page(recs, ev, facts, extras, runs):
     nep = ev.external["hosted_service"]["Neptune"]
     out = [
@@ -543,9 +551,9 @@ def decision_page(recs, ev, facts, extras, runs):
         heading("Which tool, for which situation", 2, numbered=False),
     ]
     rows = []
-    for situation, fit, _, asked in rubric.decide(ev, facts):
+    for situation, fit, together, asked in rubric.decide(ev, facts):
         if fit:
-            choice = fit[0] + (f" (then {', '.join(fit[1:])})" if len(fit) > 1 else "")
+            choice = choice_text(fit, together, lambda t: t)
             parts = [reason(rubric.FACTS[f][0], FACT_SECTION.get(f)) for f in asked]
         else:
             choice = "none has all of it"
@@ -560,7 +568,8 @@ def decision_page(recs, ev, facts, extras, runs):
     out.append(
         par(
             "A tool is named where every fact its situation asks holds for it; where several do, the one that adds the "
-            "least to a GPU-paced epoch (for heavy logging: the cheapest call at 1,000 values) comes first. Each fact is "
+            "least to a GPU-paced epoch (for heavy logging: the cheapest call at 1,000 values) comes first, and those "
+            "whose 95% intervals overlap its interval are named with it, as not told apart. Each fact is "
             "established from a probe of the installed client, the runs' records, a measurement or a cited published "
             "fact; the sections named give its evidence."
         )
@@ -1119,10 +1128,10 @@ def markdown_table(header, rows):
 def decision_table(ev, facts):
     """The README's decision: for each situation, the tool whose facts fit it, and why (markdown)."""
     rows = []
-    for situation, fit, _, asked in rubric.decide(ev, facts):
+    for situation, fit, together, asked in rubric.decide(ev, facts):
         why = "; ".join(rubric.FACTS[f][0] for f in asked)
         if fit:
-            rows.append([situation, f"**{fit[0]}**" + (f" (then {', '.join(fit[1:])})" if len(fit) > 1 else ""), why])
+            rows.append([situation, choice_text(fit, together, lambda t: f"**{t}**"), why])
         else:
             rows.append([situation, "none has all of it", why])
     return markdown_table(["situation", "choose", "what holds for it"], rows) + "\n"

@@ -610,22 +610,33 @@ FACTS.update(DECISION_FACTS)
 
 
 def order_key(ev, tool, order):
-    """How the tools that fit a situation are ranked: the fewest milliseconds added to a GPU-paced epoch,
-    or the cheapest call at the load sweep's busiest point."""
+    """How the tools that fit a situation are ranked, (measure, its 95% interval or None): the
+    milliseconds added to a GPU-paced epoch, or the cheapest call at the load sweep's busiest point."""
     b = ev.bench or {}
     if order == "load_ms":
         points = [p for p in b.get("load_sweep", {}).get("points", []) if p["tool"] == BENCH_PREFIX[tool]]
-        return max(points, key=lambda p: (p["keys"], p["rate"]))["call_ms_median"] if points else float("inf")
+        best = max(points, key=lambda p: (p["keys"], p["rate"]))["call_ms_median"] if points else float("inf")
+        return best, None
     cp = b.get("critical_path", {}).get(BENCH_PREFIX[tool])
-    return cp["ms_per_epoch"] if cp else float("inf")
+    return (cp["ms_per_epoch"], tuple(cp["ci95"])) if cp else (float("inf"), None)
+
+
+def told_apart(first, other):
+    """Whether `other` measured worse than `first` beyond doubt: their 95% intervals do not overlap
+    (a measure without an interval is taken as it is)."""
+    (a, a_ci), (b, b_ci) = first, other
+    return b > a if a_ci is None or b_ci is None else b_ci[0] > a_ci[1]
 
 
 def decide(ev, facts):
-    """[(situation, [tools that fit, best first], {tool: [(fact, evidence)]}, the facts asked)]."""
+    """[(situation, [tools that fit, best first], how many lead together, the facts asked)]: the tools
+    that lead together are those the measure cannot tell apart from the best (ranked by it all the same)."""
     out = []
     for situation, asked, order in SITUATIONS:
         fit = sorted(
-            (t for t in TOOLS if all(holds(facts, f, t) for f in asked)), key=lambda t: order_key(ev, t, order)
+            (t for t in TOOLS if all(holds(facts, f, t) for f in asked)), key=lambda t: order_key(ev, t, order)[0]
         )
-        out.append((situation, fit, {t: [(f, facts[f][t]) for f in asked] for t in TOOLS}, asked))
+        keys = [order_key(ev, t, order) for t in fit]
+        together = next((i for i in range(1, len(fit)) if told_apart(keys[0], keys[i])), len(fit))
+        out.append((situation, fit, together, asked))
     return out
