@@ -495,6 +495,7 @@ FACT_SECTION = {  # where a decision's reason shows its evidence
     "free_tier": "sec-team",
     "hosted_service": "sec-team",
     "access_control": "sec-team",
+    "self_hosted_access": "sec-team",
     "sso": "sec-team",
     "server_runs_here": "sec-team",
     "open_source_server": "sec-team",
@@ -679,6 +680,7 @@ TEAM_FACTS = [  # (row, the published fact's key in report/facts.json)
     ("published price list", "published_pricing"),
     ("open-source server", "open_source_licence"),
     ("access control (users, roles)", "access_control"),
+    ("access control on a server you run", "self_hosted_access_control"),
     ("single sign-on", "sso"),
     ("running your own server", "server_requirements"),
     ("the way out: export", "export_path"),
@@ -707,11 +709,11 @@ def team_section(ev, facts):
             mark_text = {True: "yes", False: "no", None: "?"}.get(e["holds"], str(e["holds"]))
             cells.append(f"{mark_text}: {e['says']}" + (f" [{n}]" if n else ""))
         rows.append([row, *cells])
-    out.append(table(["1.1fr", *["2fr"] * len(TOOLS)], ["", *TOOLS], rows, 6.5))
+    out.append(table(["1.1fr", *["2fr"] * len(TOOLS)], ["", *TOOLS], rows, 7))
     checked = sorted({e["checked"] for key in dict(TEAM_FACTS).values() for e in ev.external.get(key, {}).values()})
     out.append(
         Raw(
-            "#block[#set text(size: 6pt)\n"
+            "#block[#set text(size: 7pt)\n"
             + " ".join(f"[{i + 1}] #link({s(u)})[#{s(breakable(u))}]" for i, u in enumerate(sources))
             + f" (read {', '.join(checked)})]\n\n"
         )
@@ -800,7 +802,7 @@ def api_section():
     for t in TOOLS:
         src, n = method_source(t, "log_model")
         cells.append(Raw(f"[#strong({s(t)}) #raw({s(src, code=True)}, block: true)]"))
-    out.append("#block[#set text(size: 5.5pt)\n#grid(columns: (1fr, 1fr), gutter: 6pt, " + ", ".join(cells) + ")]\n\n")
+    out.append("#block[#set text(size: 7pt)\n#grid(columns: (1fr, 1fr), gutter: 6pt, " + ", ".join(cells) + ")]\n\n")
     return out
 
 
@@ -965,7 +967,7 @@ def rubric_facts_section(facts, rates):
                     value = facts[fid][t]
                     cells.append(
                         Raw(
-                            f"[#{mark(bool(value and value[0]))} #text(size: 6.5pt)[#{s(breakable(value[1]) if value else 'no evidence')}]]"
+                            f"[#{mark(bool(value and value[0]))} #text(size: 7pt)[#{s(breakable(value[1]) if value else 'no evidence')}]]"
                         )
                     )
                 rows.append([f"{level}: {text} ({source})", *cells])
@@ -1649,6 +1651,16 @@ def search_figure(trials, numbers, agree, path):
     pyplot.close(fig)
 
 
+def made_at(made):
+    """ ", at commit C" for runs all made at one commit; per tool where they differ; "" where none is known."""
+    commits = {t: m["commit"][:10] for t, m in made.items() if m.get("commit")}
+    if not commits:
+        return ""
+    if len(set(commits.values())) == 1 and set(commits) == set(TOOLS):
+        return f", at commit {next(iter(commits.values()))}"
+    return ", at commits " + ", ".join(f"{c} ({t})" for t, c in commits.items())
+
+
 def search_section(recs, ev, facts, default, work):
     out = [heading("A hyperparameter search in each tool", 1, "sec-search")]
     trials, numbers, agree = search_trials(recs)
@@ -1662,7 +1674,9 @@ def search_section(recs, ev, facts, default, work):
                 f"{c['epochs']} --batch-size {c['batch_size']} (seed {c['seed']}; CIFAR-10, the shared JPEG-derived copy: "
                 f"{round(c['train_size'] * (1 - c['val_fraction'])):,} training and {round(c['train_size'] * c['val_fraction']):,} "
                 f"validation images; offline), one after another on {c.get('cpu_count', '?')} CPU cores ({c.get('cpu', c.get('device_name'))}), "
-                "no GPU; their trials took " + ", ".join(f"{t} {seconds(ran[t])}" for t in TOOLS) + " in all."
+                f"no GPU{made_at(default.get('made', {}))}; their trials took "
+                + ", ".join(f"{t} {seconds(ran[t])}" for t in TOOLS)
+                + " in all."
             )
         )
     out.append(

@@ -53,10 +53,11 @@ def copy_records(runs, evidence, tools):
         tool.reader.copy_record(os.path.join(runs, tool.key), os.path.join(evidence, tool.key))
 
 
-def copy_searches(searches, evidence, tools=None):
+def copy_searches(searches, evidence, made, tools=None):
     """Each tool's record of its search and the default recipe's run with the same flags, under
-    evidence/search/ (with what each reader left out of its copy, counted). With `tools`, only their
-    records are replaced: the others and the default recipe's run stay."""
+    evidence/search/ (with what each reader left out of its copy, counted, and the commit that made
+    each search). With `tools`, only their records are replaced: the others and the default recipe's
+    run stay."""
     dst = os.path.join(evidence, "search")
     if tools is None:
         shutil.rmtree(dst, ignore_errors=True)
@@ -72,8 +73,9 @@ def copy_searches(searches, evidence, tools=None):
     else:
         with open(os.path.join(dst, "default.json")) as f:
             kept = json.load(f)
-    left_out = {}
+    left_out = {"made": dict(kept.get("made", {}))}
     for tool in tools or trackers.TOOLS:
+        left_out["made"][tool.name] = made
         shutil.rmtree(os.path.join(dst, tool.key), ignore_errors=True)
         left_out.update(
             tool.reader.copy_record(os.path.join(searches, tool.key), os.path.join(dst, tool.key), search=True)
@@ -293,7 +295,7 @@ def main():
             json.dump(found, f, indent=1)
         return
     if a.search and not a.runs and not a.bench:  # the searches alone: the other evidence stays
-        copy_searches(a.search, a.evidence, [trackers.get(a.tool)] if a.tool else None)
+        copy_searches(a.search, a.evidence, provenance(a.made_in), [trackers.get(a.tool)] if a.tool else None)
         return
     if not a.runs and not a.bench:
         p.error("--runs is required (or --torchrun-only, or --search or --bench alone)")
@@ -305,7 +307,7 @@ def main():
         sys.exit(f"error: {e}")
     if not a.runs:  # the benchmark alone (with the searches, if given): the other evidence stays
         if a.search:
-            copy_searches(a.search, a.evidence)
+            copy_searches(a.search, a.evidence, provenance(a.made_in))
         write_benchmark(bench, a.evidence)
         return
     os.makedirs(a.evidence, exist_ok=True)
@@ -317,7 +319,7 @@ def main():
     with open(os.path.join(a.evidence, "commit.json"), "w") as f:
         json.dump({"tools": commits}, f, indent=1)
     if a.search:
-        copy_searches(a.search, a.evidence)
+        copy_searches(a.search, a.evidence, provenance(a.made_in))
     found = footprint(a.runs, tools)
     if a.tool:
         kept = build.optional(a.evidence, "footprint.json", json.load) or {"tools": {}}

@@ -220,6 +220,10 @@ def access_control(ev, tool):
     return external(ev, "access_control", tool)
 
 
+def self_hosted_access(ev, tool):
+    return external(ev, "self_hosted_access_control", tool)
+
+
 def sso(ev, tool):
     return external(ev, "sso", tool)
 
@@ -364,6 +368,11 @@ FACTS = {
         team_server_today,
     ),
     "access_control": ("users and roles control who sees and changes a project", "external", access_control),
+    "self_hosted_access": (
+        "on a server you run, users and roles control who sees and changes a project",
+        "external",
+        self_hosted_access,
+    ),
     "sso": ("single sign-on (SAML or OIDC) is published", "external", sso),
     "first_run_alone": (
         "installed alone into a new environment, its quickstart records a run offline",
@@ -558,7 +567,11 @@ SITUATIONS = [
         "epoch_ms",
     ),
     ("A team that wants a hosted service", ["hosted_service", "access_control", "sso"], "epoch_ms"),
-    ("Must self-host, with no contract", ["server_runs_here", "open_source_server", "access_control"], "epoch_ms"),
+    (
+        "Must self-host, with no contract",
+        ["server_runs_here", "open_source_server", "self_hosted_access"],
+        "epoch_ms",
+    ),
     ("Leaving Neptune", ["export_target"], "epoch_ms"),
     ("Logging a lot on fast GPUs", ["epoch_cost_small", "keeps_up_at_load"], "load_ms"),
 ]
