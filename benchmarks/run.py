@@ -66,6 +66,17 @@ def hardware(device):
     return alexnet.environment(device)
 
 
+def made_at():
+    """The commit of this checkout and whether its tracked files differ from it (None outside a clone)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    git = functools.partial(subprocess.run, cwd=root, capture_output=True, text=True)
+    head = git(["git", "rev-parse", "HEAD"]).stdout.strip()
+    changed = git(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+    return {"commit": head or None, "changed_files": bool(changed) if head else None}
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -241,7 +252,7 @@ def main():
         atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.setdefault("MPLCONFIGDIR", os.path.join(out_dir, ".matplotlib"))
-    res = {"hardware": hardware(device), "quick": a.quick, "command": " ".join(sys.argv[1:])}
+    res = {"hardware": hardware(device), "made": made_at(), "quick": a.quick, "command": " ".join(sys.argv[1:])}
     say = (lambda *x: print(*x, file=sys.stderr, flush=True)) if a.json else functools.partial(print, flush=True)
     t_begin = time.perf_counter()
 

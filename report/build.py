@@ -1095,10 +1095,12 @@ def sweep_rows(b):
     return rows, top
 
 
-def machine(hw, m):
+def machine(hw, m, made=None):
+    """The machine a benchmark ran on (and the commit it measured, where the benchmark says)."""
     gpu = f"{hw['device_name']}" if hw["device"] != "cpu" else "no GPU"
+    at = f"at commit {made['commit'][:10]} " if made and made.get("commit") else ""
     return (
-        f"{hw['cpu']}, {plural(hw['cpu_count'], 'core')}, {gpu}, PyTorch {hw['torch_version'].split('+')[0]} "
+        f"{at}on {hw['cpu']}, {plural(hw['cpu_count'], 'core')}, {gpu}, PyTorch {hw['torch_version'].split('+')[0]} "
         f"on {plural(m['threads'], 'thread')}"
     )
 
@@ -1158,7 +1160,7 @@ def headline(recs, rates, b):
     ]
     return (
         markdown_table(["", *TOOLS], rows)
-        + f"\n\nCosts: `make benchmark` on {machine(b['hardware'], m)}; GPU steps simulated, as "
+        + f"\n\nCosts: `make benchmark` {machine(b['hardware'], m, b.get('made'))}; GPU steps simulated, as "
         f"[docs/costs.md](docs/costs.md) says; ratios with 95% intervals (the A/A control, no tracker against "
         f"no tracker, {interval_text(o['aa_control'])}).\n"
     )
@@ -1170,8 +1172,8 @@ def cost_tables(b):
     md = markdown_table
     rows, top = sweep_rows(b)
     text = [
-        f"What each tool adds to an epoch at a GPU's pace: `make benchmark` ({b['seconds'] / 60:.0f} min) on "
-        f"{machine(hw, m)}. {epoch_method(b)}",
+        f"What each tool adds to an epoch at a GPU's pace: `make benchmark` ({b['seconds'] / 60:.0f} min) "
+        f"{machine(hw, m, b.get('made'))}. {epoch_method(b)}",
         "",
         md(["measure", *TOOLS], epoch_rows(b)),
         "",
@@ -1214,7 +1216,7 @@ def costs_section(b, work):
     out.append(
         par(
             f"Measured by benchmarks/run.py{' --quick' if b.get('quick') else ''} (make benchmark, "
-            f"{b['seconds'] / 60:.0f} minutes) on {machine(hw, m)}, synthetic CIFAR-sized data, batch {m['batch']}. "
+            f"{b['seconds'] / 60:.0f} minutes) {machine(hw, m, b.get('made'))}, synthetic CIFAR-sized data, batch {m['batch']}. "
             f"Design: {m['design']}; blocks of {plural(m['block_steps'], 'step')}, {o['aa_control']['rounds']} rounds at "
             f"the default interval and {o['aa_control_every_step']['rounds']} logging every step. Intervals: "
             f"{m['interval']}. The A/A control (no tracker against no tracker) is the noise floor: "
