@@ -34,6 +34,7 @@ import threading
 import time
 
 import psutil
+import torch
 
 import alexnet
 import cli
@@ -485,9 +486,11 @@ def load_config(model):
     )
 
 
-def load_point_apart(kind, keys, rate, seconds, out_dir, environment):
-    """load_point in a process of its own, started from the user's `environment`, as a job is: a tool
-    that reads its settings when imported (Trackio its TRACKIO_DIR) then writes where this point says."""
+def load_point_apart(kind, keys, rate, seconds, out_dir, environment, threads):
+    """load_point in a process of its own, started from the user's `environment` and on the benchmark's
+    `threads`, as a job is: a tool that reads its settings when imported (Trackio its TRACKIO_DIR) then
+    writes where this point says."""
+    torch.set_num_threads(threads)
     os.environ.clear()
     os.environ.update(environment)
     base.USER_ENVIRONMENT = dict(environment)
@@ -504,7 +507,9 @@ def sweep(tools, keys_list, rates, seconds, out_dir, say):
     for i, (tool, keys, rate) in enumerate(points):
         folder = os.path.abspath(os.path.join(out_dir, f"load-{i}-{tool}-{keys}-{rate}"))
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as apart:
-            p = apart.submit(load_point_apart, tool, keys, rate, seconds, folder, base.USER_ENVIRONMENT).result()
+            p = apart.submit(
+                load_point_apart, tool, keys, rate, seconds, folder, base.USER_ENVIRONMENT, torch.get_num_threads()
+            ).result()
         out.append(p)
         say(
             f"  load {i + 1}/{len(points)}: {tool} {keys} keys at {rate}/s: {p['achieved_rate']:.0f}/s, call "

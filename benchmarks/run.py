@@ -72,8 +72,11 @@ def made_at():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     git = functools.partial(subprocess.run, cwd=root, capture_output=True, text=True)
-    head = git(["git", "rev-parse", "HEAD"]).stdout.strip()
-    changed = git(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+    try:
+        head = git(["git", "rev-parse", "HEAD"]).stdout.strip()
+        changed = git(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+    except OSError:  # no git here
+        return {"commit": None, "changed_files": None}
     return {"commit": head or None, "changed_files": bool(changed) if head else None}
 
 

@@ -346,7 +346,7 @@ def per_class_figure(recs, path):
         )
     ax.set_xticks(range(len(classes)), classes)
     ax.set(ylabel="test accuracy", ylim=(0, 1))
-    ax.legend(fontsize=7, ncol=len(TOOLS), loc="lower right")
+    ax.legend(fontsize=7, ncol=len(TOOLS), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     pyplot.close(fig)
@@ -569,8 +569,9 @@ def decision_page(recs, ev, facts, extras, runs):
     out.append(
         par(
             "A tool is named where every fact its situation asks holds for it; where several do, the one that adds the "
-            "least to a GPU-paced epoch (for heavy logging: the cheapest call at 1,000 values) comes first, and those "
-            "whose 95% intervals overlap its interval are named with it, as not told apart. Each fact is "
+            "least to a GPU-paced epoch comes first, and those whose 95% intervals overlap its interval are named with "
+            "it, as not told apart (for heavy logging: the cheapest call at 1,000 values, a single measurement "
+            "per tool). Each fact is "
             "established from a probe of the installed client, the runs' records, a measurement or a cited published "
             "fact; the sections named give its evidence."
         )
@@ -1098,7 +1099,9 @@ def sweep_rows(b):
 def machine(hw, m, made=None):
     """The machine a benchmark ran on (and the commit it measured, where the benchmark says)."""
     gpu = f"{hw['device_name']}" if hw["device"] != "cpu" else "no GPU"
-    at = f"at commit {made['commit'][:10]} " if made and made.get("commit") else ""
+    at = ""
+    if made and made.get("commit"):
+        at = f"at commit {made['commit'][:10]}{' with local changes' if made.get('changed_files') else ''} "
     return (
         f"{at}on {hw['cpu']}, {plural(hw['cpu_count'], 'core')}, {gpu}, PyTorch {hw['torch_version'].split('+')[0]} "
         f"on {plural(m['threads'], 'thread')}"
@@ -1655,7 +1658,11 @@ def search_figure(trials, numbers, agree, path):
 
 def made_at(made):
     """ ", at commit C" for runs all made at one commit; per tool where they differ; "" where none is known."""
-    commits = {t: m["commit"][:10] for t, m in made.items() if m.get("commit")}
+    commits = {
+        t: m["commit"][:10] + (" with local changes" if m.get("changed_files") else "")
+        for t, m in made.items()
+        if m.get("commit")
+    }
     if not commits:
         return ""
     if len(set(commits.values())) == 1 and set(commits) == set(TOOLS):

@@ -4,6 +4,7 @@ measurements it shows, into report/evidence/ (a few MB), from which `make report
     python report/collect.py --runs runs --bench runs/benchmark.json      # replaces report/evidence
     python report/collect.py --bench runs/benchmark.json                  # replaces only benchmark.json
     python report/collect.py --runs runs --tool trackio                   # replaces only Trackio's run
+    python report/collect.py --search runs/search                         # replaces only the searches
 
 --runs holds the job as `make run` writes it (a folder per tool, named by its key). Besides copying
 the records (each tool's reader knows what of its record it reads) this measures the runs' disk use,
@@ -278,8 +279,8 @@ def main():
     p.add_argument(
         "--tool",
         choices=[t.key for t in trackers.TOOLS],
-        help="with --runs: replace only this tool's record, footprint, viewer capture and torchrun launches; "
-        "with --search alone: only its search (the others stay)",
+        help="replace only this tool's evidence (the others stay): with --runs its record, footprint, viewer "
+        "capture and torchrun launches; with --search its search",
     )
     p.add_argument(
         "--torchrun-only",
@@ -289,13 +290,14 @@ def main():
     a = p.parse_args()
     if a.tool and not (a.runs or a.search):
         p.error("--tool needs --runs or --search")
+    only = [trackers.get(a.tool)] if a.tool else None  # the tools whose evidence is replaced (None: all)
     if a.torchrun_only:
         found = torchrun_launches(trackers.TOOLS)  # before the file is opened: a stopped collection leaves it whole
         with open(os.path.join(a.evidence, "torchrun.json"), "w") as f:
             json.dump(found, f, indent=1)
         return
     if a.search and not a.runs and not a.bench:  # the searches alone: the other evidence stays
-        copy_searches(a.search, a.evidence, provenance(a.made_in), [trackers.get(a.tool)] if a.tool else None)
+        copy_searches(a.search, a.evidence, provenance(a.made_in), only)
         return
     if not a.runs and not a.bench:
         p.error("--runs is required (or --torchrun-only, or --search or --bench alone)")
@@ -307,7 +309,7 @@ def main():
         sys.exit(f"error: {e}")
     if not a.runs:  # the benchmark alone (with the searches, if given): the other evidence stays
         if a.search:
-            copy_searches(a.search, a.evidence, provenance(a.made_in))
+            copy_searches(a.search, a.evidence, provenance(a.made_in), only)
         write_benchmark(bench, a.evidence)
         return
     os.makedirs(a.evidence, exist_ok=True)
@@ -319,7 +321,7 @@ def main():
     with open(os.path.join(a.evidence, "commit.json"), "w") as f:
         json.dump({"tools": commits}, f, indent=1)
     if a.search:
-        copy_searches(a.search, a.evidence, provenance(a.made_in))
+        copy_searches(a.search, a.evidence, provenance(a.made_in), only)
     found = footprint(a.runs, tools)
     if a.tool:
         kept = build.optional(a.evidence, "footprint.json", json.load) or {"tools": {}}

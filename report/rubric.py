@@ -642,14 +642,14 @@ def told_apart(first, other):
 
 
 def decide(ev, facts):
-    """[(situation, [tools that fit, best first], how many lead together, the facts asked)]: the tools
-    that lead together are those the measure cannot tell apart from the best (ranked by it all the same)."""
+    """[(situation, [tools that fit], how many lead, the facts asked)]: the tools that lead are the best by
+    the situation's measure and every other whose measure cannot be told apart from the best's, in the
+    measure's order; the rest follow in that order."""
     out = []
     for situation, asked, order in SITUATIONS:
         fit = sorted(
             (t for t in TOOLS if all(holds(facts, f, t) for f in asked)), key=lambda t: order_key(ev, t, order)[0]
         )
-        keys = [order_key(ev, t, order) for t in fit]
-        together = next((i for i in range(1, len(fit)) if told_apart(keys[0], keys[i])), len(fit))
-        out.append((situation, fit, together, asked))
+        lead = [t for t in fit if not told_apart(order_key(ev, fit[0], order), order_key(ev, t, order))]
+        out.append((situation, lead + [t for t in fit if t not in lead], len(lead), asked))
     return out

@@ -75,8 +75,8 @@ def test_the_body_is_at_most_eight_pages_and_page_one_is_the_decision(evidence):
     assert "Neptune in 2026" in first and "Which tool, for which situation" in first
     for tool, made in json.load(open(os.path.join(EVIDENCE, "commit.json")))["tools"].items():
         assert tool in first and (not made["commit"] or f"runs made at commit {made['commit'][:10]}" in first)
-    for situation, fit, _, _ in rubric.decide(evidence, build.evaluate(evidence)[0]):
-        assert situation in first and (not fit or fit[0] in first)
+    for situation, fit, together, _ in rubric.decide(evidence, build.evaluate(evidence)[0]):
+        assert f"{situation} {build.choice_text(fit, together, str) if fit else 'none has all of it'}" in first
 
 
 def test_every_cited_fact_has_its_source_and_the_date_it_was_read(evidence):
