@@ -97,7 +97,7 @@ def quick_look(e):
             ms,
             lambda m: (
                 f"{m['test_acc']:.2%}"
-                + (f", {minutes(m['seconds'])} for every script and the report" if m["seconds"] else "")
+                + (f", {minutes(m['seconds'])} for {m['tools']} scripts and the report" if m["seconds"] else "")
             ),
         )
         + ".\n"

@@ -90,6 +90,7 @@ def test_a_new_measurement_changes_the_block(tmp_path):
             "what": "quick_look",
             "machine": "Some CPU",
             "cores": 2,
+            "tools": 4,
             "test_acc": 0.5,
             "seconds": 61,
             "date": "2026-12-31",
@@ -103,7 +104,8 @@ def test_a_new_measurement_changes_the_block(tmp_path):
         after = docs.quick_look(None)
     finally:
         docs.MEASURED = saved
-    assert after != before and "50.00%, 1 min 01 s" in after and "Some CPU" in after and "to 50.00%" in after
+    assert after != before and "50.00%, 1 min 01 s for 4 scripts" in after and "Some CPU" in after
+    assert "to 50.00%" in after
 
 
 # A measured figure: a number with a unit of time, size, share or rate. Outside a block, only the
