@@ -1796,9 +1796,9 @@ def search_section(recs, ev, facts, default, work):
     if default:
         untracked = sum(default["epoch_time_s"]) / len(default["epoch_time_s"])
         line += (
-            f"; the default recipe's epochs without a tracker took {seconds(untracked)} of training each. One "
-            "search per tool, run one after another: a difference of a few per cent is within these cores' "
-            'run-to-run spread: single runs cannot tell such costs apart ("What each tool costs" measures them).'
+            f"; the default recipe's epochs without a tracker took {seconds(untracked)} of training each. These are "
+            "single searches, one tool after another, on a shared machine whose other work slows some more than "
+            'others: they do not measure what a tool costs ("What each tool costs" measures that side by side).'
         )
     out.append(par(line))
     if default and default.get("neptune_plots", {}).get("files"):
