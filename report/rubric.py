@@ -385,7 +385,7 @@ FACTS = {
         first_run_quick,
     ),
     "epoch_cost_small": (
-        f"it adds at most {EPOCH_MS:g} ms to a GPU-paced epoch (interval under {EPOCH_CI_MS:g} ms)",
+        f"what it adds to a GPU-paced epoch is measured at most {EPOCH_MS:g} ms, its 95% interval under {EPOCH_CI_MS:g} ms",
         "measurement",
         epoch_cost_small,
     ),
