@@ -322,7 +322,7 @@ def confusion_figure(rec, path):
     fig, ax = pyplot.subplots(figsize=(4.6, 4.0))
     ax.imshow(m, cmap="Blues")
     for (r, c), v in np.ndenumerate(m):
-        ax.text(c, r, v, ha="center", va="center", size=5.5, color="white" if v > m.max() / 2 else "black")
+        ax.text(c, r, v, ha="center", va="center", size=7, color="white" if v > m.max() / 2 else "black")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set(xlabel="predicted", ylabel="true")
@@ -1432,7 +1432,7 @@ def evaluation_section(recs, ev, facts, work):
             + ("Every record holds the same counts." if same else "The records' counts differ.")
         )
     )
-    out.append(figure(path, "Test confusion matrix, from W&B's table (rows: true class).", "62%", float=True))
+    out.append(figure(path, "Test confusion matrix, from W&B's table (rows: true class).", "75%", float=True))
     path = os.path.join(work, "per_class.png")
     per_class_figure(recs, path)
     out.append(figure(path, "Test accuracy per class, from each tool's record."))
