@@ -647,9 +647,8 @@ def decide(ev, facts):
     measure's order; the rest follow in that order."""
     out = []
     for situation, asked, order in SITUATIONS:
-        fit = sorted(
-            (t for t in TOOLS if all(holds(facts, f, t) for f in asked)), key=lambda t: order_key(ev, t, order)[0]
-        )
-        lead = [t for t in fit if not told_apart(order_key(ev, fit[0], order), order_key(ev, t, order))]
+        keys = {t: order_key(ev, t, order) for t in TOOLS if all(holds(facts, f, t) for f in asked)}
+        fit = sorted(keys, key=lambda t: keys[t][0])
+        lead = [t for t in fit if not told_apart(keys[fit[0]], keys[t])]
         out.append((situation, lead + [t for t in fit if t not in lead], len(lead), asked))
     return out
