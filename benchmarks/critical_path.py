@@ -30,7 +30,10 @@ import alexnet
 from trackers import base
 
 PACES_MS = (2, 5, 10)
-ROUNDS = (60, 40, 30)  # per pace: fewer where a block is longer
+# Rounds per pace. W&B's per-round differences spread most (a standard deviation near 17 ms on 2 Xeon
+# cores, from its own work, not the waits): 60 rounds hold its median's 95% interval near +-6 ms, 40 did not
+# keep the upper end under 15 ms. Fewer at 10 ms, whose blocks are the longest.
+ROUNDS = (60, 60, 50)
 EPOCH_STEPS = 176  # 45,000 training images at batch 256
 LOG_EVERY = 50  # the scripts' --log-every default
 TAIL_S = 0.5  # the steps after the epoch, with no call: longer than any tool's logging thread takes for an epoch

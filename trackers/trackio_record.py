@@ -317,6 +317,16 @@ def values_logged(out_dir, run_id, prefix):
     return sum(k.startswith(prefix) for project in _projects(folder) for r in rows(folder, project, run_id) for k in r)
 
 
+def write_queued(run):
+    """Write the rows `run` has queued into its local store now. Trackio's own sender writes them every
+    0.5 s from a daemon thread, so rows queued less than that before the process ends (a second Ctrl-C
+    that stops waiting for `finish`) would never reach the store. Private internals of trackio 0.43.0:
+    `Run._flush_queues_inline`, under the `_client_lock` its sender holds for the same call."""
+    if run._is_local:
+        with run._client_lock:
+            run._flush_queues_inline()
+
+
 def repoint_store(old, new):
     """Trackio keeps the run's config (--out-dir, --data-dir) and the dataset's file references as
     absolute paths: every text value of each project's store in `new` re-pointed from the old folder."""

@@ -126,6 +126,7 @@ class TrackioTracker(base.Tracker):
             for k, v in run_files.histograms(state or run_files.weight_sample(self.model)).items()
         }
         self.run.log({**metrics, **histograms}, step=step)
+        trackio_record.write_queued(self.run)  # in the store now, not up to 0.5 s later
         self.last_step = step
 
     def log_model(self, checkpoint):
@@ -174,6 +175,7 @@ class TrackioTracker(base.Tracker):
         if checkpoint:
             self.log_model(checkpoint)
         self.run.log(dict(summary), step=step + 1)  # last: the reader takes test/acc as all of the above there
+        trackio_record.write_queued(self.run)
         self.last_step = step + 1
 
     def finish(self, status, exit_code):
