@@ -10,7 +10,7 @@ its own) and, for W&B and Trackio, its histograms. The tool's tracker is the scr
 adapter behind its logging thread (trackers/queued.py), so what that thread does while the next
 steps run (hashing or copying the version, a client's bookkeeping holding the interpreter's lock)
 slows those steps: each block is the epoch and then as many steps again with no call, timed to its
-end. Blocks alternate in a random order within each round: no tracker, then each tool; a tool's cost
+end. Each tool runs in a fresh process, as a training job does. Blocks alternate in a random order within each round: no tracker, then each tool; a tool's cost
 is its block's time minus the round's untracked block's, in milliseconds per epoch, with the median's
 95% interval over the rounds (from the order statistics). Also, by phase: the training thread's time in the step calls and in
 the epoch's end call (the rest is what the logging thread's work took from the steps), and the CPU
@@ -63,69 +63,97 @@ def _epoch(tracker, pace_s, epoch, checkpoint):
     return time.perf_counter() - t0, calls_s, end_s
 
 
-def measure(tools, out_dir, rounds_by_pace, say, own):
-    """`critical_path` of benchmark.json: per tool, its added milliseconds per epoch and their interval
-    (at the slowest pace, the default 2 ms being the tightest), by phase and pace, its ratio at each pace,
-    its background CPU; and the engine's own epoch end (a checkpoint's write)."""
+def _tool_blocks(tool, out_dir, rounds_by_pace, environment, threads):
+    """One tool's rounds, in a process of its own (started from the user's `environment`, on the
+    benchmark's `threads`): (its blocks, the checkpoint writes' seconds, progress lines)."""
     import ctypes
 
     import torch
 
+    torch.set_num_threads(threads)
+    os.environ.clear()
+    os.environ.update(environment)
+    base.USER_ENVIRONMENT = dict(environment)
     # Less noise in every block alike: the waits end within microseconds of their time (Linux's timer
     # slack, 50 us by default, added 0.15 ms to each 2 ms wait here), and the collector leaves the
     # millions of objects the clients' imports made alone (a full collection here took tens of ms).
     ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK: 1 ns, this thread
-    gc.collect()
-    gc.freeze()
+    own = overhead.OwnWork()
     model = alexnet.AlexNet()  # the study's width: its checkpoints are the real 93 MB
     model(torch.zeros(2, 3, 32, 32)).sum().backward()  # gradients, for the histograms
     cfg = dict(alexnet.RECIPES["default"], log_every=LOG_EVERY, dataset_version="synthetic", model_params=23_272_266)
+    gc.collect()
+    gc.freeze()
     rng = random.Random(0)
-    blocks, write_s, versions = [], [], 0
-    for tool in tools:  # one tool's run open at a time: no other tool's background work in its blocks
-        tracker = overhead.open_tracker(tool, os.path.join(out_dir, f"epoch-{tool}"), cfg, model)[0]
-        own.claim(tool)
-        for pace_ms, rounds in zip(PACES_MS, rounds_by_pace, strict=True):
-            for r in range(rounds):
-                # A new best version each epoch: a new file of new weights (the engine's work), written
-                # before the round's two blocks, either of which may come first.
-                versions += 1
-                with torch.no_grad():
-                    model.classifier[-1].bias.add_(1e-3)
-                written = base.Checkpoint(os.path.join(out_dir, "checkpoints", f"epoch_{versions}.pt"), versions, 0.5)
-                t = time.perf_counter()
-                alexnet.save_checkpoint(written.path, model, epoch=versions, val_acc=0.5, config=cfg)
-                write_s.append(time.perf_counter() - t)
-                time.sleep(0.2)
-                for variant in rng.sample(["none", tool], 2):
-                    checkpoint = written if variant == tool else None
-                    before = own.sample()
-                    seconds, calls_s, end_s = _epoch(
-                        tracker if checkpoint else None, pace_ms / 1e3, versions or 1, checkpoint
-                    )
-                    backlog = False
-                    if checkpoint:
-                        t = time.perf_counter()
-                        tracker.wait()  # what its logging thread still had to do: not the next block's
-                        backlog = time.perf_counter() - t > 0.001
-                        own.claim(tool)
-                    after = own.sample()
-                    blocks.append(
-                        {
-                            "tool": tool,
-                            "variant": variant,
-                            "pace_ms": pace_ms,
-                            "round": r,
-                            "s": seconds,
-                            "calls_s": calls_s,
-                            "epoch_end_s": end_s,
-                            "backlog": backlog,
-                            "background_cpu_s": overhead.cpu_between(before, after, tool) if checkpoint else 0.0,
-                        }
-                    )
-            shutil.rmtree(os.path.join(out_dir, "checkpoints"), ignore_errors=True)  # the tools keep their own
-            say(f"  {tool}: what it adds to an epoch at {pace_ms} ms a step: {rounds} rounds")
-        tracker.finish("completed", 0)
+    blocks, write_s, lines, versions = [], [], [], 0
+    tracker = overhead.open_tracker(tool, os.path.join(out_dir, f"epoch-{tool}"), cfg, model)[0]
+    own.claim(tool)
+    checkpoints = os.path.join(out_dir, f"checkpoints-{tool}")
+    for pace_ms, rounds in zip(PACES_MS, rounds_by_pace, strict=True):
+        for r in range(rounds):
+            # A new best version each epoch: a new file of new weights (the engine's work), written
+            # before the round's two blocks, either of which may come first.
+            versions += 1
+            with torch.no_grad():
+                model.classifier[-1].bias.add_(1e-3)
+            written = base.Checkpoint(os.path.join(checkpoints, f"epoch_{versions}.pt"), versions, 0.5)
+            t = time.perf_counter()
+            alexnet.save_checkpoint(written.path, model, epoch=versions, val_acc=0.5, config=cfg)
+            write_s.append(time.perf_counter() - t)
+            time.sleep(0.2)
+            for variant in rng.sample(["none", tool], 2):
+                checkpoint = written if variant == tool else None
+                before = own.sample()
+                seconds, calls_s, end_s = _epoch(tracker if checkpoint else None, pace_ms / 1e3, versions, checkpoint)
+                backlog = False
+                if checkpoint:
+                    t = time.perf_counter()
+                    tracker.wait()  # what its logging thread still had to do: not the next block's
+                    backlog = time.perf_counter() - t > 0.001
+                    own.claim(tool)
+                after = own.sample()
+                blocks.append(
+                    {
+                        "tool": tool,
+                        "variant": variant,
+                        "pace_ms": pace_ms,
+                        "round": r,
+                        "s": seconds,
+                        "calls_s": calls_s,
+                        "epoch_end_s": end_s,
+                        "backlog": backlog,
+                        "background_cpu_s": overhead.cpu_between(before, after, tool) if checkpoint else 0.0,
+                    }
+                )
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the tools keep their own
+        lines.append(f"  {tool}: what it adds to an epoch at {pace_ms} ms a step: {rounds} rounds")
+    tracker.finish("completed", 0)
+    shutil.rmtree(os.path.join(out_dir, f"epoch-{tool}"), ignore_errors=True)
+    return blocks, write_s, lines
+
+
+def measure(tools, out_dir, rounds_by_pace, say):
+    """`critical_path` of benchmark.json: per tool, its added milliseconds per epoch and their interval
+    (at the slowest pace, the default 2 ms being the tightest), by phase and pace, its ratio at each pace,
+    its background CPU; and the engine's own epoch end (a checkpoint's write). Each tool is measured in
+    a fresh process of its own, as a training job is: no thread, child process or store left by
+    another tool's run (or by the benchmark's other phases) is in its blocks."""
+    import concurrent.futures
+    import multiprocessing
+
+    import torch
+
+    blocks, write_s = [], []
+    spawn = multiprocessing.get_context("spawn")
+    for tool in tools:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as apart:
+            mine, writes, lines = apart.submit(
+                _tool_blocks, tool, out_dir, rounds_by_pace, base.USER_ENVIRONMENT, torch.get_num_threads()
+            ).result()
+        blocks += mine
+        write_s += writes
+        for line in lines:
+            say(line)
     shutil.rmtree(out_dir, ignore_errors=True)
     return {
         "method": {
@@ -134,8 +162,8 @@ def measure(tools, out_dir, rounds_by_pace, say, own):
             "epoch_steps": EPOCH_STEPS,
             "log_every": LOG_EVERY,
             "rounds": dict(zip(map(str, PACES_MS), rounds_by_pace, strict=True)),
-            "block": f"one epoch of calls, then {TAIL_S:g} s of steps with none, timed to its end; one tool's run "
-            "open at a time, its blocks and untracked ones in a random order each round",
+            "block": f"one epoch of calls, then {TAIL_S:g} s of steps with none, timed to its end; each tool in a "
+            "fresh process of its own, its blocks and untracked ones in a random order each round",
             "interval": "the median's 95% interval from the order statistics, over the per-round differences from "
             "the untracked block",
             "model": "the study's AlexNet (23,272,266 parameters): a new 93 MB checkpoint each epoch",

@@ -356,7 +356,7 @@ def main():
         f"what each tool adds to an epoch of {critical_path.EPOCH_STEPS} simulated GPU steps (a wait of "
         f"{', '.join(map(str, critical_path.PACES_MS))} ms), against the same epoch untracked"
     )
-    res["critical_path"] = critical_path.measure(tools, os.path.join(out_dir, "epoch"), a.epoch_rounds, say, bench.own)
+    res["critical_path"] = critical_path.measure(tools, os.path.join(out_dir, "epoch"), a.epoch_rounds, say)
     res["critical_path"]["engine"]["evaluation_steps"] = res["engine_evaluation_steps"]
     say(
         f"  the engine's own epoch end: a checkpoint's write {res['critical_path']['engine']['checkpoint_write_ms']:.0f} "
