@@ -82,7 +82,13 @@ def register_version(client, model, source, run_id, tags, aliases, model_tags=No
     the file at `source`, with `aliases` pointing at it. MLflow reserves "latest" for the newest version
     (models:/NAME/latest): it is never set as an alias."""
     if not client.search_registered_models(f"name = '{model}'"):
-        client.create_registered_model(model, tags=model_tags, description=description)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.create_registered_model(model, tags=model_tags, description=description)
+        except MlflowException as e:  # runs started together: another made it since the search
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     version = client.create_model_version(model, source, run_id=run_id, tags=tags).version
     for alias in aliases:
         if alias != "latest":
