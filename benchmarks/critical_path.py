@@ -10,8 +10,8 @@ its own) and, for W&B and Trackio, its histograms. The tool's tracker is the scr
 adapter behind its logging thread (trackers/queued.py), so what that thread does while the next
 steps run (hashing or copying the version, a client's bookkeeping holding the interpreter's lock)
 slows those steps: each block is the epoch and then as many steps again with no call, timed to its
-end. Each tool runs in a fresh process, as a training job does. Blocks alternate in a random order within each round: no tracker, then each tool; a tool's cost
-is its block's time minus the round's untracked block's, in milliseconds per epoch, with the median's
+end. Each tool runs in a fresh process, as a training job does. Blocks alternate in a random order
+within each round: no tracker, then each tool; a tool's cost is its block's time minus the round's untracked block's, in milliseconds per epoch, with the median's
 95% interval over the rounds (from the order statistics). Also, by phase: the training thread's time in the step calls and in
 the epoch's end call (the rest is what the logging thread's work took from the steps), and the CPU
 the tool's own threads and processes use per epoch.
@@ -70,10 +70,7 @@ def _tool_blocks(tool, out_dir, rounds_by_pace, environment, threads):
 
     import torch
 
-    torch.set_num_threads(threads)
-    os.environ.clear()
-    os.environ.update(environment)
-    base.USER_ENVIRONMENT = dict(environment)
+    overhead.as_a_job(environment, threads)
     # Less noise in every block alike: the waits end within microseconds of their time (Linux's timer
     # slack, 50 us by default, added 0.15 ms to each 2 ms wait here), and the collector leaves the
     # millions of objects the clients' imports made alone (a full collection here took tens of ms).
@@ -138,18 +135,13 @@ def measure(tools, out_dir, rounds_by_pace, say):
     its background CPU; and the engine's own epoch end (a checkpoint's write). Each tool is measured in
     a fresh process of its own, as a training job is: no thread, child process or store left by
     another tool's run (or by the benchmark's other phases) is in its blocks."""
-    import concurrent.futures
-    import multiprocessing
-
     import torch
 
     blocks, write_s = [], []
-    spawn = multiprocessing.get_context("spawn")
     for tool in tools:
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as apart:
-            mine, writes, lines = apart.submit(
-                _tool_blocks, tool, out_dir, rounds_by_pace, base.USER_ENVIRONMENT, torch.get_num_threads()
-            ).result()
+        mine, writes, lines = overhead.apart(
+            _tool_blocks, tool, out_dir, rounds_by_pace, base.USER_ENVIRONMENT, torch.get_num_threads()
+        )
         blocks += mine
         write_s += writes
         for line in lines:

@@ -486,14 +486,24 @@ def load_config(model):
     )
 
 
-def load_point_apart(kind, keys, rate, seconds, out_dir, environment, threads):
-    """load_point in a process of its own, started from the user's `environment` and on the benchmark's
-    `threads`, as a job is: a tool that reads its settings when imported (Trackio its TRACKIO_DIR) then
-    writes where this point says."""
+def apart(function, *args):
+    """`function(*args)` in a fresh process (spawned: no thread, child or imported setting of this one)."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as process:
+        return process.submit(function, *args).result()
+
+
+def as_a_job(environment, threads):
+    """This process set up as a job starts: the user's `environment`, the benchmark's `threads`."""
     torch.set_num_threads(threads)
     os.environ.clear()
     os.environ.update(environment)
     base.USER_ENVIRONMENT = dict(environment)
+
+
+def load_point_apart(kind, keys, rate, seconds, out_dir, environment, threads):
+    """load_point in a process of its own, set up as a job (`as_a_job`): a tool that reads its settings
+    when imported (Trackio its TRACKIO_DIR) then writes where this point says."""
+    as_a_job(environment, threads)
     model = alexnet.AlexNet()
     return load_point(kind, keys, rate, seconds, out_dir, model, load_config(model), OwnWork())
 
@@ -503,13 +513,9 @@ def sweep(tools, keys_list, rates, seconds, out_dir, say):
     points = [(t, k, r) for t in tools for k in keys_list for r in rates]
     random.Random(0).shuffle(points)
     out = []
-    spawn = multiprocessing.get_context("spawn")
     for i, (tool, keys, rate) in enumerate(points):
         folder = os.path.abspath(os.path.join(out_dir, f"load-{i}-{tool}-{keys}-{rate}"))
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as apart:
-            p = apart.submit(
-                load_point_apart, tool, keys, rate, seconds, folder, base.USER_ENVIRONMENT, torch.get_num_threads()
-            ).result()
+        p = apart(load_point_apart, tool, keys, rate, seconds, folder, base.USER_ENVIRONMENT, torch.get_num_threads())
         out.append(p)
         say(
             f"  load {i + 1}/{len(points)}: {tool} {keys} keys at {rate}/s: {p['achieved_rate']:.0f}/s, call "
