@@ -267,6 +267,27 @@ def test_model_versions_in_the_registry(which, request, tmp_path):
         assert float(v.tags["val_acc"]) == pytest.approx(alexnet.load_checkpoint(path)["val_acc"])
 
 
+def test_the_champion_returns_to_the_best_final_version_after_a_stale_run_moved_it(tmp_path):
+    """Runs that end together each set the alias champion: one that read the versions before the
+    best final one was registered can set it last, on a worse one. The next run's final version
+    moves it back to the best final version of all, not to itself."""
+    from trackers.mlflow_tracker import champion, register_version
+
+    client = mlflow_record.client(tmp_path)
+    model = "alexnet-cifar10"
+
+    def final(test_acc):
+        return register_version(client, model, f"file:///{test_acc}.pt", None, {"test_acc": test_acc}, [])
+
+    best, stale = final(0.6), final(0.5)
+    client.set_registered_model_alias(model, "champion", stale)  # set by the run that read too early
+    assert not champion(client, model, final(0.4))
+    assert client.get_model_version_by_alias(model, "champion").version == best
+    equal = final(0.6)
+    assert champion(client, model, equal)  # the newest of equals
+    assert client.get_model_version_by_alias(model, "champion").version == equal
+
+
 @pytest.mark.parametrize("which", RECORDS)
 def test_evaluation_and_summary(which, request, tmp_path):
     record = request.getfixturevalue(which)

@@ -192,7 +192,7 @@ class Target:
             [],
         )
         if "test_acc" in meta:  # the final version
-            champion(self.client, self.model_prefix, version, float(meta["test_acc"]))
+            champion(self.client, self.model_prefix, version)
 
     def done(self, written):
         if self.uri.startswith("sqlite:///"):

@@ -96,19 +96,34 @@ def register_version(client, model, source, run_id, tags, aliases, model_tags=No
     return version
 
 
-def champion(client, model, version, test_acc):
-    """The alias "champion" moved to `version` if its test accuracy is at least the champion's: the
-    best final version of all the runs that registered into `model`."""
-    import mlflow
+def champion(client, model, version, tries=5):
+    """The alias "champion" moved to the best final version of all the runs that registered into
+    `model` (the highest tag test_acc, the newest of equals); whether `version` holds it.
 
-    try:
-        held = client.get_model_version_by_alias(model, CHAMPION)
-    except mlflow.exceptions.MlflowException:  # no champion yet: RESOURCE_DOES_NOT_EXIST
-        held = None
-    if held is None or test_acc >= float(held.tags.get("test_acc", "-inf")):
-        client.set_registered_model_alias(model, CHAMPION, version)
-        return True
-    return False
+    Runs that end together each read the versions and set the alias: one that read before another's
+    final version was registered may set it last, on a worse one, and two setting it at once can
+    collide in the store. So each run reads the versions again after it sets the alias and sets it
+    again while they name another: the last run to set it has read every final version."""
+    from mlflow.exceptions import MlflowException
+
+    def best():
+        finals = client.search_model_versions(f"name = '{model}'")
+        return max((float(v.tags["test_acc"]), int(v.version)) for v in finals if "test_acc" in v.tags)[1]
+
+    chosen = best()
+    for attempt in range(tries):
+        try:
+            client.set_registered_model_alias(model, CHAMPION, chosen)
+        except MlflowException:  # another run set it at the same moment
+            if attempt == tries - 1:
+                raise
+            chosen = best()
+            continue
+        latest = best()
+        if latest == chosen:
+            break
+        chosen = latest
+    return int(client.get_model_version_by_alias(model, CHAMPION).version) == int(version)
 
 
 class MlflowTracker(base.Tracker):
@@ -423,7 +438,7 @@ class MlflowTracker(base.Tracker):
             [],
             description="AlexNet on CIFAR-10: each run's new best versions and its final one (tag run_id)",
         )
-        if checkpoint.final and champion(self.client, self.model_name, version, checkpoint.test_acc):
+        if checkpoint.final and champion(self.client, self.model_name, version):
             self.champion = version
 
     def log_results(self, evaluation, checkpoint, summary, step):
