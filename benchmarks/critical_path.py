@@ -10,14 +10,18 @@ its own) and, for W&B and Trackio, its histograms. The tool's tracker is the scr
 adapter behind its logging thread (trackers/queued.py), so what that thread does while the next
 steps run (hashing or copying the version, a client's bookkeeping holding the interpreter's lock)
 slows those steps: each block is the epoch and then as many steps again with no call, timed to its
-end. Each tool runs in a fresh process, as a training job does. Blocks alternate in a random order
-within each round: no tracker, then each tool; a tool's cost is its block's time minus the round's untracked block's, in milliseconds per epoch, with the median's
-95% interval over the rounds (from the order statistics). Also, by phase: the training thread's time in the step calls and in
-the epoch's end call (the rest is what the logging thread's work took from the steps), and the CPU
-the tool's own threads and processes use per epoch.
+end. Each tool runs in a fresh process of its own, as a training job does, and the processes take
+turns round by round. A round of a tool is two blocks in a random order, untracked and tracked; the
+tool's cost is the tracked block's time minus the untracked one's, in milliseconds per epoch, with
+the median's 95% interval over the rounds (from the order statistics). Also, by phase: the training
+thread's time in the step calls and in the epoch's end call (the rest is what the logging thread's
+work took from the steps), and the CPU the tool's own threads and processes use per epoch.
 """
 
+import concurrent.futures
+import contextlib
 import gc
+import multiprocessing
 import os
 import random
 import shutil
@@ -63,89 +67,129 @@ def _epoch(tracker, pace_s, epoch, checkpoint):
     return time.perf_counter() - t0, calls_s, end_s
 
 
-def _tool_blocks(tool, out_dir, rounds_by_pace, environment, threads):
-    """One tool's rounds, in a process of its own (started from the user's `environment`, on the
-    benchmark's `threads`): (its blocks, the checkpoint writes' seconds, progress lines)."""
-    import ctypes
+class Job:
+    """One tool's simulated training job, in a process of its own (started from the user's
+    `environment`, on the benchmark's `threads`): the real model, the scripts' tracker, a new best
+    checkpoint each round."""
 
-    import torch
+    def __init__(self, tool, out_dir, environment, threads):
+        import ctypes
 
-    overhead.as_a_job(environment, threads)
-    # Less noise in every block alike: the waits end within microseconds of their time (Linux's timer
-    # slack, 50 us by default, added 0.15 ms to each 2 ms wait here), and the collector leaves the
-    # millions of objects the clients' imports made alone (a full collection here took tens of ms).
-    ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK: 1 ns, this thread
-    own = overhead.OwnWork()
-    model = alexnet.AlexNet()  # the study's width: its checkpoints are the real 93 MB
-    model(torch.zeros(2, 3, 32, 32)).sum().backward()  # gradients, for the histograms
-    cfg = dict(alexnet.RECIPES["default"], log_every=LOG_EVERY, dataset_version="synthetic", model_params=23_272_266)
-    gc.collect()
-    gc.freeze()
-    rng = random.Random(0)
-    blocks, write_s, lines, versions = [], [], [], 0
-    tracker = overhead.open_tracker(tool, os.path.join(out_dir, f"epoch-{tool}"), cfg, model)[0]
-    own.claim(tool)
-    checkpoints = os.path.join(out_dir, f"checkpoints-{tool}")
-    for pace_ms, rounds in zip(PACES_MS, rounds_by_pace, strict=True):
-        for r in range(rounds):
-            # A new best version each epoch: a new file of new weights (the engine's work), written
-            # before the round's two blocks, either of which may come first.
-            versions += 1
-            with torch.no_grad():
-                model.classifier[-1].bias.add_(1e-3)
-            written = base.Checkpoint(os.path.join(checkpoints, f"epoch_{versions}.pt"), versions, 0.5)
-            t = time.perf_counter()
-            alexnet.save_checkpoint(written.path, model, epoch=versions, val_acc=0.5, config=cfg)
-            write_s.append(time.perf_counter() - t)
-            time.sleep(0.2)
-            for variant in rng.sample(["none", tool], 2):
-                checkpoint = written if variant == tool else None
-                before = own.sample()
-                seconds, calls_s, end_s = _epoch(tracker if checkpoint else None, pace_ms / 1e3, versions, checkpoint)
-                backlog = False
-                if checkpoint:
-                    t = time.perf_counter()
-                    tracker.wait()  # what its logging thread still had to do: not the next block's
-                    backlog = time.perf_counter() - t > 0.001
-                    own.claim(tool)
-                after = own.sample()
-                blocks.append(
-                    {
-                        "tool": tool,
-                        "variant": variant,
-                        "pace_ms": pace_ms,
-                        "round": r,
-                        "s": seconds,
-                        "calls_s": calls_s,
-                        "epoch_end_s": end_s,
-                        "backlog": backlog,
-                        "background_cpu_s": overhead.cpu_between(before, after, tool) if checkpoint else 0.0,
-                    }
-                )
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the tools keep their own
-        lines.append(f"  {tool}: what it adds to an epoch at {pace_ms} ms a step: {rounds} rounds")
-    tracker.finish("completed", 0)
-    shutil.rmtree(os.path.join(out_dir, f"epoch-{tool}"), ignore_errors=True)
-    return blocks, write_s, lines
+        import torch
+
+        overhead.as_a_job(environment, threads)
+        # Less noise in every block alike: the waits end within microseconds of their time (Linux's timer
+        # slack, 50 us by default, added 0.15 ms to each 2 ms wait here), and the collector leaves the
+        # millions of objects the clients' imports made alone (a full collection here took tens of ms).
+        ctypes.CDLL(None).prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK: 1 ns, this thread
+        self.tool, self.out_dir = tool, out_dir
+        self.own = overhead.OwnWork()
+        self.model = alexnet.AlexNet()  # the study's width: its checkpoints are the real 93 MB
+        self.model(torch.zeros(2, 3, 32, 32)).sum().backward()  # gradients, for the histograms
+        self.cfg = dict(
+            alexnet.RECIPES["default"], log_every=LOG_EVERY, dataset_version="synthetic", model_params=23_272_266
+        )
+        gc.collect()
+        gc.freeze()
+        self.rng = random.Random(tool)
+        self.versions = 0
+        self.tracker = overhead.open_tracker(tool, os.path.join(out_dir, f"epoch-{tool}"), self.cfg, self.model)[0]
+        self.own.claim(tool)
+        self.checkpoints = os.path.join(out_dir, f"checkpoints-{tool}")
+
+    def round(self, pace_ms, r):
+        """The round's two blocks, untracked and tracked in a random order; the checkpoint write's seconds."""
+        import torch
+
+        # A new best version each epoch: a new file of new weights (the engine's work), written before
+        # the round's two blocks, either of which may come first.
+        self.versions += 1
+        with torch.no_grad():
+            self.model.classifier[-1].bias.add_(1e-3)
+        written = base.Checkpoint(os.path.join(self.checkpoints, f"epoch_{self.versions}.pt"), self.versions, 0.5)
+        t = time.perf_counter()
+        alexnet.save_checkpoint(written.path, self.model, epoch=self.versions, val_acc=0.5, config=self.cfg)
+        write_s = time.perf_counter() - t
+        time.sleep(0.2)
+        blocks = []
+        for variant in self.rng.sample(["none", self.tool], 2):
+            checkpoint = written if variant == self.tool else None
+            before = self.own.sample()
+            tracker = self.tracker if checkpoint else None
+            seconds, calls_s, end_s = _epoch(tracker, pace_ms / 1e3, self.versions, checkpoint)
+            backlog = False
+            if checkpoint:
+                t = time.perf_counter()
+                self.tracker.wait()  # what its logging thread still had to do: not the next block's
+                backlog = time.perf_counter() - t > 0.001
+                self.own.claim(self.tool)
+            after = self.own.sample()
+            blocks.append(
+                {
+                    "tool": self.tool,
+                    "variant": variant,
+                    "pace_ms": pace_ms,
+                    "round": r,
+                    "s": seconds,
+                    "calls_s": calls_s,
+                    "epoch_end_s": end_s,
+                    "backlog": backlog,
+                    "background_cpu_s": overhead.cpu_between(before, after, self.tool) if checkpoint else 0.0,
+                }
+            )
+        return blocks, write_s
+
+    def end_pace(self):
+        shutil.rmtree(self.checkpoints, ignore_errors=True)  # the tools keep their own
+
+    def close(self):
+        self.tracker.finish("completed", 0)
+        shutil.rmtree(os.path.join(self.out_dir, f"epoch-{self.tool}"), ignore_errors=True)
+
+
+_job = None  # in a tool's process: its Job
+
+
+def _start(*args):
+    global _job
+    _job = Job(*args)
+
+
+def _in_job(method, *args):
+    return getattr(_job, method)(*args)
 
 
 def measure(tools, out_dir, rounds_by_pace, say):
     """`critical_path` of benchmark.json: per tool, its added milliseconds per epoch and their interval
     (at the slowest pace, the default 2 ms being the tightest), by phase and pace, its ratio at each pace,
-    its background CPU; and the engine's own epoch end (a checkpoint's write). Each tool is measured in
-    a fresh process of its own, as a training job is: no thread, child process or store left by
-    another tool's run (or by the benchmark's other phases) is in its blocks."""
+    its background CPU; and the engine's own epoch end (a checkpoint's write).
+
+    Each tool runs in a fresh process of its own, as a training job does: no thread, child process or
+    store of another tool's run (or of the benchmark's other phases) is in its process. The processes
+    take turns: each round runs every tool's two blocks, the tools in a random order. The machine's
+    slow stretches (here, minutes in which blocks differ by 50 to 150 ms either way) then fall on
+    every tool alike, where measuring one tool after another put a whole stretch on one tool."""
     import torch
 
+    spawn = multiprocessing.get_context("spawn")
     blocks, write_s = [], []
-    for tool in tools:
-        mine, writes, lines = overhead.apart(
-            _tool_blocks, tool, out_dir, rounds_by_pace, base.USER_ENVIRONMENT, torch.get_num_threads()
-        )
-        blocks += mine
-        write_s += writes
-        for line in lines:
-            say(line)
+    with contextlib.ExitStack() as stack:
+        jobs = {}
+        for tool in tools:
+            jobs[tool] = stack.enter_context(concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn))
+            jobs[tool].submit(_start, tool, out_dir, base.USER_ENVIRONMENT, torch.get_num_threads()).result()
+        rng = random.Random(0)
+        for pace_ms, rounds in zip(PACES_MS, rounds_by_pace, strict=True):
+            for r in range(rounds):
+                for tool in rng.sample(list(tools), len(tools)):
+                    mine, write = jobs[tool].submit(_in_job, "round", pace_ms, r).result()
+                    blocks += mine
+                    write_s.append(write)
+            for job in jobs.values():
+                job.submit(_in_job, "end_pace").result()
+            say(f"  what each tool adds to an epoch at {pace_ms} ms a step: {rounds} rounds of every tool")
+        for job in jobs.values():
+            job.submit(_in_job, "close").result()
     shutil.rmtree(out_dir, ignore_errors=True)
     return {
         "method": {
@@ -155,7 +199,8 @@ def measure(tools, out_dir, rounds_by_pace, say):
             "log_every": LOG_EVERY,
             "rounds": dict(zip(map(str, PACES_MS), rounds_by_pace, strict=True)),
             "block": f"one epoch of calls, then {TAIL_S:g} s of steps with none, timed to its end; each tool in a "
-            "fresh process of its own, its blocks and untracked ones in a random order each round",
+            "fresh process of its own, the tools taking turns round by round, its blocks and untracked ones in a "
+            "random order each round",
             "interval": "the median's 95% interval from the order statistics, over the per-round differences from "
             "the untracked block",
             "model": "the study's AlexNet (23,272,266 parameters): a new 93 MB checkpoint each epoch",
